@@ -1,0 +1,177 @@
+"""The HTTP layer: OpenAI-compatible routes over the engine.
+
+Nothing here knows how vectors are made. Routes parse, call the engine once, and
+encode the answer; every failure leaves as OpenAI's error envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from keepwarm.api.responses import JSONResponse, embeddings_body, error_body, error_response, model_body
+from keepwarm.api.schemas import EmbeddingRequest, parse_embedding_request
+from keepwarm.engine import Engine
+from keepwarm.errors import KeepwarmError, NotReady, PayloadTooLarge
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Status code nginx uses for "client closed request": logged, never seen by the client.
+CLIENT_CLOSED = 499
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Limits the HTTP layer enforces before the engine sees a request."""
+
+    max_body_bytes: int = 16 * 1024 * 1024
+
+
+class ClientDisconnected(Exception):
+    """The caller hung up before its answer was ready."""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as it grows past `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body is {declared} bytes; the limit is {limit} bytes.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it if the client disconnects first (its queued inputs are dropped)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientDisconnected
+    return task.result()
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(KeepwarmError)
+    async def keepwarm_error(_: Request, exc: KeepwarmError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(ClientDisconnected)
+    async def client_gone(request: Request, _: ClientDisconnected) -> Response:
+        log.info("client disconnected before its answer; its queued inputs were dropped (%s)", request.url.path)
+        return Response(status_code=CLIENT_CLOSED)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "path", "query")) or None
+        return JSONResponse(error_body(f"Invalid request: {first['msg']}", "invalid_request_error", param), 400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404:
+            message, code = f"Unknown request URL: {request.method} {request.url.path}.", "unknown_url"
+        else:
+            message, code = str(exc.detail), None
+        return JSONResponse(error_body(message, "invalid_request_error", None, code), exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        log.error("internal error: %s", exc, exc_info=exc)
+        return JSONResponse(error_body("The server had an internal error.", "server_error"), 500)
+
+
+def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
+    """The ASGI application serving `engine`."""
+    settings = settings or ApiSettings()
+    app = FastAPI(title="keepwarm", summary="OpenAI-compatible embeddings", default_response_class=JSONResponse)
+    app.state.engine = engine
+    _install_error_handlers(app)
+
+    @app.post(
+        "/v1/embeddings",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EmbeddingRequest"}}},
+            }
+        },
+    )
+    async def create_embeddings(request: Request) -> Response:
+        """Embed text or token ids (OpenAI's `POST /v1/embeddings`)."""
+        body = parse_embedding_request(await read_body(request, settings.max_body_bytes))
+        result = await unless_disconnected(
+            request,
+            engine.embed(body.model, body.input, truncate=body.truncate, dimensions=body.dimensions),
+        )
+        return JSONResponse(
+            embeddings_body(result, requested_model=body.model, encoding_format=body.encoding_format or "float")
+        )
+
+    @app.get("/v1/models")
+    async def list_models() -> Response:
+        """Every model this server serves (OpenAI's `GET /v1/models`)."""
+        return JSONResponse({"object": "list", "data": [model_body(m) for m in engine.models]})
+
+    @app.get("/v1/models/{model_id:path}")
+    async def retrieve_model(model_id: str) -> Response:
+        """One model by name or alias (OpenAI's `GET /v1/models/{id}`)."""
+        return JSONResponse(model_body(engine.resolve(model_id)))
+
+    @app.get("/health")
+    async def health() -> Response:
+        """The process is alive and answering."""
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        """Every model is loaded and warmed up (503 until then, and while shutting down)."""
+        if not engine.ready:
+            raise NotReady("keepwarm is not ready: models are still loading or the server is stopping", retry_after=1)
+        return JSONResponse({"status": "ready", "models": [m.spec.name for m in engine.models]})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    _register_request_schema(app)
+    return app
+
+
+def _register_request_schema(app: FastAPI) -> None:
+    """Publish EmbeddingRequest in the OpenAPI document (the route reads raw bytes itself)."""
+    original = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = original()
+            defs = EmbeddingRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            schema.setdefault("components", {}).setdefault("schemas", {})["EmbeddingRequest"] = defs
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,81 @@
+"""Response bodies in OpenAI's exact shapes, serialised with orjson.
+
+Vectors go from the NumPy array to bytes without a detour through Python floats:
+orjson writes float32 arrays directly, and base64 is taken from each row's raw
+little-endian float32 bytes, which is what OpenAI's clients decode.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import sys
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.responses import Response
+
+from keepwarm.engine import Embeddings
+from keepwarm.engine.model import ServedModel
+from keepwarm.errors import KeepwarmError
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+class JSONResponse(Response):
+    """A JSON response rendered by orjson (NumPy arrays included)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _base64_rows(vectors: np.ndarray) -> list[str]:
+    little = vectors if _LITTLE_ENDIAN else vectors.astype("<f4")
+    little = np.ascontiguousarray(little, dtype="<f4")
+    return [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
+
+
+def embeddings_body(result: Embeddings, *, requested_model: str, encoding_format: str) -> dict[str, Any]:
+    """The `/v1/embeddings` response: data in input order, model echoed, token usage."""
+    vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
+    rows: list[Any] = _base64_rows(vectors) if encoding_format == "base64" else list(vectors)
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)],
+        "model": requested_model,
+        "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
+    }
+
+
+def model_body(model: ServedModel) -> dict[str, Any]:
+    """One entry of `/v1/models`: OpenAI's fields, then keepwarm's details."""
+    spec = model.spec
+    return {
+        "id": spec.name,
+        "object": "model",
+        "created": model.created,
+        "owned_by": "keepwarm",
+        "aliases": list(spec.aliases),
+        "dimensions": model.dimensions,
+        "max_tokens": spec.max_tokens,
+        "pooling": spec.pooling,
+        "normalize": spec.normalize,
+        "token_ids": spec.token_ids,
+        "runtime": model.runtime.name,
+    }
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error envelope; all four keys are always present."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_response(error: KeepwarmError) -> JSONResponse:
+    """Render a keepwarm error with its status and, when known, a Retry-After header."""
+    headers = {"Retry-After": str(math.ceil(error.retry_after))} if error.retry_after else None
+    return JSONResponse(
+        error_body(error.message, error.type, error.param, error.code), status_code=error.status, headers=headers
+    )

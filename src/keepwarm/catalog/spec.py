@@ -1,0 +1,128 @@
+"""What a model means, read from its own files the way sentence-transformers reads them.
+
+A `ModelSpec` is everything keepwarm needs to produce the same vectors as
+`SentenceTransformer(model_dir).encode(...)`: pooling, normalisation and the maximum
+sequence length. Values come from `modules.json`, `1_Pooling/config.json`,
+`sentence_bert_config.json`, `config.json` and `tokenizer_config.json`; the user's
+configuration may override them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from keepwarm.errors import ConfigError
+
+Pooling = Literal["mean", "cls", "max", "lasttoken"]
+TokenIdInput = Literal["cl100k", "model"]
+POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max", "lasttoken")
+TOKEN_ID_INPUTS: tuple[str, ...] = ("cl100k", "model")
+
+_ST_POOLING_KEYS = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as served: its name, its files and every setting that shapes its vectors."""
+
+    name: str
+    directory: Path
+    pooling: Pooling
+    normalize: bool
+    max_tokens: int
+    token_ids: TokenIdInput = "cl100k"
+    aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The name and every alias this model answers to."""
+        return (self.name, *self.aliases)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _modules(directory: Path) -> list[dict[str, Any]]:
+    path = directory / "modules.json"
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+
+
+def _pooling_from_modules(directory: Path, modules: list[dict[str, Any]]) -> Pooling:
+    for module in modules:
+        if str(module.get("type", "")).endswith(".Pooling"):
+            config = _read_json(directory / str(module.get("path", "")) / "config.json")
+            chosen = [mode for key, mode in _ST_POOLING_KEYS.items() if config.get(key)]
+            if len(chosen) != 1:
+                raise ConfigError(
+                    f"{directory}: pooling config selects {chosen or 'no mode'}; "
+                    "keepwarm supports exactly one of mean, cls, max, lasttoken"
+                )
+            return chosen[0]  # type: ignore[return-value]
+    return "mean"  # what sentence-transformers uses for a plain transformers model
+
+
+def _unsupported_modules(modules: list[dict[str, Any]]) -> list[str]:
+    known = (".Transformer", ".Pooling", ".Normalize")
+    return [str(m.get("type")) for m in modules if not str(m.get("type", "")).endswith(known)]
+
+
+def _default_max_tokens(directory: Path) -> int:
+    """sentence-transformers' rule: `max_seq_length`, else the tokenizer's and model's limit."""
+    st_config = _read_json(directory / "sentence_bert_config.json")
+    if isinstance(st_config.get("max_seq_length"), int):
+        return int(st_config["max_seq_length"])
+    limits = []
+    model_max = _read_json(directory / "tokenizer_config.json").get("model_max_length")
+    if isinstance(model_max, int) and model_max < 1_000_000:
+        limits.append(model_max)
+    positions = _read_json(directory / "config.json").get("max_position_embeddings")
+    if isinstance(positions, int):
+        limits.append(positions)
+    return min(limits) if limits else 512
+
+
+def read_model_spec(
+    name: str,
+    directory: Path,
+    *,
+    overrides: dict[str, Any] | None = None,
+) -> ModelSpec:
+    """Build the spec for the model in `directory`, applying the user's `overrides`."""
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"model '{name}': {directory} has no config.json")
+    if not (directory / "tokenizer.json").is_file():
+        raise ConfigError(
+            f"model '{name}': {directory} has no tokenizer.json (a fast tokenizer is required)"
+        )
+    modules = _modules(directory)
+    unsupported = _unsupported_modules(modules)
+    if unsupported:
+        raise ConfigError(f"model '{name}': unsupported sentence-transformers modules {unsupported}")
+    values: dict[str, Any] = {
+        "pooling": _pooling_from_modules(directory, modules),
+        "normalize": any(str(m.get("type", "")).endswith(".Normalize") for m in modules),
+        "max_tokens": _default_max_tokens(directory),
+    }
+    values.update(overrides or {})
+    return ModelSpec(name=name, directory=directory, **values)

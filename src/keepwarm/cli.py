@@ -1,0 +1,81 @@
+"""The `keepwarm` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import platformdirs
+
+from keepwarm.catalog import DEFAULT_ENTRY, ModelEntry, check_unique_names, load_config, parse_model_option
+from keepwarm.errors import ConfigError
+
+DATA_DIR_OPTION = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="KEEPWARM_DATA_DIR",
+    default=lambda: platformdirs.user_data_dir("keepwarm"),
+    show_default="per-user data directory",
+    help="Where keepwarm keeps built artifacts and state (env KEEPWARM_DATA_DIR).",
+)
+
+
+def _entries(config: Path | None, models: tuple[str, ...]) -> list[ModelEntry]:
+    entries = load_config(config) if config else []
+    entries += [parse_model_option(option) for option in models]
+    entries = entries or [DEFAULT_ENTRY]
+    check_unique_names(entries)
+    return entries
+
+
+@click.group()
+@click.version_option(package_name="keepwarm")
+def main() -> None:
+    """keepwarm: self-hosted, OpenAI-compatible embeddings."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="Serve the model in directory (or installed package) PATH as NAME. Repeatable. "
+    "Default: the bundled all-minilm-l6-v2.",
+)
+@click.option("--config", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Model catalog TOML file.")
+@DATA_DIR_OPTION
+@click.option("--max-batch-tokens", default=8192, show_default=True, type=click.IntRange(1), help="Padded tokens per model call.")
+@click.option("--max-batch-size", default=64, show_default=True, type=click.IntRange(1), help="Rows per model call.")
+@click.option("--max-queue-tokens", default=600_000, show_default=True, type=click.IntRange(1), help="Tokens waiting per model before 429.")
+@click.option("--max-body-mb", default=16, show_default=True, type=click.IntRange(1), help="Largest request body in MiB (413 above).")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(
+    host: str,
+    port: int,
+    models: tuple[str, ...],
+    config: Path | None,
+    data_dir: Path,
+    max_batch_tokens: int,
+    max_batch_size: int,
+    max_queue_tokens: int,
+    max_body_mb: int,
+    log_level: str,
+) -> None:
+    """Serve embedding models over an OpenAI-compatible HTTP API."""
+    from keepwarm.api import ApiSettings
+    from keepwarm.engine import BatchLimits, Engine, EngineSettings
+    from keepwarm.server import configure_logging
+    from keepwarm.server import serve as run_server
+
+    configure_logging(log_level)
+    try:
+        specs = [entry.to_spec() for entry in _entries(config, models)]
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    limits = BatchLimits(max_batch_tokens, max_batch_size, max_queue_tokens)
+    engine = Engine(specs, data_dir, EngineSettings(batch=limits))
+    sys.exit(run_server(engine, host, port, ApiSettings(max_body_bytes=max_body_mb * 1024 * 1024)))

@@ -1,0 +1,73 @@
+"""A job is one caller's request inside the engine; a work item is one of its inputs.
+
+The worker thread writes each finished vector straight into the job's output array
+and completes the job's future once the last one lands. A `concurrent.futures.Future`
+serves both kinds of caller: threads wait on it, and asyncio wraps it, so cancelling
+an awaiting request (a client that hung up) cancels the job too.
+"""
+
+from __future__ import annotations
+
+import itertools
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ONLINE = 0  # interactive requests: always served first
+BACKGROUND = 1  # batch and re-embedding work: uses the capacity online traffic leaves
+
+_sequence = itertools.count()
+
+
+class Job:
+    """Collects the vectors of one request, in input order."""
+
+    def __init__(self, count: int, dimensions: int, *, priority: int = ONLINE) -> None:
+        self.future: Future[np.ndarray] = Future()
+        self.vectors = np.empty((count, dimensions), dtype=np.float32)
+        self.remaining = count
+        self.priority = priority
+
+    @property
+    def finished(self) -> bool:
+        """True once the job succeeded, failed or was cancelled: its items need no work."""
+        return self.future.done()
+
+    def deliver(self, index: int, vector: np.ndarray) -> None:
+        """Store one input's vector (worker thread only)."""
+        if self.finished:
+            return
+        self.vectors[index] = vector
+        self.remaining -= 1
+        if self.remaining == 0:
+            self._settle(lambda: self.future.set_result(self.vectors))
+
+    def fail(self, error: BaseException) -> None:
+        """Fail the whole job; the caller sees `error`."""
+        self._settle(lambda: self.future.set_exception(error))
+
+    def _settle(self, action) -> None:  # noqa: ANN001
+        try:
+            action()
+        except InvalidStateError:
+            pass  # cancelled by the caller in the meantime
+
+
+@dataclass(eq=False, slots=True)
+class WorkItem:
+    """One input's token ids waiting to be embedded."""
+
+    ids: np.ndarray
+    job: Job
+    index: int
+    sequence: int = field(default_factory=lambda: next(_sequence))
+    queued: bool = True
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
+
+    @property
+    def sort_key(self) -> tuple[int, int]:
+        return (len(self.ids), self.sequence)

@@ -1,0 +1,181 @@
+"""The batching policy: which queued inputs run together in the next model call.
+
+Policy, in order of importance:
+1. Priority: online requests before background work.
+2. Fairness: every batch contains the oldest waiting input of that priority.
+3. Efficiency: the rest of the batch is filled with inputs of the closest lengths, so
+   little compute goes to padding, up to a budget of padded tokens (rows × longest row)
+   and a cap on rows. A fixed row count would waste time on long texts and leave
+   throughput unused on short ones.
+
+There is no waiting to fill a batch: when the model is free, whatever is queued runs.
+Inputs that arrive meanwhile form the next batch, so batches grow with load by
+themselves. The queue is bounded in tokens: when full, submissions are refused with a
+retry hint derived from the measured throughput.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from keepwarm.engine.jobs import WorkItem
+from keepwarm.errors import NotReady, Overloaded
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """How big one model call and the waiting queue may get."""
+
+    max_batch_tokens: int = 8192
+    max_batch_items: int = 64
+    max_queue_tokens: int = 600_000
+
+
+class _Lane:
+    """Queued items of one priority: by arrival (for fairness) and by length (for grouping)."""
+
+    def __init__(self) -> None:
+        self.arrivals: deque[WorkItem] = deque()
+        self.by_length: list[tuple[int, int]] = []
+        self.items: dict[tuple[int, int], WorkItem] = {}
+
+    def add(self, item: WorkItem) -> None:
+        self.arrivals.append(item)
+        bisect.insort(self.by_length, item.sort_key)
+        self.items[item.sort_key] = item
+
+    def oldest(self) -> WorkItem | None:
+        while self.arrivals and not self.arrivals[0].queued:
+            self.arrivals.popleft()
+        return self.arrivals[0] if self.arrivals else None
+
+    def take(self, start: int, stop: int) -> list[WorkItem]:
+        keys = self.by_length[start:stop]
+        del self.by_length[start:stop]
+        taken = [self.items.pop(key) for key in keys]
+        for item in taken:
+            item.queued = False
+        return taken
+
+
+def _window(keys: list[tuple[int, int]], anchor: int, limits: BatchLimits) -> tuple[int, int]:
+    """Grow [start, stop) around `anchor` towards the closest lengths within the budget."""
+    start, stop = anchor, anchor + 1
+    anchor_length = longest = keys[anchor][0]
+    while stop - start < limits.max_batch_items:
+        rows = stop - start + 1
+        left_fits = start > 0 and longest * rows <= limits.max_batch_tokens
+        right_fits = stop < len(keys) and max(longest, keys[stop][0]) * rows <= limits.max_batch_tokens
+        if left_fits and right_fits:
+            go_left = anchor_length - keys[start - 1][0] <= keys[stop][0] - anchor_length
+        elif left_fits or right_fits:
+            go_left = left_fits
+        else:
+            break
+        if go_left:
+            start -= 1
+        else:
+            longest = max(longest, keys[stop][0])
+            stop += 1
+    return start, stop
+
+
+class Scheduler:
+    """A thread-safe queue of work items that hands out batches by the policy above."""
+
+    def __init__(self, limits: BatchLimits, on_dropped: Callable[[int], None] | None = None) -> None:
+        self.limits = limits
+        self._on_dropped = on_dropped
+        self._lanes: dict[int, _Lane] = {}
+        self._condition = threading.Condition()
+        self._queued_tokens = 0
+        self._closed = False
+        self._tokens_per_second = 0.0
+
+    @property
+    def queued_tokens(self) -> int:
+        return self._queued_tokens
+
+    def submit(self, items: list[WorkItem]) -> None:
+        """Queue all of one request's items, or none of them (Overloaded/NotReady)."""
+        tokens = sum(item.length for item in items)
+        with self._condition:
+            if self._closed:
+                raise NotReady("the server is shutting down", retry_after=1)
+            if self._queued_tokens and self._queued_tokens + tokens > self.limits.max_queue_tokens:
+                raise Overloaded(
+                    "The server is overloaded: this model's queue is full "
+                    f"({self._queued_tokens} tokens waiting). Retry after the indicated delay.",
+                    retry_after=self._drain_seconds(),
+                )
+            for item in items:
+                self._lanes.setdefault(item.job.priority, _Lane()).add(item)
+            self._queued_tokens += tokens
+            self._condition.notify()
+
+    def next_batch(self) -> list[WorkItem] | None:
+        """Block until a batch is available and return it; None once closed and empty."""
+        with self._condition:
+            while True:
+                batch = self._select()
+                if batch:
+                    return batch
+                if self._closed:
+                    return None
+                self._condition.wait()
+
+    def discard_finished(self) -> None:
+        """Drop queued items whose job is already over (cancelled by a departed client)."""
+        with self._condition:
+            for lane in self._lanes.values():
+                dead = [key for key, item in lane.items.items() if item.job.finished]
+                for key in dead:
+                    lane.items.pop(key).queued = False
+                    self._queued_tokens -= key[0]
+                if dead:
+                    lane.by_length = sorted(lane.items)
+                    self._dropped(len(dead))
+
+    def record_throughput(self, tokens: int, seconds: float) -> None:
+        """Feed the measured speed into the Retry-After estimate (moving average)."""
+        if seconds > 0:
+            rate = tokens / seconds
+            self._tokens_per_second = rate if not self._tokens_per_second else (
+                0.8 * self._tokens_per_second + 0.2 * rate
+            )
+
+    def close(self) -> list[WorkItem]:
+        """Refuse new work; return what was still queued so it can be failed."""
+        with self._condition:
+            self._closed = True
+            leftovers = [item for lane in self._lanes.values() for item in lane.take(0, len(lane.by_length))]
+            self._queued_tokens = 0
+            self._condition.notify_all()
+            return leftovers
+
+    def _drain_seconds(self) -> int:
+        rate = self._tokens_per_second or 1000.0
+        return max(1, math.ceil(self._queued_tokens / rate))
+
+    def _select(self) -> list[WorkItem]:
+        for priority in sorted(self._lanes):
+            lane = self._lanes[priority]
+            while (anchor := lane.oldest()) is not None:
+                position = bisect.bisect_left(lane.by_length, anchor.sort_key)
+                start, stop = _window(lane.by_length, position, self.limits)
+                batch = lane.take(start, stop)
+                self._queued_tokens -= sum(item.length for item in batch)
+                live = [item for item in batch if not item.job.finished]
+                self._dropped(len(batch) - len(live))
+                if live:
+                    return live
+        return []
+
+    def _dropped(self, count: int) -> None:
+        if count and self._on_dropped:
+            self._on_dropped(count)

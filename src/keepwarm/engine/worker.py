@@ -1,0 +1,84 @@
+"""The thread that feeds one model: takes batches from the scheduler and runs them.
+
+Inference runs here, off the event loop. Tokenization happens earlier, on other
+threads, when requests arrive, so the next batch is tokenized while this one runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from keepwarm.engine.jobs import WorkItem
+from keepwarm.engine.scheduler import Scheduler
+from keepwarm.errors import NotReady
+from keepwarm.runtimes.base import Runtime
+
+log = logging.getLogger(__name__)
+
+BatchObserver = Callable[[int, int, float], None]  # (rows, tokens, seconds)
+
+
+def pad_batch(items: list[WorkItem], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad the items' ids to the longest one; return input_ids and attention_mask."""
+    longest = max(item.length for item in items)
+    input_ids = np.full((len(items), longest), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(items), longest), dtype=np.int64)
+    for row, item in enumerate(items):
+        input_ids[row, : item.length] = item.ids
+        attention_mask[row, : item.length] = 1
+    return input_ids, attention_mask
+
+
+class ModelWorker:
+    """Runs batches for one model on a dedicated thread until the scheduler closes."""
+
+    def __init__(
+        self,
+        name: str,
+        runtime: Runtime,
+        scheduler: Scheduler,
+        pad_id: int,
+        observe: BatchObserver | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.scheduler = scheduler
+        self.pad_id = pad_id
+        self._observe = observe
+        self._thread = threading.Thread(target=self._loop, name=f"keepwarm-model-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while (batch := self.scheduler.next_batch()) is not None:
+            started = time.perf_counter()
+            self._run(batch)
+            elapsed = time.perf_counter() - started
+            tokens = sum(item.length for item in batch)
+            self.scheduler.record_throughput(tokens, elapsed)
+            if self._observe:
+                self._observe(len(batch), tokens, elapsed)
+
+    def _run(self, items: list[WorkItem]) -> None:
+        """Embed and deliver; on a runtime error, retry in halves to isolate the culprit."""
+        try:
+            vectors = self.runtime.embed(*pad_batch(items, self.pad_id))
+        except Exception as exc:  # noqa: BLE001 - any runtime fault must stay inside this batch
+            if len(items) > 1:
+                middle = len(items) // 2
+                self._run(items[:middle])
+                self._run(items[middle:])
+                return
+            log.exception("inference failed for one input of %d tokens", items[0].length)
+            items[0].job.fail(NotReady(f"inference failed: {type(exc).__name__}; retry", retry_after=1))
+            return
+        for item, vector in zip(items, vectors, strict=True):
+            item.job.deliver(item.index, vector)

@@ -1,0 +1,96 @@
+"""Every error keepwarm reports, in one place.
+
+Each exception carries what the HTTP layer needs to render OpenAI's error envelope
+(status, type, param, code), so the engine and the catalog can raise them without
+knowing anything about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class KeepwarmError(Exception):
+    """Base class: an error with a client-facing message and an OpenAI error type."""
+
+    status: int = 500
+    type: str = "server_error"
+    default_code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.retry_after = retry_after
+
+
+class InvalidRequest(KeepwarmError):
+    """The request is malformed or asks for something the model cannot do (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class InputTooLong(InvalidRequest):
+    """One input has more tokens than the model accepts and truncation was not asked for."""
+
+    default_code = "context_length_exceeded"
+
+    def __init__(self, index: int, tokens: int | None, limit: int) -> None:
+        counted = f" ({tokens} tokens)" if tokens is not None else ""
+        super().__init__(
+            f"input[{index}] is longer{counted} than this model's maximum of {limit} tokens. "
+            'Shorten it, or send "truncate": true to embed only its first tokens.',
+            param=f"input[{index}]",
+        )
+        self.index = index
+        self.limit = limit
+
+
+class ModelNotFound(KeepwarmError):
+    """The requested model name is not served here (404)."""
+
+    status = 404
+    type = "invalid_request_error"
+    default_code = "model_not_found"
+
+    def __init__(self, model: str, available: list[str]) -> None:
+        names = ", ".join(sorted(available)) or "none"
+        super().__init__(
+            f"The model '{model}' does not exist on this server. Available models: {names}.",
+            param="model",
+        )
+
+
+class PayloadTooLarge(KeepwarmError):
+    """The request body is over the configured size limit (413)."""
+
+    status = 413
+    type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class Overloaded(KeepwarmError):
+    """The model's queue is full; the client should retry after a pause (429)."""
+
+    status = 429
+    type = "rate_limit_error"
+    default_code = "server_overloaded"
+
+
+class NotReady(KeepwarmError):
+    """The server is starting, stopping or the model failed in a retryable way (503)."""
+
+    status = 503
+    type = "server_error"
+    default_code = "service_unavailable"
+
+
+class ConfigError(Exception):
+    """A configuration or model directory problem found before the server starts."""

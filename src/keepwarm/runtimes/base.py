@@ -1,0 +1,34 @@
+"""The contract every runtime fulfils: token ids in, one vector per text out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from keepwarm.catalog.spec import ModelSpec
+from keepwarm.runtimes.pooling import l2_normalize, pool
+
+
+class Runtime(ABC):
+    """Runs one model. Subclasses only compute hidden states; pooling is shared."""
+
+    name: str = "runtime"
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+
+    @property
+    @abstractmethod
+    def dimensions(self) -> int:
+        """Length of the vectors this model produces."""
+
+    @abstractmethod
+    def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Last hidden states [batch, tokens, dim] as float32 for right-padded int64 inputs."""
+
+    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Pooled (and, if the model says so, normalised) float32 vectors [batch, dim]."""
+        vectors = pool(self.hidden_states(input_ids, attention_mask), attention_mask, self.spec.pooling)
+        vectors = vectors.astype(np.float32, copy=False)
+        return l2_normalize(vectors) if self.spec.normalize else vectors
