@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class _QueueCollector(Collector):
+    """Reads each model's queue depth at scrape time, so it is never stale."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, Callable[[], int]] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("keepwarm_queue_tokens", "Tokens waiting in each model's queue", labels=["model"])
+        for model, read in self.sources.items():
+            family.add_metric([model], read())
+        yield family
 
 
 class Metrics:
@@ -25,10 +42,16 @@ class Metrics:
         self.inference_seconds = Histogram(
             "keepwarm_inference_seconds", "Time of one model call", ["model"], registry=self.registry,
         )
+        self._queues = _QueueCollector()
+        self.registry.register(self._queues)
         self.inputs_dropped = Counter(
             "keepwarm_inputs_dropped", "Queued inputs dropped because their client went away", ["model"],
             registry=self.registry,
         )
+
+    def track_queue(self, model: str, read: Callable[[], int]) -> None:
+        """Report `read()` as the model's queue depth."""
+        self._queues.sources[model] = read
 
     def observe_batch(self, model: str, rows: int, tokens: int, seconds: float) -> None:
         self.batch_rows.labels(model).observe(rows)

@@ -27,7 +27,7 @@ def resolve_source(source: str) -> Path:
         return path.resolve()
     module_name = source.replace("-", "_")
     if not module_name.isidentifier():
-        raise ConfigError(f"model source '{source}' is neither a directory nor a package name")
+        raise ConfigError(f"model source '{source}' is neither a directory nor an installed package")
     try:
         module = importlib.import_module(module_name)
     except ImportError:

@@ -74,6 +74,7 @@ def load_model(
     tokenizer = ModelTokenizer(spec)
     _warm_up(runtime, tokenizer.pad_id)
     scheduler = Scheduler(limits, on_dropped=metrics.inputs_dropped.labels(spec.name).inc)
+    metrics.track_queue(spec.name, lambda: scheduler.queued_tokens)
     worker = ModelWorker(spec.name, runtime, scheduler, tokenizer.pad_id, partial(metrics.observe_batch, spec.name))
     worker.start()
     seconds = time.perf_counter() - started

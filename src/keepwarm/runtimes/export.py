@@ -8,8 +8,10 @@ before it is cached, and rejected if it disagrees.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,22 @@ def verify(spec: ModelSpec, reference: Any, candidate: Any, vocab_size: int) -> 
     return {"min_cosine_to_torch": worst_cosine, "max_abs_error_to_torch": worst_abs}
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Any:
+    """The exporter narrates every pass at INFO and warns about axis names; keep logs readable."""
+    noisy = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx")]
+    levels = [logger.level for logger in noisy]
+    for logger in noisy:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(noisy, levels, strict=True):
+            logger.setLevel(level)
+
+
 def export_onnx(spec: ModelSpec, folder: Path) -> dict[str, Any]:
     """Write `model.onnx` for `spec` into `folder`, verify it, and return its metadata."""
     import torch
@@ -95,18 +113,19 @@ def export_onnx(spec: ModelSpec, folder: Path) -> dict[str, Any]:
     example_mask = torch.ones((2, 8), dtype=torch.int64)
     example_mask[1, 5:] = 0
     log.info("exporting '%s' to ONNX (once; the result is cached)", spec.name)
-    torch.onnx.export(
-        _HiddenStates(reference.model),
-        (example_ids, example_mask),
-        str(folder / ONNX_FILE),
-        dynamo=True,
-        input_names=["input_ids", "attention_mask"],
-        output_names=["last_hidden_state"],
-        dynamic_shapes={"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}},
-        optimize=True,
-        external_data=False,
-        verbose=False,
-    )
+    with _quiet_exporter():
+        torch.onnx.export(
+            _HiddenStates(reference.model),
+            (example_ids, example_mask),
+            str(folder / ONNX_FILE),
+            dynamo=True,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["last_hidden_state"],
+            dynamic_shapes={"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}},
+            optimize=True,
+            external_data=False,
+            verbose=False,
+        )
     candidate = OnnxRuntime(spec, folder / ONNX_FILE)
     accuracy = verify(spec, reference, candidate, int(reference.model.config.vocab_size))
     log.info("exported '%s' in %.1fs: %s", spec.name, time.perf_counter() - started, accuracy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from transformers import AutoModel
+from transformers.utils import logging as transformers_logging
 
 from keepwarm.catalog.spec import ModelSpec
 from keepwarm.runtimes.base import Runtime
@@ -12,6 +13,7 @@ from keepwarm.runtimes.base import Runtime
 
 def load_transformer(spec: ModelSpec) -> torch.nn.Module:
     """The model's transformer in float32 eval mode, as sentence-transformers loads it."""
+    transformers_logging.disable_progress_bar()
     model = AutoModel.from_pretrained(str(spec.directory), dtype=torch.float32)
     return model.eval()
 

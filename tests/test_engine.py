@@ -1,0 +1,86 @@
+"""The engine as a library: exact vectors whatever the batching, cached artifacts, no torch at start."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import MODEL, assert_same_vectors
+from keepwarm.catalog import DEFAULT_ENTRY
+from keepwarm.engine import BatchLimits, Engine, EngineSettings
+
+
+@pytest.mark.parametrize("rows,budget", [(1, 512), (7, 2048), (64, 8192)])
+def test_vectors_do_not_depend_on_batch_composition(data_dir, reference, corpus, rows, budget) -> None:  # noqa: ANN001
+    engine = Engine([DEFAULT_ENTRY.to_spec()], data_dir, EngineSettings(batch=BatchLimits(budget, rows, 10**6)))
+    engine.load()
+    try:
+        texts = corpus[:50]
+        result = engine.embed_sync(MODEL, texts, truncate=True)
+        assert_same_vectors(result.vectors, reference.encode(texts))
+        assert result.tokens == int(reference.tokenize(texts)["attention_mask"].sum())
+    finally:
+        engine.close()
+
+
+def test_threads_embedding_at_once_get_their_own_vectors(data_dir, reference, corpus) -> None:  # noqa: ANN001
+    engine = Engine([DEFAULT_ENTRY.to_spec()], data_dir)
+    engine.load()
+    try:
+        groups = [corpus[i : i + 3] for i in range(0, 60, 3)]
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda g: engine.embed_sync(MODEL, g, truncate=True), groups))
+        for group, result in zip(groups, results):
+            assert_same_vectors(result.vectors, reference.encode(group))
+    finally:
+        engine.close()
+
+
+def test_artifact_is_built_once_and_verified(data_dir) -> None:  # noqa: ANN001
+    engine = Engine([DEFAULT_ENTRY.to_spec()], data_dir)
+    engine.load()
+    engine.close()
+    artifacts = [p for p in (data_dir / "artifacts").iterdir() if not p.name.startswith(".")]
+    minilm = [p for p in artifacts if p.name.startswith(MODEL)]
+    assert len(minilm) == 1
+    metadata = json.loads((minilm[0] / "artifact.json").read_text())
+    assert metadata["min_cosine_to_torch"] >= 0.99999
+    assert (minilm[0] / metadata["file"]).is_file()
+
+
+def test_cached_artifact_loads_without_importing_torch(data_dir) -> None:  # noqa: ANN001
+    Engine([DEFAULT_ENTRY.to_spec()], data_dir).load()  # make sure the artifact exists
+    script = (
+        "import sys; from pathlib import Path;"
+        "from keepwarm.catalog import DEFAULT_ENTRY; from keepwarm.engine import Engine;"
+        f"e = Engine([DEFAULT_ENTRY.to_spec()], Path({str(data_dir)!r})); e.load();"
+        "v = e.embed_sync('all-minilm-l6-v2', ['hello']).vectors; e.close();"
+        "print(v.shape, 'torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert output.split()[-2:] == ["False", "False"], output
+
+
+def test_a_changed_model_gets_a_new_artifact(tmp_path: Path, model_dir: Path) -> None:
+    from tiny_models import tiny_bert
+    from keepwarm.catalog import ModelEntry
+
+    directory = tiny_bert(tmp_path / "tiny", model_dir, seed=3)
+    entry = ModelEntry(name="tiny", source=str(directory))
+    first = Engine([entry.to_spec()], tmp_path / "data")
+    first.load()
+    before = first.embed_sync("tiny", ["same text"]).vectors
+    first.close()
+    tiny_bert(directory, model_dir, seed=4)  # new weights, same place
+    second = Engine([entry.to_spec()], tmp_path / "data")
+    second.load()
+    after = second.embed_sync("tiny", ["same text"]).vectors
+    second.close()
+    assert len(list((tmp_path / "data" / "artifacts").glob("tiny-*"))) == 2
+    assert not np.allclose(before, after)

@@ -1,0 +1,101 @@
+"""The batching policy, exercised directly on the scheduler."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from keepwarm.engine.jobs import BACKGROUND, ONLINE, Job, WorkItem
+from keepwarm.engine.scheduler import BatchLimits, Scheduler
+from keepwarm.errors import NotReady, Overloaded
+
+
+def _items(lengths: list[int], priority: int = ONLINE) -> list[WorkItem]:
+    job = Job(len(lengths), 4, priority=priority)
+    return [WorkItem(ids=np.ones(n, dtype=np.int64), job=job, index=i) for i, n in enumerate(lengths)]
+
+
+def _lengths(batch: list[WorkItem]) -> list[int]:
+    return sorted(item.length for item in batch)
+
+
+def test_batch_respects_the_padded_token_budget() -> None:
+    scheduler = Scheduler(BatchLimits(max_batch_tokens=100, max_batch_items=64, max_queue_tokens=10_000))
+    scheduler.submit(_items([10] * 30))
+    batch = scheduler.next_batch()
+    assert len(batch) == 10  # 10 rows x 10 tokens = the whole budget
+
+
+def test_batch_respects_the_row_cap() -> None:
+    scheduler = Scheduler(BatchLimits(max_batch_tokens=10_000, max_batch_items=8, max_queue_tokens=10_000))
+    scheduler.submit(_items([3] * 20))
+    assert len(scheduler.next_batch()) == 8
+
+
+def test_similar_lengths_are_grouped_around_the_oldest_input() -> None:
+    scheduler = Scheduler(BatchLimits(max_batch_tokens=4 * 51, max_batch_items=4, max_queue_tokens=10_000))
+    scheduler.submit(_items([50]))  # oldest
+    scheduler.submit(_items([5, 200, 48, 7, 49, 51, 300]))
+    first = scheduler.next_batch()
+    assert _lengths(first) == [48, 49, 50, 51]
+    assert _lengths(scheduler.next_batch()) == [5, 7]  # then the oldest remaining (5) and its neighbour
+
+
+def test_an_input_over_the_budget_still_runs_alone() -> None:
+    scheduler = Scheduler(BatchLimits(max_batch_tokens=64, max_batch_items=8, max_queue_tokens=10_000))
+    scheduler.submit(_items([500, 1]))
+    assert _lengths(scheduler.next_batch()) == [500]
+    assert _lengths(scheduler.next_batch()) == [1]
+
+
+def test_online_work_runs_before_background_work() -> None:
+    scheduler = Scheduler(BatchLimits(max_batch_tokens=1000, max_batch_items=2, max_queue_tokens=10_000))
+    background = _items([5, 5, 5, 5], priority=BACKGROUND)
+    scheduler.submit(background)
+    online = _items([5, 5], priority=ONLINE)
+    scheduler.submit(online)
+    assert {id(i) for i in scheduler.next_batch()} == {id(i) for i in online}
+    assert all(item.job.priority == BACKGROUND for item in scheduler.next_batch())
+
+
+def test_full_queue_refuses_a_whole_request() -> None:
+    scheduler = Scheduler(BatchLimits(max_batch_tokens=1000, max_batch_items=8, max_queue_tokens=100))
+    scheduler.submit(_items([60]))
+    with pytest.raises(Overloaded) as caught:
+        scheduler.submit(_items([30, 30]))
+    assert caught.value.retry_after >= 1
+    assert scheduler.queued_tokens == 60
+
+
+def test_one_large_request_is_admitted_into_an_empty_queue() -> None:
+    scheduler = Scheduler(BatchLimits(max_batch_tokens=1000, max_batch_items=8, max_queue_tokens=100))
+    scheduler.submit(_items([80, 80]))
+    assert scheduler.queued_tokens == 160
+
+
+def test_cancelled_jobs_never_reach_a_batch() -> None:
+    dropped: list[int] = []
+    scheduler = Scheduler(BatchLimits(max_batch_tokens=1000, max_batch_items=64, max_queue_tokens=10_000),
+                          on_dropped=dropped.append)
+    abandoned, kept = _items([5, 6, 7]), _items([5, 6])
+    scheduler.submit(abandoned)
+    scheduler.submit(kept)
+    abandoned[0].job.future.cancel()
+    scheduler.discard_finished()
+    batch = scheduler.next_batch()
+    assert all(item.job is kept[0].job for item in batch) and len(batch) == 2
+    assert sum(dropped) == 3 and scheduler.queued_tokens == 0
+
+
+def test_close_wakes_the_worker_and_returns_leftovers() -> None:
+    scheduler = Scheduler(BatchLimits())
+    results: list[object] = []
+    waiter = threading.Thread(target=lambda: results.append(scheduler.next_batch()))
+    waiter.start()
+    assert scheduler.close() == []
+    waiter.join(timeout=5)
+    assert results == [None]
+    with pytest.raises(NotReady):
+        scheduler.submit(_items([1]))
