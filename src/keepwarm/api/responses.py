@@ -58,6 +58,8 @@ def model_body(model: ServedModel) -> dict[str, Any]:
         "object": "model",
         "created": model.created,
         "owned_by": "keepwarm",
+        "version": model.short_version,
+        "full_version": model.version,
         "aliases": list(spec.aliases),
         "dimensions": model.dimensions,
         "max_tokens": spec.max_tokens,

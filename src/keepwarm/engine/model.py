@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from keepwarm.catalog import ArtifactStore, DigestCache, ModelSpec, directory_fingerprint
+from keepwarm.catalog.versions import model_version, short_version
 from keepwarm.engine.scheduler import BatchLimits, Scheduler
 from keepwarm.engine.tokenization import ModelTokenizer
 from keepwarm.engine.worker import ModelWorker
@@ -42,6 +43,15 @@ class ServedModel:
     @property
     def dimensions(self) -> int:
         return self.runtime.dimensions
+
+    @property
+    def version(self) -> str:
+        """Full version of the vectors this model produces (see catalog.versions)."""
+        return model_version(self.spec, self.fingerprint)
+
+    @property
+    def short_version(self) -> str:
+        return short_version(self.version)
 
     def close(self) -> None:
         """Stop taking work, fail what is still queued, and let the worker finish."""

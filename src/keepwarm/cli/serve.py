@@ -1,4 +1,4 @@
-"""The `keepwarm` command line."""
+"""`keepwarm serve`: run the HTTP service."""
 
 from __future__ import annotations
 
@@ -6,36 +6,12 @@ import sys
 from pathlib import Path
 
 import click
-import platformdirs
 
-from keepwarm.catalog import DEFAULT_ENTRY, ModelEntry, check_unique_names, load_config, parse_model_option
+from keepwarm.cli.options import DATA_DIR_OPTION, model_entries
 from keepwarm.errors import ConfigError
 
-DATA_DIR_OPTION = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="KEEPWARM_DATA_DIR",
-    default=lambda: platformdirs.user_data_dir("keepwarm"),
-    show_default="per-user data directory",
-    help="Where keepwarm keeps built artifacts and state (env KEEPWARM_DATA_DIR).",
-)
 
-
-def _entries(config: Path | None, models: tuple[str, ...]) -> list[ModelEntry]:
-    entries = load_config(config) if config else []
-    entries += [parse_model_option(option) for option in models]
-    entries = entries or [DEFAULT_ENTRY]
-    check_unique_names(entries)
-    return entries
-
-
-@click.group()
-@click.version_option(package_name="keepwarm")
-def main() -> None:
-    """keepwarm: self-hosted, OpenAI-compatible embeddings."""
-
-
-@main.command()
+@click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option(
@@ -73,7 +49,7 @@ def serve(
 
     configure_logging(log_level)
     try:
-        specs = [entry.to_spec() for entry in _entries(config, models)]
+        specs = [entry.to_spec() for entry in model_entries(config, models)]
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     limits = BatchLimits(max_batch_tokens, max_batch_size, max_queue_tokens)

@@ -1,0 +1,31 @@
+"""Model versions: one fingerprint for everything that decides what a vector means.
+
+Two servings of a model share a version exactly when they produce interchangeable
+vectors: the same weight and tokenizer files, and the same vector-shaping settings.
+Anything else (a name, an alias, queue limits) leaves the version alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from keepwarm.catalog.spec import ModelSpec
+
+SHORT_LENGTH = 12
+
+
+def vector_settings(spec: ModelSpec) -> dict[str, object]:
+    """The settings of `spec` that change the vectors it produces."""
+    return {"pooling": spec.pooling, "normalize": spec.normalize, "max_tokens": spec.max_tokens}
+
+
+def model_version(spec: ModelSpec, files_fingerprint: str) -> str:
+    """Full version: SHA-256 over the model files' fingerprint and the vector settings."""
+    settings = json.dumps(vector_settings(spec), sort_keys=True)
+    return hashlib.sha256(f"{files_fingerprint}\n{settings}".encode()).hexdigest()
+
+
+def short_version(version: str) -> str:
+    """The 12-hex-character form shown to users."""
+    return version[:SHORT_LENGTH]
