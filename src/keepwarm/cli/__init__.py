@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
+from keepwarm.cli.keys import keys
 from keepwarm.cli.serve import serve
+from keepwarm.cli.usage import usage
 
 
 @click.group()
@@ -14,3 +16,5 @@ def main() -> None:
 
 
 main.add_command(serve)
+main.add_command(keys)
+main.add_command(usage)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from keepwarm.runtimes.pooling import l2_normalize
 log = logging.getLogger(__name__)
 
 Inputs = Sequence[str] | Sequence[Sequence[int]]
+# Called with a request's token count after tokenization, before it is queued; raises to refuse it.
+Admission = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,18 @@ class EngineSettings:
     batch: BatchLimits = BatchLimits()
     max_request_tokens: int = 300_000
     tokenizer_threads: int = 2
+    # online requests that waited longer than this before reaching the model are dropped
+    queue_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where one request's time went, in seconds (see engine.jobs.Job for the moments)."""
+
+    tokenization: float = 0.0
+    queue: float = 0.0
+    inference: float = 0.0
+    compute: float = 0.0  # this request's share of model time (per-hour pricing)
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,8 @@ class Embeddings:
     vectors: np.ndarray
     tokens: int
     model: ServedModel
+    timings: Timings = Timings()
+    cache_hits: int = 0
 
 
 class Engine:
@@ -81,7 +98,9 @@ class Engine:
         digests = DigestCache(self.data_dir / "digests.json")
         for spec in self.specs:
             if spec.name not in self._models:
-                self._models[spec.name] = load_model(spec, store, digests, self.settings.batch, self.metrics)
+                model = load_model(spec, store, digests, self.settings.batch, self.metrics)
+                self._models[spec.name] = model
+                self.metrics.track_model(spec.name, model.load_seconds, lambda m=model: m.scheduler.tokens_per_second)
         self._ready = True
 
     def close(self) -> None:
@@ -109,19 +128,22 @@ class Engine:
         truncate: bool = False,
         dimensions: int | None = None,
         priority: int = ONLINE,
+        admit: Admission | None = None,
     ) -> Embeddings:
         """Embed `inputs` (texts, or token-id lists) with `model`; cancel-safe."""
         served = self.resolve(model)
         _check_dimensions(served, dimensions)
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         ids = await loop.run_in_executor(self._tokenize_pool, _tokenize, served, inputs, truncate)
-        job = self._submit(served, ids, priority)
+        tokenization = time.perf_counter() - started
+        job = self._submit(served, ids, priority, admit)
         try:
-            vectors = await asyncio.wrap_future(job.future)
+            await asyncio.wrap_future(job.future)
         except asyncio.CancelledError:
             served.scheduler.discard_finished()
             raise
-        return self._finish(served, vectors, ids, dimensions)
+        return self._finish(served, job, ids, dimensions, tokenization)
 
     def embed_sync(
         self,
@@ -131,15 +153,19 @@ class Engine:
         truncate: bool = False,
         dimensions: int | None = None,
         priority: int = ONLINE,
+        admit: Admission | None = None,
     ) -> Embeddings:
         """Blocking version of `embed`, for scripts, benchmarks and worker threads."""
         served = self.resolve(model)
         _check_dimensions(served, dimensions)
+        started = time.perf_counter()
         ids = _tokenize(served, inputs, truncate)
-        job = self._submit(served, ids, priority)
-        return self._finish(served, job.future.result(), ids, dimensions)
+        tokenization = time.perf_counter() - started
+        job = self._submit(served, ids, priority, admit)
+        job.future.result()
+        return self._finish(served, job, ids, dimensions, tokenization)
 
-    def _submit(self, served: ServedModel, ids: list[np.ndarray], priority: int) -> Job:
+    def _submit(self, served: ServedModel, ids: list[np.ndarray], priority: int, admit: Admission | None) -> Job:
         tokens = sum(len(i) for i in ids)
         if tokens > self.settings.max_request_tokens:
             raise InvalidRequest(
@@ -148,17 +174,28 @@ class Engine:
                 param="input",
                 code="max_tokens_per_request",
             )
-        job = Job(len(ids), served.dimensions, priority=priority)
+        if admit is not None:
+            admit(tokens)
+        timeout = self.settings.queue_timeout if priority == ONLINE else None
+        job = Job(len(ids), served.dimensions, priority=priority, queue_timeout=timeout)
         served.scheduler.submit([WorkItem(ids=i, job=job, index=n) for n, i in enumerate(ids)])
         return job
 
     @staticmethod
     def _finish(
-        served: ServedModel, vectors: np.ndarray, ids: list[np.ndarray], dimensions: int | None
+        served: ServedModel, job: Job, ids: list[np.ndarray], dimensions: int | None, tokenization: float
     ) -> Embeddings:
+        vectors = job.vectors
         if dimensions is not None and dimensions != served.dimensions:
             vectors = l2_normalize(vectors[:, :dimensions])
-        return Embeddings(vectors=vectors, tokens=sum(len(i) for i in ids), model=served)
+        started = job.started if job.started is not None else job.submitted
+        timings = Timings(
+            tokenization=tokenization,
+            queue=started - job.submitted,
+            inference=(job.completed or started) - started,
+            compute=job.compute_seconds,
+        )
+        return Embeddings(vectors=vectors, tokens=sum(len(i) for i in ids), model=served, timings=timings)
 
 
 def _tokenize(served: ServedModel, inputs: Inputs, truncate: bool) -> list[np.ndarray]:
