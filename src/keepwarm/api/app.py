@@ -78,6 +78,9 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     watcher = asyncio.ensure_future(_wait_for_disconnect(request))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()  # the request itself was cancelled (server stopping): drop its work too
+        raise
     finally:
         watcher.cancel()
     if not task.done():

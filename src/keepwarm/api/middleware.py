@@ -7,6 +7,7 @@ the model and the engine's timings, through the request's `RequestRecord`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -76,7 +77,7 @@ class RequestMiddleware:
             return
         record = RequestRecord(id=_request_id(scope))
         scope[_SCOPE_KEY] = record
-        status = 500  # what the client gets if the app raises before answering
+        status = 0  # until the response starts; 500 if the app raises before that
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -89,13 +90,17 @@ class RequestMiddleware:
         self.metrics.in_flight.inc()
         try:
             if self.lifecycle.draining and scope["path"] not in _ALWAYS_SERVED:
-                record.error = "service_unavailable"
-                refusal = error_response(NotReady("The server is shutting down; retry on another replica.", retry_after=1))
-                refusal.headers["connection"] = "close"
-                await refusal(scope, receive, send_with_headers)
+                await _refuse(record, scope, receive, send_with_headers)
             else:
                 await self.app(scope, receive, send_with_headers)
+        except asyncio.CancelledError:
+            if not self.lifecycle.draining:
+                raise
+            # the grace time ran out mid-request: a retryable 503 rather than a dropped connection
+            if not status:
+                await _refuse(record, scope, receive, send_with_headers)
         finally:
+            status = status or 500
             self.lifecycle.in_flight -= 1
             self.metrics.in_flight.dec()
             self._account(scope, record, status)
@@ -119,6 +124,14 @@ class RequestMiddleware:
         # probes and scrapes arrive every few seconds: keep them out of the default log level
         level = logging.DEBUG if scope["path"] in _ALWAYS_SERVED else logging.INFO
         access_log.log(level, "request", extra={"fields": _log_fields(scope, record, status, seconds)})
+
+
+async def _refuse(record: RequestRecord, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer 503 because the server is stopping, and close the connection."""
+    record.error = "service_unavailable"
+    refusal = error_response(NotReady("The server is shutting down; retry on another replica.", retry_after=1))
+    refusal.headers["connection"] = "close"
+    await refusal(scope, receive, send)
 
 
 def _request_id(scope: Scope) -> str:
