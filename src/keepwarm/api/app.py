@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
@@ -138,6 +138,7 @@ def create_app(engine: Engine, db: Database, settings: ApiSettings | None = None
     app.add_middleware(RequestMiddleware, lifecycle=lifecycle, metrics=engine.metrics)
     _install_error_handlers(app)
     app.include_router(admin_router(auth, store, settings.pricing))
+    served_names = [name for spec in engine.specs for name in spec.names]
 
     @app.post(
         "/v1/embeddings",
@@ -178,7 +179,9 @@ def create_app(engine: Engine, db: Database, settings: ApiSettings | None = None
         return JSONResponse({"object": "list", "data": [model_body(m) for m in allowed]})
 
     @app.get("/v1/models/{model_id:path}")
-    async def retrieve_model(model_id: str, key: ApiKey = Depends(auth.caller)) -> Response:
+    async def retrieve_model(
+        model_id: str = Path(examples=served_names), key: ApiKey = Depends(auth.caller)
+    ) -> Response:
         """One model by name or alias (OpenAI's `GET /v1/models/{id}`)."""
         served = engine.resolve(model_id)
         check_model_allowed(key, model_id, served.spec.names)
@@ -203,18 +206,23 @@ def create_app(engine: Engine, db: Database, settings: ApiSettings | None = None
         """Prometheus metrics."""
         return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    _register_request_schema(app)
+    _register_request_schema(app, served_names)
     return app
 
 
-def _register_request_schema(app: FastAPI) -> None:
-    """Publish EmbeddingRequest in the OpenAPI document (the route reads raw bytes itself)."""
+def _register_request_schema(app: FastAPI, model_names: list[str]) -> None:
+    """Publish EmbeddingRequest in the OpenAPI document (the route reads raw bytes itself).
+
+    The served model names are given as examples, so readers of /docs and API fuzzers
+    see requests that reach a model.
+    """
     original = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = original()
             defs = EmbeddingRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            defs["properties"]["model"]["examples"] = model_names
             schema.setdefault("components", {}).setdefault("schemas", {})["EmbeddingRequest"] = defs
             app.openapi_schema = schema
         return app.openapi_schema

@@ -74,23 +74,19 @@ class RateLimiter:
     def headers(self, key: ApiKey) -> dict[str, str]:
         """The `x-ratelimit-*` headers for the key's limits (none for an unlimited key)."""
         with self._lock:
-            now = self._clock()
-            result: dict[str, str] = {}
-            for kind, limit in (("requests", key.rpm), ("tokens", key.tpm)):
-                if limit is not None:
-                    result |= self._headers(kind, self._bucket(key.id, kind, limit, now))
-            return result
+            return self._headers(key, self._clock())
 
     def _take(self, key: ApiKey, kind: str, limit: int | None, amount: int) -> None:
         if limit is None:
             return
         with self._lock:
-            bucket = self._bucket(key.id, kind, limit, self._clock())
+            now = self._clock()
+            bucket = self._bucket(key.id, kind, limit, now)
             if amount > limit:
                 raise RateLimited(
                     f"Request too large for key '{key.name}' on {_UNITS[kind]}: Limit {limit}, "
                     f"Requested {amount}. Send fewer {kind} per request; waiting will not help.",
-                    limit=kind, retry_after=None, headers=self._headers(kind, bucket),
+                    limit=kind, retry_after=None, headers=self._headers(key, now),
                 )
             wait = bucket.wait_for(amount)
             if wait > 0:
@@ -98,7 +94,7 @@ class RateLimiter:
                 raise RateLimited(
                     f"Rate limit reached for key '{key.name}' on {_UNITS[kind]}: Limit {limit}, Used {used}, "
                     f"Requested {amount}. Please try again in {format_duration(wait)}.",
-                    limit=kind, retry_after=wait, headers=self._headers(kind, bucket),
+                    limit=kind, retry_after=wait, headers=self._headers(key, now),
                 )
             bucket.level -= amount
 
@@ -109,10 +105,12 @@ class RateLimiter:
         bucket.refill(now)
         return bucket
 
-    @staticmethod
-    def _headers(kind: str, bucket: _Bucket) -> dict[str, str]:
-        return {
-            f"x-ratelimit-limit-{kind}": str(int(bucket.capacity)),
-            f"x-ratelimit-remaining-{kind}": str(max(0, math.floor(bucket.level))),
-            f"x-ratelimit-reset-{kind}": format_duration(bucket.reset_seconds()),
-        }
+    def _headers(self, key: ApiKey, now: float) -> dict[str, str]:
+        result: dict[str, str] = {}
+        for kind, limit in (("requests", key.rpm), ("tokens", key.tpm)):
+            if limit is not None:
+                bucket = self._bucket(key.id, kind, limit, now)
+                result[f"x-ratelimit-limit-{kind}"] = str(limit)
+                result[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(bucket.level)))
+                result[f"x-ratelimit-reset-{kind}"] = format_duration(bucket.reset_seconds())
+        return result
