@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from keepwarm.api.responses import JSONResponse, embeddings_body, error_body, error_response, model_body
 from keepwarm.api.schemas import EmbeddingRequest, parse_embedding_request
-from keepwarm.engine import Engine
+from keepwarm.engine import EmbedOptions, Engine
 from keepwarm.errors import KeepwarmError, NotReady, PayloadTooLarge
 
 log = logging.getLogger(__name__)
@@ -123,10 +123,8 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
     async def create_embeddings(request: Request) -> Response:
         """Embed text or token ids (OpenAI's `POST /v1/embeddings`)."""
         body = parse_embedding_request(await read_body(request, settings.max_body_bytes))
-        result = await unless_disconnected(
-            request,
-            engine.embed(body.model, body.input, truncate=body.truncate, dimensions=body.dimensions),
-        )
+        options = EmbedOptions(truncate=body.truncate, dimensions=body.dimensions, prompt_name=body.prompt)
+        result = await unless_disconnected(request, engine.embed(body.model, body.input, options))
         return JSONResponse(
             embeddings_body(result, requested_model=body.model, encoding_format=body.encoding_format or "float")
         )
@@ -134,12 +132,12 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
     @app.get("/v1/models")
     async def list_models() -> Response:
         """Every model this server serves (OpenAI's `GET /v1/models`)."""
-        return JSONResponse({"object": "list", "data": [model_body(m) for m in engine.models]})
+        return JSONResponse({"object": "list", "data": [model_body(spec, served) for spec, served in engine.catalog()]})
 
     @app.get("/v1/models/{model_id:path}")
     async def retrieve_model(model_id: str) -> Response:
         """One model by name or alias (OpenAI's `GET /v1/models/{id}`)."""
-        return JSONResponse(model_body(engine.resolve(model_id)))
+        return JSONResponse(model_body(*engine.entry(model_id)))
 
     @app.get("/health")
     async def health() -> Response:
