@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from keepwarm.cli.models import export, models
 from keepwarm.cli.serve import serve
 
 
@@ -14,3 +15,5 @@ def main() -> None:
 
 
 main.add_command(serve)
+main.add_command(models)
+main.add_command(export)

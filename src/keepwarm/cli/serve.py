@@ -7,22 +7,13 @@ from pathlib import Path
 
 import click
 
-from keepwarm.cli.options import DATA_DIR_OPTION, model_entries
-from keepwarm.errors import ConfigError
+from keepwarm.cli.options import CONFIG_OPTIONS, DATA_DIR_OPTION, model_specs
 
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
-@click.option(
-    "--model",
-    "models",
-    multiple=True,
-    metavar="NAME=PATH",
-    help="Serve the model in directory (or installed package) PATH as NAME. Repeatable. "
-    "Default: the bundled all-minilm-l6-v2.",
-)
-@click.option("--config", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Model catalog TOML file.")
+@CONFIG_OPTIONS
 @DATA_DIR_OPTION
 @click.option("--max-batch-tokens", default=8192, show_default=True, type=click.IntRange(1), help="Padded tokens per model call.")
 @click.option("--max-batch-size", default=64, show_default=True, type=click.IntRange(1), help="Rows per model call.")
@@ -32,8 +23,8 @@ from keepwarm.errors import ConfigError
 def serve(
     host: str,
     port: int,
-    models: tuple[str, ...],
     config: Path | None,
+    model_options: tuple[str, ...],
     data_dir: Path,
     max_batch_tokens: int,
     max_batch_size: int,
@@ -48,10 +39,7 @@ def serve(
     from keepwarm.server import serve as run_server
 
     configure_logging(log_level)
-    try:
-        specs = [entry.to_spec() for entry in model_entries(config, models)]
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    specs = model_specs(config, model_options)
     limits = BatchLimits(max_batch_tokens, max_batch_size, max_queue_tokens)
     engine = Engine(specs, data_dir, EngineSettings(batch=limits))
     sys.exit(run_server(engine, host, port, ApiSettings(max_body_bytes=max_body_mb * 1024 * 1024)))

@@ -52,7 +52,7 @@ class ServedModel:
     @property
     def version(self) -> str:
         """Full version of the vectors this model produces (see catalog.versions)."""
-        return model_version(self.spec, self.fingerprint)
+        return model_version(self.spec, self.fingerprint, self.runtime.name)
 
     @property
     def short_version(self) -> str:

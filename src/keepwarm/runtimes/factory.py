@@ -44,6 +44,20 @@ def resolve_runtime(spec: ModelSpec) -> str:
     return "torch" if spec.dtype in ("fp16", "bf16") else "onnx"
 
 
+def check_device(spec: ModelSpec) -> None:
+    """Fail before anything starts when a model asks for a GPU this machine cannot give it."""
+    if spec.device != "cuda":
+        return
+    if resolve_runtime(spec) == "torch":
+        from keepwarm.runtimes.pytorch import check_cuda
+
+        check_cuda()
+    else:
+        from keepwarm.runtimes.ort import providers
+
+        providers("cuda")
+
+
 def onnx_fp32_artifact(spec: ModelSpec, store: ArtifactStore, fingerprint: str) -> tuple[Path, dict[str, Any]]:
     """The verified fp32 ONNX export of the model (built once, then cached)."""
     key = export_key(spec, fingerprint)
