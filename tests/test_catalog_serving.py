@@ -40,6 +40,7 @@ matryoshka_dims = [64, 128]
 [[models]]
 name = "minilm-int8"
 source = "{model_dir}"
+runtime = "onnx"
 dtype = "int8"
 
 [[models]]
@@ -50,15 +51,18 @@ runtime = "torch"
 [[models]]
 name = "long"
 source = "{dirs['long']}"
+runtime = "onnx"
 
 [[models]]
 name = "chunky"
 source = "{dirs['chunky']}"
+runtime = "onnx"
 overflow = "chunk"
 
 [[models]]
 name = "lazy"
 source = "{dirs['lazy']}"
+runtime = "onnx"
 load = "lazy"
 idle_timeout = 1.5
 """)
@@ -111,7 +115,7 @@ def test_input_type_on_a_model_without_prompts_is_400_naming_the_choices(catalog
 
 def test_int8_model_reports_its_measured_accuracy(catalog_server, reference) -> None:  # noqa: ANN001
     details = _model(catalog_server, "minilm-int8")
-    assert details["dtype"] == "int8" and details["runtime"] == "onnx"
+    assert details["dtype"] == "int8" and details["runtime"] == "onnx"  # runtime = "onnx" in the config
     assert details["accuracy"]["reference"] == "onnx fp32"
     assert 0.9 <= details["accuracy"]["min_cosine"] <= details["accuracy"]["mean_cosine"] < 1.0
     assert details["version"] != _model(catalog_server, MODEL)["version"]  # int8 vectors are another version

@@ -183,10 +183,10 @@ def _check_combination(spec: ModelSpec) -> None:
         raise ConfigError(f"key 'default_prompt': '{spec.default_prompt}' is not one of the prompts {sorted(spec.prompts)}")
     if spec.dtype == "int8" and spec.runtime == "torch":
         raise ConfigError("key 'dtype': int8 needs runtime 'onnx', 'openvino' or 'auto' (not 'torch')")
-    if spec.dtype in ("fp16", "bf16") and spec.runtime == "onnx" and spec.device == "cpu":
+    if spec.dtype in ("fp16", "bf16") and spec.runtime == "onnx":
         raise ConfigError(
-            f"key 'dtype': {spec.dtype} on the CPU needs runtime 'torch', 'openvino' or 'auto'; "
-            "ONNX Runtime's CPU kernels are fp32/int8"
+            f"key 'dtype': {spec.dtype} needs runtime 'torch', 'openvino' or 'auto'; "
+            "keepwarm's ONNX Runtime path is fp32/int8"
         )
     if spec.device == "cuda" and spec.runtime == "openvino":
         raise ConfigError("key 'device': runtime 'openvino' runs on the CPU here; use 'onnx' or 'torch' for cuda")

@@ -30,5 +30,5 @@ def quantize_int8(spec: ModelSpec, fp32_model: Path, probe: list[Batch], folder:
     fp32 = OnnxRuntime(spec, fp32_model)
     int8 = OnnxRuntime(spec, folder / INT8_FILE)
     accuracy = {"reference": "onnx fp32", **cosine_agreement(fp32, int8, probe)}
-    log.info("quantized '%s' to int8 in %.1fs: %s", spec.name, time.perf_counter() - started, accuracy)
+    log.info("quantized '%s' to ONNX Runtime int8 in %.1fs: %s", spec.name, time.perf_counter() - started, accuracy)
     return {"format": INT8_FORMAT, "file": INT8_FILE, "accuracy": accuracy}
