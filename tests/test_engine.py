@@ -13,7 +13,9 @@ import pytest
 
 from conftest import MODEL, assert_same_vectors
 from keepwarm.catalog import DEFAULT_ENTRY
-from keepwarm.engine import BatchLimits, Engine, EngineSettings
+from keepwarm.engine import BatchLimits, EmbedOptions, Engine, EngineSettings
+
+TRUNCATE = EmbedOptions(truncate=True)
 
 
 @pytest.mark.parametrize("rows,budget", [(1, 512), (7, 2048), (64, 8192)])
@@ -22,7 +24,7 @@ def test_vectors_do_not_depend_on_batch_composition(data_dir, reference, corpus,
     engine.load()
     try:
         texts = corpus[:50]
-        result = engine.embed_sync(MODEL, texts, truncate=True)
+        result = engine.embed_sync(MODEL, texts, TRUNCATE)
         assert_same_vectors(result.vectors, reference.encode(texts))
         assert result.tokens == int(reference.tokenize(texts)["attention_mask"].sum())
     finally:
@@ -35,7 +37,7 @@ def test_threads_embedding_at_once_get_their_own_vectors(data_dir, reference, co
     try:
         groups = [corpus[i : i + 3] for i in range(0, 60, 3)]
         with ThreadPoolExecutor(8) as pool:
-            results = list(pool.map(lambda g: engine.embed_sync(MODEL, g, truncate=True), groups))
+            results = list(pool.map(lambda g: engine.embed_sync(MODEL, g, TRUNCATE), groups))
         for group, result in zip(groups, results):
             assert_same_vectors(result.vectors, reference.encode(group))
     finally:

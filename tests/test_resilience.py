@@ -79,11 +79,14 @@ def fragile_server(data_dir, log_dir, model_dir, tmp_path_factory):  # noqa: ANN
 
     With `token_ids = "model"`, ids 1000..30521 pass validation but make ONNX Runtime fail
     in the model's Gather: a real runtime fault for exactly the inputs that carry them.
+    (The runtime is pinned: another runtime might clamp such ids instead of failing.)
     """
     root = tmp_path_factory.mktemp("fragile")
     directory = tiny_bert(root / "model", model_dir, max_seq_length=512, vocab_size=1000, seed=5)
     config = root / "models.toml"
-    config.write_text(f'[[models]]\nname = "fragile"\nsource = "{directory}"\ntoken_ids = "model"\n')
+    config.write_text(
+        f'[[models]]\nname = "fragile"\nsource = "{directory}"\ntoken_ids = "model"\nruntime = "onnx"\n'
+    )
     running = start_server(data_dir, log_dir, "--config", str(config))
     yield running
     running.stop()

@@ -27,6 +27,7 @@ from fastapi import FastAPI
 from keepwarm.api import ApiSettings, create_app
 from keepwarm.api.lifecycle import Lifecycle
 from keepwarm.engine import Engine
+from keepwarm.errors import ConfigError
 from keepwarm.store import Database
 
 log = logging.getLogger("keepwarm")
@@ -48,7 +49,7 @@ class _Loader:
         try:
             self.engine.load()
         except Exception as exc:  # noqa: BLE001 - report any load failure and stop
-            log.error("could not load models: %s", exc, exc_info=exc)
+            log.error("could not load models: %s", exc, exc_info=not isinstance(exc, ConfigError))
             self.failed = True
             self.server.should_exit = True
             return

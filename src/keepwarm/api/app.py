@@ -27,7 +27,7 @@ from keepwarm.api.middleware import RequestMiddleware, record_of
 from keepwarm.api.responses import JSONResponse, embeddings_body, error_body, error_response, model_body
 from keepwarm.api.schemas import EmbeddingRequest, parse_embedding_request
 from keepwarm.api.store import StoreAccess
-from keepwarm.engine import Engine
+from keepwarm.engine import EmbedOptions, Engine
 from keepwarm.errors import KeepwarmError, NotReady, PayloadTooLarge
 from keepwarm.store import ApiKey, Database, Pricing, UsageEvent
 
@@ -154,16 +154,14 @@ def create_app(engine: Engine, db: Database, settings: ApiSettings | None = None
         record = record_of(request)
         limiter.check_request(key)
         body = parse_embedding_request(await read_body(request, settings.max_body_bytes))
-        served = engine.resolve(body.model)
-        check_model_allowed(key, body.model, served.spec.names)
-        record.model = served.spec.name
+        spec, _ = engine.entry(body.model)
+        check_model_allowed(key, body.model, spec.names)
+        record.model = spec.name
+        options = EmbedOptions(truncate=body.truncate, dimensions=body.dimensions, prompt_name=body.prompt)
         admit = partial(limiter.check_tokens, key) if key.tpm is not None else None
-        result = await unless_disconnected(
-            request,
-            engine.embed(body.model, body.input, truncate=body.truncate, dimensions=body.dimensions, admit=admit),
-        )
+        result = await unless_disconnected(request, engine.embed(body.model, body.input, options, admit=admit))
         event = UsageEvent(
-            key.id, served.spec.name, served.short_version, result.tokens, result.cache_hits, result.timings.compute
+            key.id, spec.name, result.model.short_version, result.tokens, result.cache_hits, result.timings.compute
         )
         await store.call(store.usage.record, event)  # committed before the answer leaves
         record.result = result
@@ -175,17 +173,17 @@ def create_app(engine: Engine, db: Database, settings: ApiSettings | None = None
     @app.get("/v1/models")
     async def list_models(key: ApiKey = Depends(auth.caller)) -> Response:
         """The models this server serves and the caller's key may use (OpenAI's `GET /v1/models`)."""
-        allowed = [m for m in engine.models if key.may_use(m.spec.names)]
-        return JSONResponse({"object": "list", "data": [model_body(m) for m in allowed]})
+        allowed = [model_body(spec, served) for spec, served in engine.catalog() if key.may_use(spec.names)]
+        return JSONResponse({"object": "list", "data": allowed})
 
     @app.get("/v1/models/{model_id:path}")
     async def retrieve_model(
         model_id: str = Path(examples=served_names), key: ApiKey = Depends(auth.caller)
     ) -> Response:
         """One model by name or alias (OpenAI's `GET /v1/models/{id}`)."""
-        served = engine.resolve(model_id)
-        check_model_allowed(key, model_id, served.spec.names)
-        return JSONResponse(model_body(served))
+        spec, served = engine.entry(model_id)
+        check_model_allowed(key, model_id, spec.names)
+        return JSONResponse(model_body(spec, served))
 
     @app.get("/health")
     async def health() -> Response:

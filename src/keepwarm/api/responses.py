@@ -17,6 +17,7 @@ import orjson
 from starlette.responses import Response
 
 from keepwarm.engine import Embeddings
+from keepwarm.catalog import ModelSpec
 from keepwarm.engine.model import ServedModel
 from keepwarm.errors import KeepwarmError
 
@@ -50,24 +51,39 @@ def embeddings_body(result: Embeddings, *, requested_model: str, encoding_format
     }
 
 
-def model_body(model: ServedModel) -> dict[str, Any]:
-    """One entry of `/v1/models`: OpenAI's fields, then keepwarm's details."""
-    spec = model.spec
-    return {
+def model_body(spec: ModelSpec, model: ServedModel | None) -> dict[str, Any]:
+    """One entry of `/v1/models`: OpenAI's fields, then keepwarm's details.
+
+    A lazily loaded model that is not in memory shows its configuration only.
+    """
+    body: dict[str, Any] = {
         "id": spec.name,
         "object": "model",
-        "created": model.created,
+        "created": model.created if model else int((spec.directory / "config.json").stat().st_mtime),
         "owned_by": "keepwarm",
-        "version": model.short_version,
-        "full_version": model.version,
+        "loaded": model is not None,
         "aliases": list(spec.aliases),
-        "dimensions": model.dimensions,
         "max_tokens": spec.max_tokens,
         "pooling": spec.pooling,
         "normalize": spec.normalize,
+        "prompts": spec.prompts,
+        "default_prompt": spec.default_prompt,
+        "overflow": spec.overflow,
+        "matryoshka_dims": list(spec.matryoshka_dims),
         "token_ids": spec.token_ids,
-        "runtime": model.runtime.name,
+        "device": spec.device,
+        "load": spec.load,
     }
+    if model is not None:
+        body.update(
+            version=model.short_version,
+            full_version=model.version,
+            dimensions=model.dimensions,
+            runtime=model.runtime.name,
+            dtype=model.opened.dtype,
+            accuracy=model.opened.accuracy,
+        )
+    return body
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:

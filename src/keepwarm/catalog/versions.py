@@ -15,14 +15,27 @@ from keepwarm.catalog.spec import ModelSpec
 SHORT_LENGTH = 12
 
 
-def vector_settings(spec: ModelSpec) -> dict[str, object]:
-    """The settings of `spec` that change the vectors it produces."""
-    return {"pooling": spec.pooling, "normalize": spec.normalize, "max_tokens": spec.max_tokens}
+def vector_settings(spec: ModelSpec, runtime: str) -> dict[str, object]:
+    """The settings of `spec` that change the vectors it produces.
+
+    fp32 on any runtime gives the same vectors (every export is verified against
+    PyTorch), so the runtime only counts for reduced precision, where each runtime
+    rounds differently.
+    """
+    return {
+        "pooling": spec.pooling,
+        "normalize": spec.normalize,
+        "max_tokens": spec.max_tokens,
+        "overflow": spec.overflow,
+        "prompts": spec.prompts,
+        "default_prompt": spec.default_prompt,
+        "precision": "fp32" if spec.dtype == "fp32" else f"{runtime}-{spec.dtype}",
+    }
 
 
-def model_version(spec: ModelSpec, files_fingerprint: str) -> str:
+def model_version(spec: ModelSpec, files_fingerprint: str, runtime: str) -> str:
     """Full version: SHA-256 over the model files' fingerprint and the vector settings."""
-    settings = json.dumps(vector_settings(spec), sort_keys=True)
+    settings = json.dumps(vector_settings(spec, runtime), sort_keys=True)
     return hashlib.sha256(f"{files_fingerprint}\n{settings}".encode()).hexdigest()
 
 

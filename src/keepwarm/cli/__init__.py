@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from keepwarm.cli.keys import keys
+from keepwarm.cli.models import export, models
 from keepwarm.cli.serve import serve
 from keepwarm.cli.usage import usage
 
@@ -16,5 +17,7 @@ def main() -> None:
 
 
 main.add_command(serve)
+main.add_command(models)
+main.add_command(export)
 main.add_command(keys)
 main.add_command(usage)

@@ -9,7 +9,8 @@ from typing import Any
 import click
 import platformdirs
 
-from keepwarm.catalog import DEFAULT_ENTRY, ModelEntry, check_unique_names, load_config, parse_model_option
+from keepwarm.catalog import DEFAULT_ENTRY, ModelEntry, ModelSpec, check_unique_names, load_config, parse_model_option
+from keepwarm.errors import ConfigError
 
 DATA_DIR_OPTION = click.option(
     "--data-dir",
@@ -51,3 +52,34 @@ def model_entries(config: Path | None, models: tuple[str, ...]) -> list[ModelEnt
     entries = entries or [DEFAULT_ENTRY]
     check_unique_names(entries)
     return entries
+
+
+def model_specs(config: Path | None, models: tuple[str, ...]) -> list[ModelSpec]:
+    """The configured models' specs; a configuration problem becomes a usage error (exit 2)."""
+    from keepwarm.runtimes.factory import check_device
+
+    try:
+        specs = [entry.to_spec() for entry in model_entries(config, models)]
+        for spec in specs:
+            try:
+                check_device(spec)
+            except ConfigError as exc:
+                raise ConfigError(f"model '{spec.name}': {exc}") from None
+        return specs
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def CONFIG_OPTIONS(command):  # noqa: ANN001, ANN201, N802 - a decorator, named like the options it adds
+    """`--config FILE` and repeatable `--model NAME=PATH`, as `keepwarm serve` takes them."""
+    command = click.option(
+        "--model",
+        "model_options",
+        multiple=True,
+        metavar="NAME=PATH",
+        help="Serve the model in directory (or installed package) PATH as NAME. Repeatable. "
+        "Default: the bundled all-minilm-l6-v2.",
+    )(command)
+    return click.option(
+        "--config", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Model catalog TOML file."
+    )(command)

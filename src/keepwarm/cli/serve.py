@@ -9,8 +9,7 @@ from pathlib import Path
 
 import click
 
-from keepwarm.cli.options import DATA_DIR_OPTION, model_entries, open_database, pricing_options
-from keepwarm.errors import ConfigError
+from keepwarm.cli.options import CONFIG_OPTIONS, DATA_DIR_OPTION, model_specs, open_database, pricing_options
 from keepwarm.logs import FORMATS
 
 log = logging.getLogger("keepwarm")
@@ -46,15 +45,7 @@ def _check_auth(has_keys: bool, host: str, allow_unauthenticated: bool) -> bool:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
-@click.option(
-    "--model",
-    "models",
-    multiple=True,
-    metavar="NAME=PATH",
-    help="Serve the model in directory (or installed package) PATH as NAME. Repeatable. "
-    "Default: the bundled all-minilm-l6-v2.",
-)
-@click.option("--config", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Model catalog TOML file.")
+@CONFIG_OPTIONS
 @DATA_DIR_OPTION
 @click.option("--max-batch-tokens", default=8192, show_default=True, type=click.IntRange(1), help="Padded tokens per model call.")
 @click.option("--max-batch-size", default=64, show_default=True, type=click.IntRange(1), help="Rows per model call.")
@@ -82,8 +73,8 @@ def _check_auth(has_keys: bool, host: str, allow_unauthenticated: bool) -> bool:
 def serve(
     host: str,
     port: int,
-    models: tuple[str, ...],
     config: Path | None,
+    model_options: tuple[str, ...],
     data_dir: Path,
     max_batch_tokens: int,
     max_batch_size: int,
@@ -107,10 +98,7 @@ def serve(
     from keepwarm.store import KeyStore, Pricing
 
     configure_logging(log_level, log_format)
-    try:
-        specs = [entry.to_spec() for entry in model_entries(config, models)]
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    specs = model_specs(config, model_options)
     db = open_database(data_dir)
     open_when_keyless = _check_auth(KeyStore(db).has_active(), host, allow_unauthenticated)
     limits = BatchLimits(max_batch_tokens, max_batch_size, max_queue_tokens)
