@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -105,3 +107,13 @@ def test_serving_beyond_loopback_without_keys_is_refused(tmp_path) -> None:  # n
     result = keepwarm("serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path), check=False)
     assert result.returncode == 2
     assert "no API keys exist" in result.stderr and "--allow-unauthenticated" in result.stderr
+
+
+def test_keys_list_shows_settings_but_never_secrets(tmp_path) -> None:  # noqa: ANN001
+    secret = create_key(tmp_path, "listed", "--models", "a,b", "--rpm", "7", "--admin")
+    keepwarm("keys", "revoke", "listed", "--data-dir", str(tmp_path))
+    listed = json.loads(keepwarm("keys", "list", "--json", "--data-dir", str(tmp_path)).stdout)
+    assert [(k["name"], k["models"], k["rpm"], k["admin"]) for k in listed] == [("listed", ["a", "b"], 7, True)]
+    assert listed[0]["revoked_at"] and listed[0]["prefix"] == secret[:11]
+    table = keepwarm("keys", "list", "--data-dir", str(tmp_path)).stdout
+    assert "listed" in table and secret not in table and secret not in json.dumps(listed)

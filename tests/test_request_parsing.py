@@ -30,6 +30,7 @@ options = st.fixed_dictionaries(
         "dimensions": st.integers(min_value=1, max_value=4096),
         "user": st.text(max_size=10),
         "truncate": st.booleans(),
+        "input_type": st.sampled_from(["query", "document"]),
         "unknown_extension": json_values,
     },
 )
@@ -63,7 +64,8 @@ def test_any_json_document_parses_or_names_what_is_wrong(document) -> None:  # n
 
 
 @settings(max_examples=300)
-@given(st.dictionaries(st.sampled_from(["input", "model", "encoding_format", "dimensions", "user", "truncate"]),
+@given(st.dictionaries(st.sampled_from(["input", "model", "encoding_format", "dimensions", "user", "truncate",
+                                        "input_type", "prompt_name"]),
                        json_values))
 def test_wrong_field_values_name_the_field(document) -> None:  # noqa: ANN001
     result = _parse(_json(document))
@@ -78,7 +80,8 @@ def test_every_valid_request_is_accepted_as_sent(value, model: str, extra: dict)
     expected = [value] if isinstance(value, str) or isinstance(value[0], int) else value
     assert request.input == expected and request.model == model
     assert request.encoding_format == extra.get("encoding_format", "float")
-    assert request.dimensions == extra.get("dimensions") and request.truncate == extra.get("truncate", False)
+    assert request.dimensions == extra.get("dimensions") and request.truncate == extra.get("truncate")
+    assert request.prompt == extra.get("input_type")
 
 
 @given(st.lists(texts, min_size=1, max_size=5), st.integers(min_value=0, max_value=4), st.just(""))

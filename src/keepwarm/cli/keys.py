@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import orjson
 
-from keepwarm.cli.options import DATA_DIR_OPTION, open_database
+from keepwarm.cli.options import DATA_DIR_OPTION, open_database, table
 
 
 def _models(value: str | None) -> tuple[str, ...] | None:
@@ -86,9 +86,3 @@ def revoke(name_or_id: str, data_dir: Path) -> None:
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"revoked key '{key.name}' (id {key.prefix})")
-
-
-def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    """Left-aligned columns, wide enough for their longest cell."""
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows))

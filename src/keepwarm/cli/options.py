@@ -35,6 +35,13 @@ def pricing_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Left-aligned columns, wide enough for their longest cell."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows))
+    return "\n".join(lines)
+
+
 def open_database(data_dir: Path):  # noqa: ANN201 - keepwarm.store.Database, imported lazily
     """The state database in `data_dir`, or a clean CLI error."""
     from keepwarm.store import Database, StoreError

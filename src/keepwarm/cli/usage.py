@@ -8,8 +8,7 @@ from pathlib import Path
 import click
 import orjson
 
-from keepwarm.cli.keys import table
-from keepwarm.cli.options import DATA_DIR_OPTION, open_database, pricing_options
+from keepwarm.cli.options import DATA_DIR_OPTION, open_database, pricing_options, table
 
 _DAY = click.DateTime(formats=["%Y-%m-%d"])
 
