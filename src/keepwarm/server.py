@@ -8,11 +8,13 @@ can never become ready.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import uvicorn
 from fastapi import FastAPI
@@ -57,9 +59,19 @@ class _Loader:
         log.info("ready in %.1fs: serving %s", time.perf_counter() - started, names)
 
 
-def serve(engine: Engine, host: str, port: int, api: ApiSettings | None = None) -> int:
-    """Serve until interrupted; return the process exit code."""
+def _reload_logged(reload: Callable[[], None]) -> None:
+    try:
+        reload()
+    except Exception as exc:  # noqa: BLE001 - a bad new catalog must not take the server down
+        log.error("catalog reload refused, the old catalog keeps serving: %s", exc)
+
+
+def serve(
+    engine: Engine, host: str, port: int, api: ApiSettings | None = None, reload: Callable[[], None] | None = None
+) -> int:
+    """Serve until interrupted; return the process exit code. SIGHUP calls `reload`."""
     app = create_app(engine, api)
+    app.state.reload = reload
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     loader = _Loader(engine, server)
@@ -67,6 +79,9 @@ def serve(engine: Engine, host: str, port: int, api: ApiSettings | None = None) 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("keepwarm listening on http://%s:%d; loading %d model(s)", host, port, len(engine.specs))
+        if reload is not None:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, _reload_logged, reload))
         loader.start()
         yield
         engine.close()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import click
 
-from keepwarm.cli.options import CONFIG_OPTIONS, DATA_DIR_OPTION, model_specs
+from keepwarm.cli.options import CONFIG_OPTIONS, DATA_DIR_OPTION, load_specs, model_specs
+from keepwarm.engine import Engine
 
 
 @click.command()
@@ -19,6 +21,8 @@ from keepwarm.cli.options import CONFIG_OPTIONS, DATA_DIR_OPTION, model_specs
 @click.option("--max-batch-size", default=64, show_default=True, type=click.IntRange(1), help="Rows per model call.")
 @click.option("--max-queue-tokens", default=600_000, show_default=True, type=click.IntRange(1), help="Tokens waiting per model before 429.")
 @click.option("--max-body-mb", default=16, show_default=True, type=click.IntRange(1), help="Largest request body in MiB (413 above).")
+@click.option("--cache-mb", default=256, show_default=True, type=click.IntRange(0), help="In-memory embedding cache (0: off).")
+@click.option("--persistent-cache", is_flag=True, help="Also keep cached vectors in the data directory across restarts.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(
     host: str,
@@ -30,16 +34,26 @@ def serve(
     max_batch_size: int,
     max_queue_tokens: int,
     max_body_mb: int,
+    cache_mb: int,
+    persistent_cache: bool,
     log_level: str,
 ) -> None:
     """Serve embedding models over an OpenAI-compatible HTTP API."""
     from keepwarm.api import ApiSettings
-    from keepwarm.engine import BatchLimits, Engine, EngineSettings
+    from keepwarm.engine import BatchLimits, EngineSettings
     from keepwarm.server import configure_logging
     from keepwarm.server import serve as run_server
 
     configure_logging(log_level)
     specs = model_specs(config, model_options)
     limits = BatchLimits(max_batch_tokens, max_batch_size, max_queue_tokens)
-    engine = Engine(specs, data_dir, EngineSettings(batch=limits))
-    sys.exit(run_server(engine, host, port, ApiSettings(max_body_bytes=max_body_mb * 1024 * 1024)))
+    settings = EngineSettings(batch=limits, cache_bytes=cache_mb * 1024 * 1024, persistent_cache=persistent_cache)
+    engine = Engine(specs, data_dir, settings)
+    api = ApiSettings(max_body_bytes=max_body_mb * 1024 * 1024)
+    reload = partial(_reload, engine, config, model_options)
+    sys.exit(run_server(engine, host, port, api, reload=reload))
+
+
+def _reload(engine: Engine, config: Path | None, model_options: tuple[str, ...]) -> None:
+    """Re-read the catalog (SIGHUP or POST /admin/reload) and swap it in."""
+    engine.reconfigure(load_specs(config, model_options))
