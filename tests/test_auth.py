@@ -95,6 +95,7 @@ def test_the_first_key_closes_an_open_server(server, data_dir, log_dir, tmp_path
     running = start_server(state_dir(data_dir, tmp_path / "data"), log_dir)
     try:
         assert _embed(running.url, None).status_code == 200
+        assert httpx.get(f"{running.url}/admin/usage").status_code == 200  # open means open
         key = create_key(running.data_dir, "first")
         _error(_embed(running.url, None), 401, "invalid_api_key")
         assert _embed(running.url, key).status_code == 200

@@ -67,8 +67,15 @@ def test_metrics_expose_the_series(keyed_server, key, series) -> None:  # noqa: 
     assert re.search(rf"^{re.escape(series)} [0-9.e+-]+$", _metrics(keyed_server.url), re.M), series
 
 
-def test_cache_hit_counter_is_declared(keyed_server) -> None:  # noqa: ANN001
-    assert "# TYPE keepwarm_cache_hits_total counter" in _metrics(keyed_server.url)
+def test_cache_hits_are_counted(keyed_server, key) -> None:  # noqa: ANN001
+    def hits() -> float:
+        found = re.search(r'^keepwarm_cache_lookups_total{result="hit"} (\S+)$', _metrics(keyed_server.url), re.M)
+        return float(found.group(1)) if found else 0.0
+
+    before = hits()
+    _embed(keyed_server.url, key, "asked twice for the cache")
+    _embed(keyed_server.url, key, "asked twice for the cache")
+    assert hits() - before >= 2
 
 
 def test_request_counter_and_tokens_count_each_answer(keyed_server, key) -> None:  # noqa: ANN001

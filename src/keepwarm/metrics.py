@@ -72,9 +72,6 @@ class Metrics:
         self.request_tokens = Counter(
             "keepwarm_request_tokens", "Tokens embedded for answered requests", ["model"], registry=registry,
         )
-        self.cache_hits = Counter(
-            "keepwarm_cache_hits", "Inputs answered from the embedding cache", ["model"], registry=registry,
-        )
         self.batch_rows = Histogram(
             "keepwarm_batch_rows", "Inputs per model call", ["model"],
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=registry,
@@ -89,6 +86,9 @@ class Metrics:
         self.inference_failures = Counter(
             "keepwarm_inference_failures", "Model calls that raised (a failed batch is retried in halves)",
             ["model"], registry=registry,
+        )
+        self.cache_lookups = Counter(
+            "keepwarm_cache_lookups", "Embedding cache lookups by result (hit or miss)", ["result"], registry=registry,
         )
         self.inputs_dropped = Counter(
             "keepwarm_inputs_dropped", "Queued inputs dropped uncomputed (client gone, or deadline passed)",
@@ -116,12 +116,10 @@ class Metrics:
         if failures:
             self.inference_failures.labels(model).inc(failures)
 
-    def observe_request(self, model: str, seconds: float, tokens: int, cache_hits: int, timings: Timings) -> None:
-        """An answered embedding request: its latencies, tokens and cache hits."""
+    def observe_request(self, model: str, seconds: float, tokens: int, timings: Timings) -> None:
+        """An answered embedding request: its latencies and tokens."""
         self.request_seconds.labels(model).observe(seconds)
         self.tokenization_seconds.labels(model).observe(timings.tokenization)
         self.queue_seconds.labels(model).observe(timings.queue)
         self.request_inference_seconds.labels(model).observe(timings.inference)
         self.request_tokens.labels(model).inc(tokens)
-        if cache_hits:
-            self.cache_hits.labels(model).inc(cache_hits)

@@ -14,11 +14,13 @@ uvicorn does, so a clean stop is a plain exit 0.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import FrameType
 
 import uvicorn
@@ -94,9 +96,24 @@ class _DrainingServer(uvicorn.Server):
         return True
 
 
-def serve(engine: Engine, db: Database, host: str, port: int, api: ApiSettings | None = None) -> int:
-    """Serve until stopped; return the process exit code."""
+def _reload_logged(reload: Callable[[], None]) -> None:
+    try:
+        reload()
+    except Exception as exc:  # noqa: BLE001 - a bad new catalog must not take the server down
+        log.error("catalog reload refused, the old catalog keeps serving: %s", exc)
+
+
+def serve(
+    engine: Engine,
+    db: Database,
+    host: str,
+    port: int,
+    api: ApiSettings | None = None,
+    reload: Callable[[], None] | None = None,
+) -> int:
+    """Serve until stopped; return the process exit code. SIGHUP calls `reload`."""
     app = create_app(engine, db, api)
+    app.state.reload = reload
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     server = _DrainingServer(config, app.state.lifecycle)
     loader = _Loader(engine, server)
@@ -104,6 +121,9 @@ def serve(engine: Engine, db: Database, host: str, port: int, api: ApiSettings |
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("keepwarm listening on http://%s:%d; loading %d model(s)", host, port, len(engine.specs))
+        if reload is not None:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, _reload_logged, reload))
         loader.start()
         yield
         engine.close()

@@ -24,11 +24,18 @@ from keepwarm.api.auth import Auth, check_model_allowed
 from keepwarm.api.lifecycle import Lifecycle, ShutdownSettings
 from keepwarm.api.limits import RateLimiter
 from keepwarm.api.middleware import RequestMiddleware, record_of
-from keepwarm.api.responses import JSONResponse, embeddings_body, error_body, error_response, model_body
+from keepwarm.api.responses import (
+    JSONResponse,
+    embeddings_body,
+    embeddings_headers,
+    error_body,
+    error_response,
+    model_body,
+)
 from keepwarm.api.schemas import EmbeddingRequest, parse_embedding_request
 from keepwarm.api.store import StoreAccess
 from keepwarm.engine import EmbedOptions, Engine
-from keepwarm.errors import KeepwarmError, NotReady, PayloadTooLarge
+from keepwarm.errors import ConfigError, InvalidRequest, KeepwarmError, NotReady, PayloadTooLarge
 from keepwarm.store import ApiKey, Database, Pricing, UsageEvent
 
 log = logging.getLogger(__name__)
@@ -138,7 +145,7 @@ def create_app(engine: Engine, db: Database, settings: ApiSettings | None = None
     app.add_middleware(RequestMiddleware, lifecycle=lifecycle, metrics=engine.metrics)
     _install_error_handlers(app)
     app.include_router(admin_router(auth, store, settings.pricing))
-    served_names = [name for spec in engine.specs for name in spec.names]
+    served_names = list(dict.fromkeys(name for spec in engine.specs for name in spec.names))
 
     @app.post(
         "/v1/embeddings",
@@ -154,36 +161,45 @@ def create_app(engine: Engine, db: Database, settings: ApiSettings | None = None
         record = record_of(request)
         limiter.check_request(key)
         body = parse_embedding_request(await read_body(request, settings.max_body_bytes))
-        spec, _ = engine.entry(body.model)
-        check_model_allowed(key, body.model, spec.names)
-        record.model = spec.name
-        options = EmbedOptions(truncate=body.truncate, dimensions=body.dimensions, prompt_name=body.prompt)
+        view, _ = engine.describe(body.model)
+        check_model_allowed(key, body.model, view.spec.names)
+        record.model = view.spec.name
+        options = EmbedOptions(
+            truncate=body.truncate,
+            dimensions=body.dimensions,
+            prompt_name=body.prompt,
+            expect_version=body.expect_version or request.headers.get("x-expect-model-version"),
+        )
         admit = partial(limiter.check_tokens, key) if key.tpm is not None else None
         result = await unless_disconnected(request, engine.embed(body.model, body.input, options, admit=admit))
         event = UsageEvent(
-            key.id, spec.name, result.model.short_version, result.tokens, result.cache_hits, result.timings.compute
+            key.id, view.spec.name, result.model.short_version, result.tokens, result.cached_inputs,
+            result.timings.compute,
         )
         await store.call(store.usage.record, event)  # committed before the answer leaves
         record.result = result
         record.headers |= limiter.headers(key)
         return JSONResponse(
-            embeddings_body(result, requested_model=body.model, encoding_format=body.encoding_format or "float")
+            embeddings_body(result, requested_model=body.model, encoding_format=body.encoding_format or "float"),
+            headers=embeddings_headers(result),
         )
 
     @app.get("/v1/models")
     async def list_models(key: ApiKey = Depends(auth.caller)) -> Response:
         """The models this server serves and the caller's key may use (OpenAI's `GET /v1/models`)."""
-        allowed = [model_body(spec, served) for spec, served in engine.catalog() if key.may_use(spec.names)]
-        return JSONResponse({"object": "list", "data": allowed})
+        views = engine.catalog()
+        current = [view for view in views if view.current and key.may_use(view.spec.names)]
+        data = [model_body(view, [v for v in views if v.spec.name == view.spec.name]) for view in current]
+        return JSONResponse({"object": "list", "data": data})
 
     @app.get("/v1/models/{model_id:path}")
     async def retrieve_model(
         model_id: str = Path(examples=served_names), key: ApiKey = Depends(auth.caller)
     ) -> Response:
         """One model by name or alias (OpenAI's `GET /v1/models/{id}`)."""
-        spec, served = engine.entry(model_id)
-        check_model_allowed(key, model_id, spec.names)
-        return JSONResponse(model_body(spec, served))
+        view, versions = engine.describe(model_id)
+        check_model_allowed(key, model_id, view.spec.names)
+        return JSONResponse(model_body(view, versions))
 
     @app.get("/health")
     async def health() -> Response:
@@ -198,6 +214,19 @@ def create_app(engine: Engine, db: Database, settings: ApiSettings | None = None
         if not engine.ready:
             raise NotReady("keepwarm is not ready: models are still loading or the server is stopping", retry_after=1)
         return JSONResponse({"status": "ready", "models": [m.spec.name for m in engine.models]})
+
+    @app.post("/admin/reload")
+    async def reload_catalog(_: ApiKey = Depends(auth.admin)) -> Response:
+        """Re-read the model catalog and swap models without dropping in-flight requests (like SIGHUP)."""
+        reload = getattr(app.state, "reload", None)
+        if reload is None:
+            raise NotReady("this server was started without a reloadable catalog")
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, reload)
+        except ConfigError as exc:
+            raise InvalidRequest(f"the new catalog was refused, the old one keeps serving: {exc}") from None
+        views = engine.catalog()
+        return JSONResponse({"status": "reloaded", "models": [model_body(v, [v]) for v in views if v.current]})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -3,8 +3,8 @@
 Every request looks its key up in the store (a primary-key read on a store thread), so
 keys created or revoked with the CLI take effect at once, with no restart. While no
 active key exists, a server allowed to run open (on loopback, or with
-`--allow-unauthenticated`) serves everyone as the anonymous caller; once a key exists,
-every request needs one.
+`--allow-unauthenticated`) serves everyone as the anonymous caller, admin routes
+included; once a key exists, every request needs one, and admin routes an admin key.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class Auth:
     ) -> ApiKey:
         key = await self.caller(request, credentials)
         if key is ANONYMOUS:
-            raise InvalidApiKey("This endpoint needs an admin key (`keepwarm keys create --admin`).", headers=_CHALLENGE)
+            return key  # the server runs open (no keys exist): admin routes are open like the rest
         if not key.admin:
             raise PermissionDenied(
                 "This endpoint needs an admin key (`keepwarm keys create --admin`).", code="admin_key_required"

@@ -120,7 +120,7 @@ class RequestMiddleware:
             self.metrics.request_errors.labels(record.model, record.error).inc()
         result = record.result
         if result is not None and status == 200:
-            self.metrics.observe_request(record.model, seconds, result.tokens, result.cache_hits, result.timings)
+            self.metrics.observe_request(record.model, seconds, result.tokens, result.timings)
         # probes and scrapes arrive every few seconds: keep them out of the default log level
         level = logging.DEBUG if scope["path"] in _ALWAYS_SERVED else logging.INFO
         access_log.log(level, "request", extra={"fields": _log_fields(scope, record, status, seconds)})

@@ -113,6 +113,11 @@ class EmbeddingRequest(BaseModel):
     prompt_name: StrictStr | None = Field(
         default=None, description="keepwarm extension: apply any of the model's named prompts."
     )
+    expect_version: StrictStr | None = Field(
+        default=None,
+        description="keepwarm extension: the model version your index was built with; 409 if `model` "
+        "now resolves to another (same as the X-Expect-Model-Version header).",
+    )
 
     @model_validator(mode="after")
     def _one_prompt(self) -> EmbeddingRequest:

@@ -90,7 +90,7 @@ _OVERRIDE_KEYS: dict[str, tuple[Check, str]] = {
     "load": _choice(LOAD_POLICIES),
     "idle_timeout": (_seconds, "a number of seconds >= 0 (0: never unload)"),
 }
-KNOWN_KEYS = ("name", "source", "aliases", *_OVERRIDE_KEYS)
+KNOWN_KEYS = ("name", "source", "aliases", "current", *_OVERRIDE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,7 @@ class ModelEntry:
     source: str
     aliases: tuple[str, ...] = ()
     overrides: tuple[tuple[str, Any], ...] = ()
+    current: bool | None = None  # with several entries of one name: the version `name` means
 
     def to_spec(self) -> ModelSpec:
         """Resolve the source and read the model's own files into a spec."""
@@ -108,7 +109,7 @@ class ModelEntry:
             spec = read_model_spec(self.name, resolve_source(self.source), overrides=dict(self.overrides))
         except (ConfigError, TypeError) as exc:
             raise ConfigError(f"model '{self.name}': {exc}") from None
-        return replace(spec, aliases=self.aliases)
+        return replace(spec, aliases=self.aliases, current=self.current is not False)
 
 
 DEFAULT_ENTRY = ModelEntry(name=DEFAULT_MODEL_NAME, source=DEFAULT_MODEL_SOURCE)
@@ -134,13 +135,16 @@ def _entry_from_table(position: int, table: Any) -> ModelEntry:
     aliases = table.get("aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) and a and "@" not in a for a in aliases):
         raise ConfigError(f"model '{name}': key 'aliases' must be a list of names without '@'")
+    current = table.get("current")
+    if current is not None and not isinstance(current, bool):
+        raise ConfigError(f"model '{name}': key 'current' must be true or false")
     unknown = set(table) - set(KNOWN_KEYS)
     if unknown:
         raise ConfigError(f"model '{name}': unknown key(s) {sorted(unknown)}; allowed: {', '.join(KNOWN_KEYS)}")
     overrides = tuple(
         (key, _check_override(name, key, table[key])) for key in _OVERRIDE_KEYS if key in table
     )
-    return ModelEntry(name=name, source=source, aliases=tuple(aliases), overrides=overrides)
+    return ModelEntry(name=name, source=source, aliases=tuple(aliases), overrides=overrides, current=current)
 
 
 def load_config(path: Path) -> list[ModelEntry]:
@@ -167,10 +171,24 @@ def parse_model_option(option: str) -> ModelEntry:
 
 
 def check_unique_names(entries: list[ModelEntry]) -> None:
-    """Refuse two models answering to the same name or alias."""
-    seen: dict[str, str] = {}
+    """Refuse ambiguity: a name or alias on two models, or several versions and no single current one.
+
+    Several entries may share a `name`: they are versions of one model, all servable by
+    pin (`name@version`), and the one marked `current = true` is what `name` means.
+    """
+    owner: dict[str, str] = {}
+    versions: dict[str, list[ModelEntry]] = {}
     for entry in entries:
+        versions.setdefault(entry.name, []).append(entry)
         for alias in (entry.name, *entry.aliases):
-            if alias in seen:
-                raise ConfigError(f"name '{alias}' is used by both '{seen[alias]}' and '{entry.name}'")
-            seen[alias] = entry.name
+            if owner.setdefault(alias, entry.name) != entry.name:
+                raise ConfigError(f"name '{alias}' is used by both '{owner[alias]}' and '{entry.name}'")
+    for name, group in versions.items():
+        current = [entry for entry in group if entry.current]
+        if len(group) > 1 and len(current) != 1:
+            raise ConfigError(
+                f"model '{name}' is configured {len(group)} times (versions): mark exactly one with "
+                f"current = true (found {len(current)})"
+            )
+        if len(group) == 1 and group[0].current is False:
+            raise ConfigError(f"model '{name}': key 'current' is false, but it is the only version")

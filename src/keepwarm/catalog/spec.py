@@ -59,6 +59,7 @@ class ModelSpec:
     matryoshka_dims: tuple[int, ...] = ()
     load: LoadPolicy = "eager"
     idle_timeout: float = 0.0
+    current: bool = True  # the version the bare name resolves to
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -15,12 +15,12 @@ from keepwarm.catalog.spec import ModelSpec
 SHORT_LENGTH = 12
 
 
-def vector_settings(spec: ModelSpec, runtime: str) -> dict[str, object]:
+def vector_settings(spec: ModelSpec) -> dict[str, object]:
     """The settings of `spec` that change the vectors it produces.
 
-    fp32 on any runtime gives the same vectors (every export is verified against
-    PyTorch), so the runtime only counts for reduced precision, where each runtime
-    rounds differently.
+    fp32 on any runtime gives fp32-equivalent vectors (every runtime is checked against
+    PyTorch), so the runtime only counts for reduced precision, where each rounds
+    differently. `auto` records its measured choice beside the artifact, so it stays put.
     """
     return {
         "pooling": spec.pooling,
@@ -29,16 +29,27 @@ def vector_settings(spec: ModelSpec, runtime: str) -> dict[str, object]:
         "overflow": spec.overflow,
         "prompts": spec.prompts,
         "default_prompt": spec.default_prompt,
-        "precision": "fp32" if spec.dtype == "fp32" else f"{runtime}-{spec.dtype}",
+        "precision": "fp32" if spec.dtype == "fp32" else f"{spec.runtime}-{spec.dtype}",
     }
 
 
-def model_version(spec: ModelSpec, files_fingerprint: str, runtime: str) -> str:
+def model_version(spec: ModelSpec, files_fingerprint: str) -> str:
     """Full version: SHA-256 over the model files' fingerprint and the vector settings."""
-    settings = json.dumps(vector_settings(spec, runtime), sort_keys=True)
+    settings = json.dumps(vector_settings(spec), sort_keys=True)
     return hashlib.sha256(f"{files_fingerprint}\n{settings}".encode()).hexdigest()
 
 
 def short_version(version: str) -> str:
     """The 12-hex-character form shown to users."""
     return version[:SHORT_LENGTH]
+
+
+def split_pin(model: str) -> tuple[str, str | None]:
+    """`name@version` → (name, version); a bare name → (name, None)."""
+    name, sep, version = model.partition("@")
+    return name, (version.lower() if sep else None)
+
+
+def matches(version: str, pin: str) -> bool:
+    """True when `pin` is this full version or its 12-character short form."""
+    return pin in (version, short_version(version))

@@ -61,18 +61,23 @@ def model_entries(config: Path | None, models: tuple[str, ...]) -> list[ModelEnt
     return entries
 
 
-def model_specs(config: Path | None, models: tuple[str, ...]) -> list[ModelSpec]:
-    """The configured models' specs; a configuration problem becomes a usage error (exit 2)."""
+def load_specs(config: Path | None, models: tuple[str, ...]) -> list[ModelSpec]:
+    """The configured models' specs, devices checked; ConfigError names the model and key."""
     from keepwarm.runtimes.factory import check_device
 
+    specs = [entry.to_spec() for entry in model_entries(config, models)]
+    for spec in specs:
+        try:
+            check_device(spec)
+        except ConfigError as exc:
+            raise ConfigError(f"model '{spec.name}': {exc}") from None
+    return specs
+
+
+def model_specs(config: Path | None, models: tuple[str, ...]) -> list[ModelSpec]:
+    """`load_specs` for a command line: a configuration problem becomes a usage error (exit 2)."""
     try:
-        specs = [entry.to_spec() for entry in model_entries(config, models)]
-        for spec in specs:
-            try:
-                check_device(spec)
-            except ConfigError as exc:
-                raise ConfigError(f"model '{spec.name}': {exc}") from None
-        return specs
+        return load_specs(config, models)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
 

@@ -5,11 +5,20 @@ from __future__ import annotations
 import ipaddress
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 
 import click
 
-from keepwarm.cli.options import CONFIG_OPTIONS, DATA_DIR_OPTION, model_specs, open_database, pricing_options
+from keepwarm.cli.options import (
+    CONFIG_OPTIONS,
+    DATA_DIR_OPTION,
+    load_specs,
+    model_specs,
+    open_database,
+    pricing_options,
+)
+from keepwarm.engine import Engine
 from keepwarm.logs import FORMATS
 
 log = logging.getLogger("keepwarm")
@@ -51,6 +60,8 @@ def _check_auth(has_keys: bool, host: str, allow_unauthenticated: bool) -> bool:
 @click.option("--max-batch-size", default=64, show_default=True, type=click.IntRange(1), help="Rows per model call.")
 @click.option("--max-queue-tokens", default=600_000, show_default=True, type=click.IntRange(1), help="Tokens waiting per model before 429.")
 @click.option("--max-body-mb", default=16, show_default=True, type=click.IntRange(1), help="Largest request body in MiB (413 above).")
+@click.option("--cache-mb", default=256, show_default=True, type=click.IntRange(0), help="In-memory embedding cache (0: off).")
+@click.option("--persistent-cache", is_flag=True, help="Also keep cached vectors in the data directory across restarts.")
 @click.option(
     "--queue-timeout", default=60.0, show_default=True, type=click.FloatRange(0),
     help="Seconds a request may wait in the queue before it is dropped with 503 (0: no limit).",
@@ -80,6 +91,8 @@ def serve(
     max_batch_size: int,
     max_queue_tokens: int,
     max_body_mb: int,
+    cache_mb: int,
+    persistent_cache: bool,
     queue_timeout: float,
     allow_unauthenticated: bool,
     drain_seconds: float,
@@ -92,7 +105,7 @@ def serve(
     """Serve embedding models over an OpenAI-compatible HTTP API."""
     from keepwarm.api import ApiSettings
     from keepwarm.api.lifecycle import ShutdownSettings
-    from keepwarm.engine import BatchLimits, Engine, EngineSettings
+    from keepwarm.engine import BatchLimits, EngineSettings
     from keepwarm.logs import configure_logging
     from keepwarm.server import serve as run_server
     from keepwarm.store import KeyStore, Pricing
@@ -102,15 +115,27 @@ def serve(
     db = open_database(data_dir)
     open_when_keyless = _check_auth(KeyStore(db).has_active(), host, allow_unauthenticated)
     limits = BatchLimits(max_batch_tokens, max_batch_size, max_queue_tokens)
-    engine = Engine(specs, data_dir, EngineSettings(batch=limits, queue_timeout=queue_timeout or None))
+    settings = EngineSettings(
+        batch=limits,
+        cache_bytes=cache_mb * 1024 * 1024,
+        persistent_cache=persistent_cache,
+        queue_timeout=queue_timeout or None,
+    )
+    engine = Engine(specs, data_dir, settings)
     api = ApiSettings(
         max_body_bytes=max_body_mb * 1024 * 1024,
         open_when_keyless=open_when_keyless,
         pricing=Pricing(per_million_tokens=price_per_million_tokens, per_hour=price_per_hour),
         shutdown=ShutdownSettings(drain_seconds=drain_seconds, grace_seconds=grace_seconds),
     )
+    reload = partial(_reload, engine, config, model_options)
     try:
-        code = run_server(engine, db, host, port, api)
+        code = run_server(engine, db, host, port, api, reload=reload)
     finally:
         db.close()
     sys.exit(code)
+
+
+def _reload(engine: Engine, config: Path | None, model_options: tuple[str, ...]) -> None:
+    """Re-read the catalog (SIGHUP or POST /admin/reload) and swap it in."""
+    engine.reconfigure(load_specs(config, model_options))

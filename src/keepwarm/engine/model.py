@@ -9,8 +9,8 @@ from functools import partial
 
 import numpy as np
 
-from keepwarm.catalog import ArtifactStore, DigestCache, ModelSpec, directory_fingerprint
-from keepwarm.catalog.versions import model_version, short_version
+from keepwarm.catalog import ArtifactStore, ModelSpec
+from keepwarm.catalog.versions import short_version
 from keepwarm.engine.jobs import Job, WorkItem
 from keepwarm.engine.scheduler import BatchLimits, Scheduler
 from keepwarm.engine.tokenization import ModelTokenizer
@@ -37,7 +37,7 @@ class ServedModel:
     opened: OpenedRuntime
     scheduler: Scheduler
     worker: ModelWorker
-    fingerprint: str
+    version: str
     created: int = 0
     load_seconds: float = 0.0
 
@@ -48,11 +48,6 @@ class ServedModel:
     @property
     def dimensions(self) -> int:
         return self.runtime.dimensions
-
-    @property
-    def version(self) -> str:
-        """Full version of the vectors this model produces (see catalog.versions)."""
-        return model_version(self.spec, self.fingerprint, self.runtime.name)
 
     @property
     def short_version(self) -> str:
@@ -87,26 +82,27 @@ def _check_matryoshka(spec: ModelSpec, dimensions: int) -> None:
 
 def load_model(
     spec: ModelSpec,
+    fingerprint: str,
+    version: str,
     store: ArtifactStore,
-    digests: DigestCache,
     limits: BatchLimits,
     metrics: Metrics,
 ) -> ServedModel:
     """Build (or reuse) the model's artifacts, open its runtime, warm it up and start its worker."""
     started = time.perf_counter()
-    fingerprint = directory_fingerprint(spec.directory, digests)
     tokenizer = ModelTokenizer(spec)
     opened = open_runtime(spec, store, fingerprint, probe_batches(tokenizer))
     _check_matryoshka(spec, opened.runtime.dimensions)
     _warm_up(opened, tokenizer.pad_id)
-    scheduler = Scheduler(limits, on_dropped=metrics.inputs_dropped.labels(spec.name).inc)
-    metrics.track_queue(spec.name, lambda: scheduler.queued_tokens)
-    worker = ModelWorker(spec.name, opened.runtime, scheduler, tokenizer.pad_id, partial(metrics.observe_batch, spec.name))
+    label = f"{spec.name}@{short_version(version)}"
+    scheduler = Scheduler(limits, on_dropped=metrics.inputs_dropped.labels(label).inc)
+    metrics.track_queue(label, lambda: scheduler.queued_tokens)
+    worker = ModelWorker(spec.name, opened.runtime, scheduler, tokenizer.pad_id, partial(metrics.observe_batch, label))
     worker.start()
     seconds = time.perf_counter() - started
     log.info(
-        "model '%s' loaded in %.2fs (%s %s, %d dims)",
-        spec.name, seconds, opened.runtime.name, opened.dtype, opened.runtime.dimensions,
+        "model '%s@%s' loaded in %.2fs (%s %s, %d dims)",
+        spec.name, short_version(version), seconds, opened.runtime.name, opened.dtype, opened.runtime.dimensions,
     )
     return ServedModel(
         spec=spec,
@@ -114,7 +110,7 @@ def load_model(
         opened=opened,
         scheduler=scheduler,
         worker=worker,
-        fingerprint=fingerprint,
+        version=version,
         created=int((spec.directory / "config.json").stat().st_mtime),
         load_seconds=seconds,
     )
