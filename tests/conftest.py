@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -103,6 +104,20 @@ def state_dir(data_dir: Path, path: Path) -> Path:
     (path / "artifacts").symlink_to(data_dir / "artifacts", target_is_directory=True)
     shutil.copy(data_dir / "digests.json", path / "digests.json")
     return path
+
+
+def metric(server: RunningServer, name: str) -> float:
+    """The sum of a metric's series on the server's /metrics page."""
+    text = httpx.get(f"{server.url}/metrics").text
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+def wait_for(predicate, timeout: float = 60) -> bool:  # noqa: ANN001
+    """Poll `predicate` until it is true or `timeout` seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
 
 
 def wait_ready(server: RunningServer) -> None:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from conftest import MODEL, RunningServer, assert_same_vectors, start_server
+from conftest import MODEL, RunningServer, assert_same_vectors, metric, start_server, wait_for
 from tiny_models import tiny_bert
 
 BUSY = [f"keep the model busy with text number {i}, " * 20 for i in range(60)]  # ~60 x 200 tokens
@@ -22,22 +20,10 @@ def _post(url: str, model: str, inputs: list, **extra: object) -> httpx.Response
     return httpx.post(f"{url}/v1/embeddings", json={"model": model, "input": inputs, **extra}, timeout=300)
 
 
-def _metric(server: RunningServer, name: str) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
-    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
-
-
-def _wait_for(predicate, timeout: float = 60) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
 def _start_busy(pool: ThreadPoolExecutor, server: RunningServer, model: str, inputs: list):  # noqa: ANN202
     """Send a long request and return its future once the model is working on it."""
     future = pool.submit(_post, server.url, model, inputs, truncate=True)
-    _wait_for(lambda: _metric(server, "keepwarm_queue_tokens") > 0 or future.done())
+    assert wait_for(lambda: metric(server, "keepwarm_queue_tokens") > 0 or future.done())
     assert not future.done(), "the busy request finished too soon to test anything"
     return future
 
@@ -47,7 +33,7 @@ def test_sigterm_drains_in_flight_work_then_exits_cleanly(server, data_dir, log_
     with ThreadPoolExecutor(1) as pool:
         busy = _start_busy(pool, running, MODEL, BUSY)
         running.process.send_signal(signal.SIGTERM)
-        _wait_for(lambda: httpx.get(f"{running.url}/ready").status_code == 503)
+        assert wait_for(lambda: httpx.get(f"{running.url}/ready").status_code == 503)
         assert httpx.get(f"{running.url}/health").status_code == 200
         refused = _post(running.url, MODEL, ["arrived after SIGTERM"])
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "service_unavailable"
@@ -97,7 +83,7 @@ def test_a_broken_input_fails_only_its_own_request(fragile_server) -> None:  # n
     good = [[[101, 100 + n, 200 + n, 102]] for n in range(8)]
     poisoned = [[101, 5000, 102]]
     busy_ids = [[101] + [300 + i % 600] * 510 + [102] for i in range(150)]
-    failures_before = _metric(server, "keepwarm_inference_failures_total")
+    failures_before = metric(server, "keepwarm_inference_failures_total")
     with ThreadPoolExecutor(10) as pool:
         busy = _start_busy(pool, server, "fragile", busy_ids)  # everything below queues up behind it
         answers = list(pool.map(lambda inputs: _post(server.url, "fragile", inputs), [*good, poisoned]))
@@ -109,7 +95,7 @@ def test_a_broken_input_fails_only_its_own_request(fragile_server) -> None:  # n
     assert bad_answer.headers["retry-after"] == "1"
     assert [a.status_code for a in good_answers] == [200] * 8
     # the poisoned input shared a batch with others: the batch failed, then its halves, down to the culprit
-    assert _metric(server, "keepwarm_inference_failures_total") - failures_before >= 2
+    assert metric(server, "keepwarm_inference_failures_total") - failures_before >= 2
     for inputs, answer in zip(good, good_answers):
         alone = _post(server.url, "fragile", inputs)
         assert_same_vectors(np.array([answer.json()["data"][0]["embedding"]]),
@@ -121,14 +107,14 @@ def test_a_request_that_waited_past_the_deadline_is_dropped_uncomputed(server, d
     try:
         with ThreadPoolExecutor(1) as pool:
             busy = _start_busy(pool, running, MODEL, BUSY)
-            dropped_before = _metric(running, "keepwarm_inputs_dropped_total")
+            dropped_before = metric(running, "keepwarm_inputs_dropped_total")
             late = _post(running.url, MODEL, ["waits behind the busy request", "and is dropped"])
             assert busy.result().status_code == 200
         assert late.status_code == 503, late.text
         error = late.json()["error"]
         assert error["code"] == "deadline_exceeded" and "limit of 0.5s" in error["message"]
         assert int(late.headers["retry-after"]) >= 1
-        assert _metric(running, "keepwarm_inputs_dropped_total") - dropped_before == 2
+        assert metric(running, "keepwarm_inputs_dropped_total") - dropped_before == 2
         assert _post(running.url, MODEL, ["served again once the queue is short"]).status_code == 200
     finally:
         running.stop()
