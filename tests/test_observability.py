@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 
 import httpx
 import pytest
@@ -17,7 +18,8 @@ def key(keyed_server) -> str:  # noqa: ANN001
     return create_key(keyed_server.data_dir, "observed")
 
 
-def _embed(url: str, key: str, text: str = "hello", **headers: str) -> httpx.Response:
+def _embed(url: str, key: str, text: str | None = None, **headers: str) -> httpx.Response:
+    text = text or f"new text {uuid.uuid4().hex}"  # not in the embedding cache: the model runs
     return httpx.post(
         f"{url}/v1/embeddings", json={"model": MODEL, "input": [text, text + " again"]},
         headers={"Authorization": f"Bearer {key}", **headers}, timeout=60,
@@ -52,19 +54,24 @@ def test_a_callers_request_id_is_echoed(keyed_server, key) -> None:  # noqa: ANN
         f'keepwarm_request_queue_seconds_count{{model="{MODEL}"}}',
         f'keepwarm_request_inference_seconds_count{{model="{MODEL}"}}',
         f'keepwarm_request_tokens_total{{model="{MODEL}"}}',
-        f'keepwarm_batch_rows_count{{model="{MODEL}"}}',
-        f'keepwarm_batch_tokens_sum{{model="{MODEL}"}}',
-        f'keepwarm_inference_seconds_count{{model="{MODEL}"}}',
-        f'keepwarm_queue_tokens{{model="{MODEL}"}}',
-        f'keepwarm_tokens_per_second{{model="{MODEL}"}}',
-        f'keepwarm_model_load_seconds{{model="{MODEL}"}}',
+        # the engine's own series name the model version too: model="all-minilm-l6-v2@<version>"
+        f'keepwarm_batch_rows_count{{model="{MODEL}@',
+        f'keepwarm_batch_tokens_sum{{model="{MODEL}@',
+        f'keepwarm_inference_seconds_count{{model="{MODEL}@',
+        f'keepwarm_queue_tokens{{model="{MODEL}@',
+        f'keepwarm_tokens_per_second{{model="{MODEL}@',
+        f'keepwarm_model_load_seconds{{model="{MODEL}@',
+        'keepwarm_cache_lookups_total{result="miss"}',
         "keepwarm_requests_in_flight",
     ],
 )
 def test_metrics_expose_the_series(keyed_server, key, series) -> None:  # noqa: ANN001
     _embed(keyed_server.url, key)
     httpx.post(f"{keyed_server.v1}/embeddings", json={"model": MODEL, "input": "x"})  # a 401
-    assert re.search(rf"^{re.escape(series)} [0-9.e+-]+$", _metrics(keyed_server.url), re.M), series
+    pattern = rf"^{re.escape(series)}[0-9a-f]{{12}}\"}} [0-9.e+-]+$" if series.endswith("@") else (
+        rf"^{re.escape(series)} [0-9.e+-]+$"
+    )
+    assert re.search(pattern, _metrics(keyed_server.url), re.M), series
 
 
 def test_cache_hits_are_counted(keyed_server, key) -> None:  # noqa: ANN001

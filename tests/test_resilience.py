@@ -13,7 +13,12 @@ import pytest
 from conftest import MODEL, RunningServer, assert_same_vectors, metric, start_server, wait_for
 from tiny_models import tiny_bert
 
-BUSY = [f"keep the model busy with text number {i}, " * 20 for i in range(60)]  # ~60 x 200 tokens
+def _busy(count: int) -> list[str]:
+    """Distinct texts of ~200 tokens (distinct, so neither the cache nor deduplication skips any)."""
+    return [f"keep the model busy with text number {i}, " * 20 for i in range(count)]
+
+
+BUSY = _busy(60)
 
 
 def _post(url: str, model: str, inputs: list, **extra: object) -> httpx.Response:
@@ -48,7 +53,7 @@ def test_sigterm_drains_in_flight_work_then_exits_cleanly(server, data_dir, log_
 def test_work_past_the_grace_time_is_cancelled_and_the_exit_says_so(server, data_dir, log_dir) -> None:  # noqa: ANN001
     running = start_server(data_dir, log_dir, "--grace-seconds", "1")
     with ThreadPoolExecutor(1) as pool:
-        busy = _start_busy(pool, running, MODEL, BUSY * 10)  # 15 s of work on an idle machine
+        busy = _start_busy(pool, running, MODEL, _busy(600))  # 15 s of work on an idle machine
         running.process.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
         cut_off = busy.result()
@@ -73,7 +78,7 @@ def fragile_server(data_dir, log_dir, model_dir, tmp_path_factory):  # noqa: ANN
     config.write_text(
         f'[[models]]\nname = "fragile"\nsource = "{directory}"\ntoken_ids = "model"\nruntime = "onnx"\n'
     )
-    running = start_server(data_dir, log_dir, "--config", str(config))
+    running = start_server(data_dir, log_dir, "--config", str(config), "--cache-mb", "0")  # every call computes
     yield running
     running.stop()
 

@@ -28,9 +28,13 @@ def _usage(data_dir: Path, *options: str) -> dict:
 
 @pytest.fixture(scope="module")
 def metered(keyed_server):  # noqa: ANN001, ANN201
-    """Three answered requests and two refused ones by the key 'metered'; the tokens the answers reported."""
+    """Three answered requests and two refused ones by the key 'metered'; the tokens the answers reported.
+
+    The third request repeats an input of the first, which the embedding cache answers.
+    """
     key = create_key(keyed_server.data_dir, "metered")
-    answers = [_embed(keyed_server.url, key, texts) for texts in ("hello", ["two", "texts here"], "a b c d e f")]
+    texts = ("metering: the first text", ["metering: two", "metering: texts here"], "metering: the first text")
+    answers = [_embed(keyed_server.url, key, t) for t in texts]
     assert all(a.status_code == 200 for a in answers)
     assert _embed(keyed_server.url, key, "").status_code == 400
     assert httpx.post(f"{keyed_server.v1}/embeddings", json={"model": "nope", "input": "x"},
@@ -44,7 +48,7 @@ def test_answered_requests_are_metered_per_key_model_and_version(keyed_server, m
     version = httpx.get(f"{keyed_server.v1}/models/{MODEL}",
                         headers={"Authorization": f"Bearer {create_key(keyed_server.data_dir, 'reader')}"}).json()
     assert (row["key_name"], row["model"], row["version"]) == ("metered", MODEL, version["version"])
-    assert row["requests"] == 3 and row["tokens"] == metered and row["cache_hits"] == 0
+    assert row["requests"] == 3 and row["tokens"] == metered and row["cache_hits"] == 1
     assert row["compute_seconds"] > 0
 
 

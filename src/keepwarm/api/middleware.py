@@ -70,6 +70,7 @@ class RequestMiddleware:
         self.app = app
         self.lifecycle = lifecycle
         self.metrics = metrics
+        metrics.in_flight.set_function(lambda: lifecycle.in_flight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,7 +88,6 @@ class RequestMiddleware:
             await send(message)
 
         self.lifecycle.in_flight += 1
-        self.metrics.in_flight.inc()
         try:
             if self.lifecycle.draining and scope["path"] not in _ALWAYS_SERVED:
                 await _refuse(record, scope, receive, send_with_headers)
@@ -102,7 +102,6 @@ class RequestMiddleware:
         finally:
             status = status or 500
             self.lifecycle.in_flight -= 1
-            self.metrics.in_flight.dec()
             self._account(scope, record, status)
 
     def _headers(self, record: RequestRecord) -> list[tuple[bytes, bytes]]:

@@ -350,7 +350,8 @@ class Engine:
             raise
         with self._lock:
             slot.model, slot.loading, slot.last_used = model, None, time.monotonic()
-        self.metrics.track_model(slot.spec.name, model.load_seconds, lambda: model.scheduler.tokens_per_second)
+        label = f"{slot.spec.name}@{short_version(slot.version)}"  # as load_model labels the model's series
+        self.metrics.track_model(label, model.load_seconds, lambda: model.scheduler.tokens_per_second)
         return model
 
     def _retire(self, slot: _Slot) -> None:
