@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -123,3 +125,16 @@ def test_a_request_that_waited_past_the_deadline_is_dropped_uncomputed(server, d
         assert _post(running.url, MODEL, ["served again once the queue is short"]).status_code == 200
     finally:
         running.stop()
+
+
+def test_a_client_hanging_up_mid_body_is_not_a_server_error(server) -> None:  # noqa: ANN001
+    before = metric(server, "keepwarm_request_errors_total")
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as raw:
+        raw.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 100000\r\n\r\n" + b'{"model": "all-minilm-l6-v2", "input": ["only part')
+    assert wait_for(lambda: metric(server, "keepwarm_request_errors_total") > before)
+    text = httpx.get(f"{server.url}/metrics").text
+    assert not re.search(r'^keepwarm_requests_total{[^}]*route="/v1/embeddings"[^}]*status="5', text, re.M)
+    assert 'keepwarm_request_errors_total{code="client_disconnected",model=""}' in text
+    assert "Traceback" not in server.logs()
