@@ -38,11 +38,15 @@ def _copy_wordpiece_tokenizer(source: Path, directory: Path) -> None:
 
 
 def tiny_bert(directory: Path, tokenizer_source: Path, *, pooling: str = "mean", normalize: bool = False,
-              max_seq_length: int = 128, seed: int = 0) -> Path:
-    """A 2-layer BERT with MiniLM's tokenizer and random weights."""
+              max_seq_length: int = 128, seed: int = 0, vocab_size: int = 30522) -> Path:
+    """A 2-layer BERT with MiniLM's tokenizer and random weights.
+
+    A `vocab_size` below the tokenizer's 30522 makes a model that fails at run time on
+    the ids it has no embedding for: a real way for one input to break a batch.
+    """
     torch.manual_seed(seed)
     config = transformers.BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=64, max_position_embeddings=512,
     )
     transformers.BertModel(config).eval().save_pretrained(directory)

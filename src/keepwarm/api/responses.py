@@ -109,8 +109,10 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
 
 
 def error_response(error: KeepwarmError) -> JSONResponse:
-    """Render a keepwarm error with its status and, when known, a Retry-After header."""
-    headers = {"Retry-After": str(math.ceil(error.retry_after))} if error.retry_after else None
+    """Render a keepwarm error with its status, its own headers and, when known, Retry-After."""
+    headers = dict(error.headers)
+    if error.retry_after:
+        headers["Retry-After"] = str(math.ceil(error.retry_after))
     return JSONResponse(
         error_body(error.message, error.type, error.param, error.code), status_code=error.status, headers=headers
     )

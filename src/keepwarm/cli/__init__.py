@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from keepwarm.cli.keys import keys
 from keepwarm.cli.models import export, models
 from keepwarm.cli.serve import serve
+from keepwarm.cli.usage import usage
 
 
 @click.group()
@@ -17,3 +19,5 @@ def main() -> None:
 main.add_command(serve)
 main.add_command(models)
 main.add_command(export)
+main.add_command(keys)
+main.add_command(usage)

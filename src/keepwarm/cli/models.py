@@ -63,7 +63,7 @@ def _cell(value: object) -> str:
 def export(name: str, config: Path | None, model_options: tuple[str, ...], data_dir: Path) -> None:
     """Build NAME's runtime artifact now (for images and CI) and print its measured accuracy."""
     from keepwarm.engine import Engine
-    from keepwarm.server import configure_logging
+    from keepwarm.logs import configure_logging
 
     configure_logging("info")
     specs = [spec for spec in model_specs(config, model_options) if name in spec.names]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import platformdirs
@@ -18,6 +20,36 @@ DATA_DIR_OPTION = click.option(
     show_default="per-user data directory",
     help="Where keepwarm keeps built artifacts and state (env KEEPWARM_DATA_DIR).",
 )
+
+
+def pricing_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--price-per-million-tokens and --price-per-hour, for commands that report cost."""
+    command = click.option(
+        "--price-per-hour", type=click.FloatRange(0), default=0.0, envvar="KEEPWARM_PRICE_PER_HOUR",
+        show_default=True, help="Price of one hour of model compute time (env KEEPWARM_PRICE_PER_HOUR).",
+    )(command)
+    return click.option(
+        "--price-per-million-tokens", type=click.FloatRange(0), default=0.0,
+        envvar="KEEPWARM_PRICE_PER_MILLION_TOKENS", show_default=True,
+        help="Price of one million embedded tokens (env KEEPWARM_PRICE_PER_MILLION_TOKENS).",
+    )(command)
+
+
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Left-aligned columns, wide enough for their longest cell."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows))
+    return "\n".join(lines)
+
+
+def open_database(data_dir: Path):  # noqa: ANN201 - keepwarm.store.Database, imported lazily
+    """The state database in `data_dir`, or a clean CLI error."""
+    from keepwarm.store import Database, StoreError
+
+    try:
+        return Database.in_data_dir(data_dir)
+    except (StoreError, OSError) as exc:
+        raise click.ClickException(f"cannot open the state database in {data_dir}: {exc}") from None
 
 
 def model_entries(config: Path | None, models: tuple[str, ...]) -> list[ModelEntry]:

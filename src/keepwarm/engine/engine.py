@@ -18,7 +18,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,8 @@ from keepwarm.runtimes.pooling import l2_normalize
 log = logging.getLogger(__name__)
 
 Inputs = Sequence[str] | Sequence[Sequence[int]]
+# Called with a request's token count after tokenization, before it is queued; raises to refuse it.
+Admission = Callable[[int], None]
 _RETIRE_TIMEOUT = 300.0  # seconds a removed version may keep answering its last requests
 
 
@@ -52,6 +54,18 @@ class EngineSettings:
     tokenizer_threads: int = 2
     cache_bytes: int = 256 * 1024 * 1024  # in-memory embedding cache; 0 turns the cache off
     persistent_cache: bool = False  # also keep cached vectors in <data dir>/cache.sqlite
+    # online requests that waited longer than this before reaching the model are dropped
+    queue_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where one request's time went, in seconds (see engine.jobs.Job for the moments)."""
+
+    tokenization: float = 0.0  # tokenizing and looking the inputs up in the cache
+    queue: float = 0.0
+    inference: float = 0.0
+    compute: float = 0.0  # this request's share of model time (per-hour pricing)
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,7 @@ class Embeddings:
     model: ServedModel
     cached_inputs: int = 0
     cached_tokens: int = 0
+    timings: Timings = Timings()
 
 
 class ModelView(NamedTuple):
@@ -218,29 +233,42 @@ class Engine:
             raise NotReady(f"model '{model}' is not loaded yet", retry_after=2)
         return slot.model
 
-    async def embed(self, model: str, inputs: Inputs, options: EmbedOptions = EmbedOptions()) -> Embeddings:
-        """Embed `inputs` (texts, or token-id lists) with `model`; cancel-safe."""
+    async def embed(
+        self, model: str, inputs: Inputs, options: EmbedOptions = EmbedOptions(), *, admit: Admission | None = None
+    ) -> Embeddings:
+        """Embed `inputs` (texts, or token-id lists) with `model`; cancel-safe.
+
+        `admit`, if given, sees the request's token count before anything is queued and
+        may refuse the request by raising (the HTTP layer's tokens-per-minute limit).
+        """
         with self._acquire(model, options.expect_version) as slot:
             served = slot.model or await asyncio.wrap_future(self._load_on_demand(slot))
             _check_options(served, options)
             loop = asyncio.get_running_loop()
+            started = time.perf_counter()
             plan = await loop.run_in_executor(self._tokenize_pool, self._plan, served, inputs, options)
-            job = self._submit(served, plan, options.priority)
+            tokenization = time.perf_counter() - started
+            job = self._submit(served, plan, options.priority, admit)
             try:
-                computed = await asyncio.wrap_future(job.future)
+                await asyncio.wrap_future(job.future)
             except asyncio.CancelledError:
                 served.scheduler.discard_finished()
                 raise
-            return self._finish(served, plan, computed, options.dimensions)
+            return self._finish(served, plan, job, options.dimensions, tokenization)
 
-    def embed_sync(self, model: str, inputs: Inputs, options: EmbedOptions = EmbedOptions()) -> Embeddings:
+    def embed_sync(
+        self, model: str, inputs: Inputs, options: EmbedOptions = EmbedOptions(), *, admit: Admission | None = None
+    ) -> Embeddings:
         """Blocking version of `embed`, for scripts, benchmarks and worker threads."""
         with self._acquire(model, options.expect_version) as slot:
             served = slot.model or self._load_on_demand(slot).result()
             _check_options(served, options)
+            started = time.perf_counter()
             plan = self._plan(served, inputs, options)
-            job = self._submit(served, plan, options.priority)
-            return self._finish(served, plan, job.future.result(), options.dimensions)
+            tokenization = time.perf_counter() - started
+            job = self._submit(served, plan, options.priority, admit)
+            job.future.result()
+            return self._finish(served, plan, job, options.dimensions, tokenization)
 
     # -- the catalog ---------------------------------------------------------------------
 
@@ -322,6 +350,8 @@ class Engine:
             raise
         with self._lock:
             slot.model, slot.loading, slot.last_used = model, None, time.monotonic()
+        label = f"{slot.spec.name}@{short_version(slot.version)}"  # as load_model labels the model's series
+        self.metrics.track_model(label, model.load_seconds, lambda: model.scheduler.tokens_per_second)
         return model
 
     def _retire(self, slot: _Slot) -> None:
@@ -383,8 +413,11 @@ class Engine:
         self.metrics.cache_lookups.labels("miss").inc(len(keys) - plan.cached_inputs)
         return plan
 
-    def _submit(self, served: ServedModel, plan: _Plan, priority: int) -> Job:
-        job = Job(len(plan.pending), served.dimensions, priority=priority)
+    def _submit(self, served: ServedModel, plan: _Plan, priority: int, admit: Admission | None) -> Job:
+        if admit is not None:
+            admit(plan.tokenized.tokens)
+        timeout = self.settings.queue_timeout if priority == ONLINE else None
+        job = Job(len(plan.pending), served.dimensions, priority=priority, queue_timeout=timeout)
         ids = plan.tokenized.ids
         items = [WorkItem(ids=ids[positions[0]], job=job, index=n) for n, positions in enumerate(plan.pending.values())]
         if items:
@@ -393,7 +426,10 @@ class Engine:
             job.future.set_result(job.vectors)
         return job
 
-    def _finish(self, served: ServedModel, plan: _Plan, computed: np.ndarray, dimensions: int | None) -> Embeddings:
+    def _finish(
+        self, served: ServedModel, plan: _Plan, job: Job, dimensions: int | None, tokenization: float
+    ) -> Embeddings:
+        computed = job.vectors
         vectors = np.empty((len(plan.vectors), served.dimensions), dtype=np.float32)
         for position, vector in enumerate(plan.vectors):
             if vector is not None:
@@ -410,7 +446,18 @@ class Engine:
             vectors = _combine_chunks(vectors, plan.tokenized, normalize=served.spec.normalize)
         if dimensions is not None and dimensions != served.dimensions:
             vectors = l2_normalize(vectors[:, :dimensions])
-        return Embeddings(vectors, plan.tokenized.tokens, served, plan.cached_inputs + repeated, saved_tokens)
+        timings = _timings(job, tokenization)
+        return Embeddings(vectors, plan.tokenized.tokens, served, plan.cached_inputs + repeated, saved_tokens, timings)
+
+
+def _timings(job: Job, tokenization: float) -> Timings:
+    started = job.started if job.started is not None else job.submitted
+    return Timings(
+        tokenization=tokenization,
+        queue=started - job.submitted,
+        inference=(job.completed or started) - started,
+        compute=job.compute_seconds,
+    )
 
 
 def _check_expected_version(model: str, slot: _Slot, expected: str, catalog: _Catalog) -> None:

@@ -8,6 +8,10 @@ Policy, in order of importance:
    and a cap on rows. A fixed row count would waste time on long texts and leave
    throughput unused on short ones.
 
+Deadlines: an online job that waited longer than its queue timeout before any of its
+inputs reached the model is failed (DeadlineExceeded) when it comes up, not computed
+for a caller that has likely given up; its inputs are dropped.
+
 There is no waiting to fill a batch: when the model is free, whatever is queued runs.
 Inputs that arrive meanwhile form the next batch, so batches grow with load by
 themselves. The queue is bounded in tokens: when full, submissions are refused with a
@@ -19,12 +23,13 @@ from __future__ import annotations
 import bisect
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from keepwarm.engine.jobs import WorkItem
-from keepwarm.errors import NotReady, Overloaded
+from keepwarm.errors import DeadlineExceeded, NotReady, Overloaded
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,11 @@ class Scheduler:
     def queued_tokens(self) -> int:
         return self._queued_tokens
 
+    @property
+    def tokens_per_second(self) -> float:
+        """Recent model throughput (moving average over batches)."""
+        return self._tokens_per_second
+
     def submit(self, items: list[WorkItem]) -> None:
         """Queue all of one request's items, or none of them (Overloaded/NotReady)."""
         tokens = sum(item.length for item in items)
@@ -170,11 +180,20 @@ class Scheduler:
                 start, stop = _window(lane.by_length, position, self.limits)
                 batch = lane.take(start, stop)
                 self._queued_tokens -= sum(item.length for item in batch)
+                self._expire_overdue(batch)
                 live = [item for item in batch if not item.job.finished]
                 self._dropped(len(batch) - len(live))
                 if live:
                     return live
         return []
+
+    def _expire_overdue(self, batch: list[WorkItem]) -> None:
+        """Fail jobs that waited past their deadline: nobody should pay for late work."""
+        now = time.perf_counter()
+        for item in batch:
+            if item.job.overdue(now):
+                waited = now - item.job.submitted
+                item.job.fail(DeadlineExceeded(waited, item.job.queue_timeout or 0, self._drain_seconds()))
 
     def _dropped(self, count: int) -> None:
         if count and self._on_dropped:
