@@ -68,6 +68,20 @@ class ModelNotFound(KeepwarmError):
         )
 
 
+class NotFound(KeepwarmError):
+    """A file, batch or other object the request names does not exist (404)."""
+
+    status = 404
+    type = "invalid_request_error"
+
+
+class Conflict(KeepwarmError):
+    """The object exists but its state does not allow this operation (409)."""
+
+    status = 409
+    type = "invalid_request_error"
+
+
 class PayloadTooLarge(KeepwarmError):
     """The request body is over the configured size limit (413)."""
 

@@ -12,12 +12,13 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import uvicorn
 from fastapi import FastAPI
 
 from keepwarm.api import ApiSettings, create_app
+from keepwarm.batches import BatchService, BatchSettings
 from keepwarm.engine import Engine
 
 log = logging.getLogger("keepwarm")
@@ -35,9 +36,10 @@ def configure_logging(level: str = "info") -> None:
 class _Loader:
     """Loads the engine's models on a thread; asks the server to exit if that fails."""
 
-    def __init__(self, engine: Engine, server: uvicorn.Server) -> None:
+    def __init__(self, engine: Engine, server: uvicorn.Server, on_ready: Callable[[], None]) -> None:
         self.engine = engine
         self.server = server
+        self.on_ready = on_ready
         self.failed = False
 
     def start(self) -> None:
@@ -54,20 +56,25 @@ class _Loader:
             return
         names = ", ".join(m.spec.name for m in self.engine.models)
         log.info("ready in %.1fs: serving %s", time.perf_counter() - started, names)
+        self.on_ready()
 
 
-def serve(engine: Engine, host: str, port: int, api: ApiSettings | None = None) -> int:
+def serve(
+    engine: Engine, host: str, port: int, api: ApiSettings | None = None, batch: BatchSettings | None = None
+) -> int:
     """Serve until interrupted; return the process exit code."""
-    app = create_app(engine, api)
+    batches = BatchService(engine, batch)
+    app = create_app(engine, api, batches)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
-    loader = _Loader(engine, server)
+    loader = _Loader(engine, server, on_ready=batches.start)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("keepwarm listening on http://%s:%d; loading %d model(s)", host, port, len(engine.specs))
         loader.start()
         yield
+        batches.stop()
         engine.close()
 
     app.router.lifespan_context = lifespan

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +22,9 @@ from keepwarm.api.responses import JSONResponse, embeddings_body, error_body, er
 from keepwarm.api.schemas import EmbeddingRequest, parse_embedding_request
 from keepwarm.engine import Engine
 from keepwarm.errors import KeepwarmError, NotReady, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from keepwarm.batches import BatchService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,11 +107,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("The server had an internal error.", "server_error"), 500)
 
 
-def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
-    """The ASGI application serving `engine`."""
+def create_app(engine: Engine, settings: ApiSettings | None = None, batches: BatchService | None = None) -> FastAPI:
+    """The ASGI application serving `engine` (and, when given, the Files and Batches APIs)."""
     settings = settings or ApiSettings()
     app = FastAPI(title="keepwarm", summary="OpenAI-compatible embeddings", default_response_class=JSONResponse)
     app.state.engine = engine
+    if batches is not None:
+        from keepwarm.batches.routes import batch_router
+
+        app.include_router(batch_router(batches))
     _install_error_handlers(app)
 
     @app.post(

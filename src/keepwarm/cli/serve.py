@@ -28,6 +28,10 @@ from keepwarm.errors import ConfigError
 @click.option("--max-batch-size", default=64, show_default=True, type=click.IntRange(1), help="Rows per model call.")
 @click.option("--max-queue-tokens", default=600_000, show_default=True, type=click.IntRange(1), help="Tokens waiting per model before 429.")
 @click.option("--max-body-mb", default=16, show_default=True, type=click.IntRange(1), help="Largest request body in MiB (413 above).")
+@click.option(
+    "--price-per-million-tokens", default=0.0, show_default=True, type=click.FloatRange(0),
+    envvar="KEEPWARM_PRICE_PER_MILLION_TOKENS", help="Dollars per million tokens, for the cost of batch jobs.",
+)
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(
     host: str,
@@ -39,10 +43,12 @@ def serve(
     max_batch_size: int,
     max_queue_tokens: int,
     max_body_mb: int,
+    price_per_million_tokens: float,
     log_level: str,
 ) -> None:
     """Serve embedding models over an OpenAI-compatible HTTP API."""
     from keepwarm.api import ApiSettings
+    from keepwarm.batches import BatchSettings
     from keepwarm.engine import BatchLimits, Engine, EngineSettings
     from keepwarm.server import configure_logging
     from keepwarm.server import serve as run_server
@@ -54,4 +60,5 @@ def serve(
         raise click.UsageError(str(exc)) from None
     limits = BatchLimits(max_batch_tokens, max_batch_size, max_queue_tokens)
     engine = Engine(specs, data_dir, EngineSettings(batch=limits))
-    sys.exit(run_server(engine, host, port, ApiSettings(max_body_bytes=max_body_mb * 1024 * 1024)))
+    api = ApiSettings(max_body_bytes=max_body_mb * 1024 * 1024)
+    sys.exit(run_server(engine, host, port, api, BatchSettings(price_per_million_tokens=price_per_million_tokens)))
