@@ -240,6 +240,9 @@ class BatchRunner:
             self._close_out(self.jobs.get(batch.id), FAILED)
             return
         progress = batch.progress
+        if progress.next_line:
+            log.info("resuming batch %s after line %d (%d requests done)", batch.id, progress.next_line,
+                     progress.completed + progress.failed)
         with (
             self.files.path(batch.input_file_id).open("rb") as handle,
             PartialFile(self._partial(batch, "output"), progress.output_bytes) as output,

@@ -46,6 +46,7 @@ class Validated:
     total: int = 0
     inputs: int = 0
     model: str | None = None
+    served: object = None
     errors: list[dict[str, Any]] = field(default_factory=list)
     _seen: dict[str, int] = field(default_factory=dict)
 
@@ -112,14 +113,17 @@ def _check_line(line: Line, endpoint: str, result: Validated, resolve: Callable[
 def _check_model(number: int, model: Any, result: Validated, resolve: Callable[[str], object]) -> None:
     if not isinstance(model, str) or not model:
         result.error(number, "missing_required_parameter", "body.model must be a non-empty string.", "body.model")
-    elif result.model is None:
-        try:
-            resolve(model)
-        except KeepwarmError as error:
-            result.error(number, error.code or "invalid_request", error.message, "body.model")
-            return
-        result.model = model
-    elif model != result.model:
+        return
+    if model == result.model:
+        return
+    try:
+        served = resolve(model)
+    except KeepwarmError as error:
+        result.error(number, error.code or "invalid_request", error.message, "body.model")
+        return
+    if result.model is None:
+        result.model, result.served = model, served
+    elif served is not result.served:  # an alias of the same model is the same model
         result.error(
             number, "mismatched_model",
             f"body.model '{model}' differs from '{result.model}' used by earlier lines; "

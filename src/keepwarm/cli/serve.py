@@ -32,6 +32,10 @@ from keepwarm.errors import ConfigError
     "--price-per-million-tokens", default=0.0, show_default=True, type=click.FloatRange(0),
     envvar="KEEPWARM_PRICE_PER_MILLION_TOKENS", help="Dollars per million tokens, for the cost of batch jobs.",
 )
+@click.option(
+    "--batch-chunk-inputs", default=64, show_default=True, type=click.IntRange(1),
+    help="Batch inputs per checkpoint: a crash redoes at most this much work.",
+)
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(
     host: str,
@@ -44,11 +48,12 @@ def serve(
     max_queue_tokens: int,
     max_body_mb: int,
     price_per_million_tokens: float,
+    batch_chunk_inputs: int,
     log_level: str,
 ) -> None:
     """Serve embedding models over an OpenAI-compatible HTTP API."""
     from keepwarm.api import ApiSettings
-    from keepwarm.batches import BatchSettings
+    from keepwarm.batches import BatchSettings, RunnerSettings
     from keepwarm.engine import BatchLimits, Engine, EngineSettings
     from keepwarm.server import configure_logging
     from keepwarm.server import serve as run_server
@@ -61,4 +66,5 @@ def serve(
     limits = BatchLimits(max_batch_tokens, max_batch_size, max_queue_tokens)
     engine = Engine(specs, data_dir, EngineSettings(batch=limits))
     api = ApiSettings(max_body_bytes=max_body_mb * 1024 * 1024)
-    sys.exit(run_server(engine, host, port, api, BatchSettings(price_per_million_tokens=price_per_million_tokens)))
+    batch = BatchSettings(price_per_million_tokens, runner=RunnerSettings(chunk_inputs=batch_chunk_inputs))
+    sys.exit(run_server(engine, host, port, api, batch))

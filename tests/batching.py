@@ -1,0 +1,61 @@
+"""Helpers for batch tests: input files in OpenAI's JSONL format, polling, reading results."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any
+
+import openai
+
+from conftest import CORPUS, MODEL
+
+FINISHED = ("completed", "failed", "cancelled", "expired")
+
+
+def long_texts(count: int) -> list[str]:
+    """`count` distinct long corpus texts (over 256 tokens each): enough work to catch a batch mid-run."""
+    texts = [json.loads(line)["text"] for line in CORPUS.read_text().splitlines() if line.strip()]
+    return [text for text in texts if len(text) > 1500][:count]
+
+
+def request_line(custom_id: str, body: dict[str, Any], *, url: str = "/v1/embeddings", method: str = "POST") -> str:
+    return json.dumps({"custom_id": custom_id, "method": method, "url": url, "body": body})
+
+
+def embedding_lines(texts: list[str], **options: Any) -> list[str]:
+    """One request per text, custom_id `req-<n>`."""
+    return [request_line(f"req-{n}", {"model": MODEL, "input": text, **options}) for n, text in enumerate(texts)]
+
+
+def upload(client: openai.OpenAI, lines: list[str], name: str = "input.jsonl") -> str:
+    data = ("\n".join(lines) + "\n").encode()
+    return client.files.create(file=(name, io.BytesIO(data)), purpose="batch").id
+
+
+def submit(client: openai.OpenAI, lines: list[str], **options: Any) -> Any:
+    """Upload `lines` and create a batch over them."""
+    options.setdefault("completion_window", "24h")
+    return client.batches.create(input_file_id=upload(client, lines), endpoint="/v1/embeddings", **options)
+
+
+def wait_until(client: openai.OpenAI, batch_id: str, done, timeout: float = 120.0) -> Any:  # noqa: ANN001
+    """Poll (tightly) until `done(batch)` holds; returns that batch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = client.batches.retrieve(batch_id)
+        if done(batch):
+            return batch
+        time.sleep(0.02)
+    raise AssertionError(f"batch {batch_id} still {batch.status} after {timeout}s: {batch}")
+
+
+def wait_finished(client: openai.OpenAI, batch_id: str, timeout: float = 120.0) -> Any:
+    return wait_until(client, batch_id, lambda b: b.status in FINISHED, timeout)
+
+
+def result_lines(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
+    if file_id is None:
+        return []
+    return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
