@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 
 from conftest import CORPUS, MODEL
+from tiny_models import tiny_bert
 
 FINISHED = ("completed", "failed", "cancelled", "expired")
 
@@ -59,3 +62,12 @@ def result_lines(client: openai.OpenAI, file_id: str | None) -> list[dict[str, A
     if file_id is None:
         return []
     return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, model_dir) -> Path:  # noqa: ANN001
+    """A tiny random model: a second model (or a changed version) that exports in seconds.
+
+    Same seed everywhere, so every test shares one exported artifact.
+    """
+    return tiny_bert(tmp_path_factory.mktemp("tiny") / "tiny", model_dir, seed=5)

@@ -10,9 +10,9 @@ from pathlib import Path
 import openai
 import pytest
 
+from batching import tiny_dir  # noqa: F401 - fixture
 from batching import embedding_lines, long_texts, request_line, result_lines, submit, wait_finished, wait_until
 from conftest import MODEL, RunningServer, assert_same_vectors, start_server
-from tiny_models import tiny_bert
 
 FINE_CHECKPOINTS = ("--batch-chunk-inputs", "8")  # many checkpoints in a small job
 
@@ -24,11 +24,6 @@ def own_data_dir(server, data_dir, tmp_path) -> Path:  # noqa: ANN001
     fresh.mkdir()
     (fresh / "artifacts").symlink_to(data_dir / "artifacts")
     return fresh
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, model_dir) -> Path:  # noqa: ANN001
-    return tiny_bert(tmp_path_factory.mktemp("tiny") / "tiny", model_dir, seed=5)
 
 
 @pytest.fixture
