@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from keepwarm.cli.adapter import adapter
+from keepwarm.cli.bench_batches import bench_batches
 from keepwarm.cli.reembed import reembed
 from keepwarm.cli.serve import serve
 
@@ -16,3 +18,5 @@ def main() -> None:
 
 main.add_command(serve)
 main.add_command(reembed)
+main.add_command(adapter)
+main.add_command(bench_batches)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from keepwarm.cli.options import DATA_DIR_OPTION, model_entries
+from keepwarm.cli.options import DATA_DIR_OPTION, engine_for
 from keepwarm.errors import ConfigError, KeepwarmError
 
 
@@ -56,7 +56,7 @@ def reembed(
 
             embedder = RemoteEmbedder(url, name, truncate=truncate, api_key=api_key)
         else:
-            engine = _engine(name, config, add_models, data_dir)
+            engine = engine_for([name], config, add_models, data_dir)
             from keepwarm.reembed import LocalEmbedder
 
             embedder = LocalEmbedder(engine, name, truncate=truncate)
@@ -76,14 +76,3 @@ def reembed(
     }
     click.echo(json.dumps(summary), file=sys.stdout)
 
-
-def _engine(name: str, config: Path | None, add_models: tuple[str, ...], data_dir: Path):  # noqa: ANN202 - Engine
-    """An in-process engine with just the model `name`."""
-    from keepwarm.engine import Engine
-
-    entries = [entry for entry in model_entries(config, add_models) if name in (entry.name, *entry.aliases)]
-    if not entries:
-        raise ConfigError(f"model '{name}' is not in the catalog; add it with --add-model {name}=PATH or --config")
-    engine = Engine([entries[0].to_spec()], data_dir)
-    engine.load()
-    return engine

@@ -41,7 +41,7 @@ class Corpus:
             import pyarrow.parquet as pq
 
             return pq.ParquetFile(self.path).metadata.num_rows
-        return sum(1 for _ in self._records())
+        return sum(1 for _ in self._records([self.text_column]))
 
     def chunks(self, size: int, skip: int = 0) -> Iterator[list[tuple[str, str]]]:
         """(id, text) pairs in chunks of `size`, after the first `skip` rows."""
@@ -49,8 +49,17 @@ class Corpus:
         while chunk := list(itertools.islice(rows, size)):
             yield chunk
 
+    def texts(self) -> Iterator[str]:
+        """Just the texts (no id needed): samples for fitting and evaluating adapters."""
+        for number, record in enumerate(self._records([self.text_column]), start=1):
+            text = record.get(self.text_column)
+            if not isinstance(text, str):
+                raise ConfigError(f"{self.path}: row {number} needs a string '{self.text_column}'")
+            if text.strip():
+                yield text
+
     def _rows(self) -> Iterator[tuple[str, str]]:
-        for number, record in enumerate(self._records(), start=1):
+        for number, record in enumerate(self._records([self.id_column, self.text_column]), start=1):
             identifier, text = record.get(self.id_column), record.get(self.text_column)
             if identifier is None or not isinstance(text, str):
                 raise ConfigError(
@@ -60,7 +69,7 @@ class Corpus:
                 raise ConfigError(f"{self.path}: row {number} (id {identifier}) has an empty text")
             yield str(identifier), text
 
-    def _records(self) -> Iterator[dict[str, Any]]:
+    def _records(self, columns: list[str]) -> Iterator[dict[str, Any]]:
         if self.format == "jsonl":
             with self.path.open("rb") as handle:
                 yield from (orjson.loads(line) for line in handle if line.strip())
@@ -71,8 +80,8 @@ class Corpus:
             import pyarrow.parquet as pq
 
             table = pq.ParquetFile(self.path)
-            missing = {self.id_column, self.text_column} - set(table.schema_arrow.names)
+            missing = set(columns) - set(table.schema_arrow.names)
             if missing:
                 raise ConfigError(f"{self.path}: no column(s) {sorted(missing)}; it has {table.schema_arrow.names}")
-            for batch in table.iter_batches(columns=[self.id_column, self.text_column]):
+            for batch in table.iter_batches(columns=columns):
                 yield from batch.to_pylist()
