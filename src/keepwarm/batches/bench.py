@@ -86,8 +86,8 @@ class Job:
         self.client = client
         upload = client.files.create(file=("bench.jsonl", io.BytesIO(_job_lines(plan))), purpose="batch")
         self.batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h")
-        while self._refresh().status == "validating":
-            time.sleep(0.05)
+        while self._refresh().status == "validating" or not self.batch.usage.total_tokens:
+            time.sleep(0.05)  # measure from the first checkpoint on: workers started, pipeline full
 
     def _refresh(self) -> Any:
         self.batch = self.client.batches.retrieve(self.batch.id)

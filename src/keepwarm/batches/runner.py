@@ -37,6 +37,7 @@ from keepwarm.batches.jobs import (
 from keepwarm.batches.output import PartialFile, response_line, unexecuted_line
 from keepwarm.batches.validation import Limits, Line, count_inputs, read_lines, validate_file
 from keepwarm.engine import BACKGROUND, Embeddings, Engine
+from keepwarm.engine.background import lower_thread_priority
 from keepwarm.errors import KeepwarmError, NotReady, Overloaded
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ class BatchRunner:
             self._thread.join(timeout)
 
     def _thread_main(self) -> None:
+        lower_thread_priority()  # reading, encoding and writing results yields to online work too
         try:
             asyncio.run(self._main())
         except Exception:  # noqa: BLE001 - a runner bug must be logged, not kill the server silently

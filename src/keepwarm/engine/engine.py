@@ -148,6 +148,8 @@ class Engine:
                 param="input",
                 code="max_tokens_per_request",
             )
+        if priority != ONLINE and served.background:
+            served.background.start()
         job = Job(len(ids), served.dimensions, priority=priority)
         served.scheduler.submit([WorkItem(ids=i, job=job, index=n) for n, i in enumerate(ids)])
         return job

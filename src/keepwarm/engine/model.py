@@ -12,6 +12,8 @@ import numpy as np
 
 from keepwarm.catalog import ArtifactStore, DigestCache, ModelSpec, directory_fingerprint
 from keepwarm.catalog.versions import model_version, short_version
+from keepwarm.engine.background import BackgroundWorkers
+from keepwarm.engine.jobs import ONLINE
 from keepwarm.engine.scheduler import BatchLimits, Scheduler
 from keepwarm.engine.tokenization import ModelTokenizer
 from keepwarm.engine.worker import ModelWorker
@@ -39,6 +41,7 @@ class ServedModel:
     artifact: dict[str, Any] = field(default_factory=dict)
     created: int = 0
     load_seconds: float = 0.0
+    background: BackgroundWorkers | None = None
 
     @property
     def dimensions(self) -> int:
@@ -58,6 +61,8 @@ class ServedModel:
         for item in self.scheduler.close():
             item.job.fail(NotReady("the server is shutting down", retry_after=1))
         self.worker.join(timeout=30)
+        if self.background:
+            self.background.join(timeout=30)
 
 
 def _warm_up(runtime: Runtime, pad_id: int) -> None:
@@ -74,7 +79,7 @@ def load_model(
     metrics: Metrics,
 ) -> ServedModel:
     """Build (or reuse) the model's ONNX artifact, load it, warm it up and start its worker."""
-    from keepwarm.runtimes.ort import OnnxRuntime
+    from keepwarm.runtimes.ort import OnnxRuntime, available_cores
 
     started = time.perf_counter()
     fingerprint = directory_fingerprint(spec.directory, digests)
@@ -85,8 +90,10 @@ def load_model(
     _warm_up(runtime, tokenizer.pad_id)
     scheduler = Scheduler(limits, on_dropped=metrics.inputs_dropped.labels(spec.name).inc)
     metrics.track_queue(spec.name, lambda: scheduler.queued_tokens)
-    worker = ModelWorker(spec.name, runtime, scheduler, tokenizer.pad_id, partial(metrics.observe_batch, spec.name))
+    observe = partial(metrics.observe_batch, spec.name)
+    worker = ModelWorker(spec.name, runtime, scheduler, tokenizer.pad_id, observe, priorities=(ONLINE,))
     worker.start()
+    background = BackgroundWorkers(spec, folder / artifact["file"], scheduler, tokenizer.pad_id, observe, available_cores)
     seconds = time.perf_counter() - started
     log.info("model '%s' loaded in %.2fs (%s, %d dims)", spec.name, seconds, runtime.name, runtime.dimensions)
     return ServedModel(
@@ -99,4 +106,5 @@ def load_model(
         artifact=artifact,
         created=int((spec.directory / "config.json").stat().st_mtime),
         load_seconds=seconds,
+        background=background,
     )
