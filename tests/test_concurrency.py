@@ -49,9 +49,10 @@ def small_queue_server(data_dir, log_dir):  # noqa: ANN001, ANN201
 
 
 def test_full_queue_answers_429_with_retry_after(small_queue_server, reference) -> None:  # noqa: ANN001
-    texts = [f"request {n}: " + "words to embed " * 40 for n in range(12)]  # ~125 tokens each
+    # 12 requests of 16 distinct ~125-token texts: far more than the 3000-token queue holds
+    requests = [[f"request {n} part {i}: " + "words to embed " * 40 for i in range(16)] for n in range(12)]
     with ThreadPoolExecutor(12) as pool:
-        responses = list(pool.map(lambda n: _embed(small_queue_server.url, [texts[n]] * 16), range(12)))
+        responses = list(pool.map(lambda texts: _embed(small_queue_server.url, texts), requests))
     refused = [r for r in responses if r.status_code == 429]
     served = [(n, r) for n, r in enumerate(responses) if r.status_code == 200]
     assert refused and served, [r.status_code for r in responses]
@@ -60,7 +61,7 @@ def test_full_queue_answers_429_with_retry_after(small_queue_server, reference) 
         error = response.json()["error"]
         assert error["code"] == "server_overloaded" and "overloaded" in error["message"]
     for n, response in served:
-        assert_same_vectors(_vectors(response), reference.encode([texts[n]] * 16))
+        assert_same_vectors(_vectors(response), reference.encode(requests[n]))
 
 
 @pytest.fixture(scope="module")

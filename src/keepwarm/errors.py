@@ -60,10 +60,10 @@ class ModelNotFound(KeepwarmError):
     type = "invalid_request_error"
     default_code = "model_not_found"
 
-    def __init__(self, model: str, available: list[str]) -> None:
+    def __init__(self, model: str, available: list[str], detail: str = "") -> None:
         names = ", ".join(sorted(available)) or "none"
         super().__init__(
-            f"The model '{model}' does not exist on this server. Available models: {names}.",
+            f"The model '{model}' does not exist on this server{detail}. Available models: {names}.",
             param="model",
         )
 
@@ -80,6 +80,12 @@ class Conflict(KeepwarmError):
 
     status = 409
     type = "invalid_request_error"
+class VersionConflict(KeepwarmError):
+    """The model name now resolves to another version than the caller's index was built with (409)."""
+
+    status = 409
+    type = "invalid_request_error"
+    default_code = "model_version_mismatch"
 
 
 class PayloadTooLarge(KeepwarmError):

@@ -44,6 +44,10 @@ class Metrics:
         )
         self._queues = _QueueCollector()
         self.registry.register(self._queues)
+        self.cache_lookups = Counter(
+            "keepwarm_cache_lookups", "Embedding cache lookups by result (hit or miss)", ["result"],
+            registry=self.registry,
+        )
         self.inputs_dropped = Counter(
             "keepwarm_inputs_dropped", "Queued inputs dropped because their client went away", ["model"],
             registry=self.registry,

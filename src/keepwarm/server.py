@@ -8,8 +8,10 @@ can never become ready.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +22,7 @@ from fastapi import FastAPI
 from keepwarm.api import ApiSettings, create_app
 from keepwarm.batches import BatchService, BatchSettings
 from keepwarm.engine import Engine
+from keepwarm.errors import ConfigError
 
 log = logging.getLogger("keepwarm")
 
@@ -50,7 +53,7 @@ class _Loader:
         try:
             self.engine.load()
         except Exception as exc:  # noqa: BLE001 - report any load failure and stop
-            log.error("could not load models: %s", exc, exc_info=exc)
+            log.error("could not load models: %s", exc, exc_info=not isinstance(exc, ConfigError))
             self.failed = True
             self.server.should_exit = True
             return
@@ -59,12 +62,25 @@ class _Loader:
         self.on_ready()
 
 
+def _reload_logged(reload: Callable[[], None]) -> None:
+    try:
+        reload()
+    except Exception as exc:  # noqa: BLE001 - a bad new catalog must not take the server down
+        log.error("catalog reload refused, the old catalog keeps serving: %s", exc)
+
+
 def serve(
-    engine: Engine, host: str, port: int, api: ApiSettings | None = None, batch: BatchSettings | None = None
+    engine: Engine,
+    host: str,
+    port: int,
+    api: ApiSettings | None = None,
+    batch: BatchSettings | None = None,
+    reload: Callable[[], None] | None = None,
 ) -> int:
-    """Serve until interrupted; return the process exit code."""
+    """Serve until interrupted; return the process exit code. SIGHUP calls `reload`."""
     batches = BatchService(engine, batch)
     app = create_app(engine, api, batches)
+    app.state.reload = reload
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     loader = _Loader(engine, server, on_ready=batches.start)
@@ -72,6 +88,9 @@ def serve(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("keepwarm listening on http://%s:%d; loading %d model(s)", host, port, len(engine.specs))
+        if reload is not None:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, _reload_logged, reload))
         loader.start()
         yield
         batches.stop()

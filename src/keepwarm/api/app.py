@@ -18,10 +18,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from keepwarm.api.responses import JSONResponse, embeddings_body, error_body, error_response, model_body
+from keepwarm.api.responses import (
+    JSONResponse,
+    embeddings_body,
+    embeddings_headers,
+    error_body,
+    error_response,
+    model_body,
+)
 from keepwarm.api.schemas import EmbeddingRequest, parse_embedding_request
-from keepwarm.engine import Engine
-from keepwarm.errors import KeepwarmError, NotReady, PayloadTooLarge
+from keepwarm.engine import ONLINE, EmbedOptions, Engine
+from keepwarm.errors import ConfigError, InvalidRequest, KeepwarmError, NotReady, PayloadTooLarge
 
 if TYPE_CHECKING:
     from keepwarm.batches import BatchService
@@ -77,6 +84,17 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
+def embed_options(body: EmbeddingRequest, expect_version: str | None = None, priority: int = ONLINE) -> EmbedOptions:
+    """What an embeddings body asks of the engine (the HTTP route and batch lines alike)."""
+    return EmbedOptions(
+        truncate=body.truncate,
+        dimensions=body.dimensions,
+        prompt_name=body.prompt,
+        expect_version=body.expect_version or expect_version,
+        priority=priority,
+    )
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KeepwarmError)
     async def keepwarm_error(_: Request, exc: KeepwarmError) -> Response:
@@ -130,23 +148,25 @@ def create_app(engine: Engine, settings: ApiSettings | None = None, batches: Bat
     async def create_embeddings(request: Request) -> Response:
         """Embed text or token ids (OpenAI's `POST /v1/embeddings`)."""
         body = parse_embedding_request(await read_body(request, settings.max_body_bytes))
-        result = await unless_disconnected(
-            request,
-            engine.embed(body.model, body.input, truncate=body.truncate, dimensions=body.dimensions),
-        )
+        options = embed_options(body, request.headers.get("x-expect-model-version"))
+        result = await unless_disconnected(request, engine.embed(body.model, body.input, options))
         return JSONResponse(
-            embeddings_body(result, requested_model=body.model, encoding_format=body.encoding_format or "float")
+            embeddings_body(result, requested_model=body.model, encoding_format=body.encoding_format or "float"),
+            headers=embeddings_headers(result),
         )
 
     @app.get("/v1/models")
     async def list_models() -> Response:
         """Every model this server serves (OpenAI's `GET /v1/models`)."""
-        return JSONResponse({"object": "list", "data": [model_body(m) for m in engine.models]})
+        views = engine.catalog()
+        current = [view for view in views if view.current]
+        data = [model_body(view, [v for v in views if v.spec.name == view.spec.name]) for view in current]
+        return JSONResponse({"object": "list", "data": data})
 
     @app.get("/v1/models/{model_id:path}")
     async def retrieve_model(model_id: str) -> Response:
         """One model by name or alias (OpenAI's `GET /v1/models/{id}`)."""
-        return JSONResponse(model_body(engine.resolve(model_id)))
+        return JSONResponse(model_body(*engine.describe(model_id)))
 
     @app.get("/health")
     async def health() -> Response:
@@ -159,6 +179,19 @@ def create_app(engine: Engine, settings: ApiSettings | None = None, batches: Bat
         if not engine.ready:
             raise NotReady("keepwarm is not ready: models are still loading or the server is stopping", retry_after=1)
         return JSONResponse({"status": "ready", "models": [m.spec.name for m in engine.models]})
+
+    @app.post("/admin/reload")
+    async def reload_catalog() -> Response:
+        """Re-read the model catalog and swap models without dropping in-flight requests (like SIGHUP)."""
+        reload = getattr(app.state, "reload", None)
+        if reload is None:
+            raise NotReady("this server was started without a reloadable catalog")
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, reload)
+        except ConfigError as exc:
+            raise InvalidRequest(f"the new catalog was refused, the old one keeps serving: {exc}") from None
+        views = engine.catalog()
+        return JSONResponse({"status": "reloaded", "models": [model_body(v, [v]) for v in views if v.current]})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StrictInt, StrictStr, ValidationError, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from keepwarm.errors import InvalidRequest
 
@@ -92,10 +103,36 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] | None = "float"
     dimensions: StrictInt | None = Field(default=None, ge=1)
     user: StrictStr | None = None
-    truncate: StrictBool = Field(
-        default=False,
-        description="keepwarm extension: embed only the first tokens of inputs over the model's limit.",
+    truncate: StrictBool | None = Field(
+        default=None,
+        description="keepwarm extension: true embeds only the first tokens of inputs over the model's limit; "
+        "false refuses them; absent follows the model's `overflow` setting.",
     )
+    input_type: Literal["query", "document"] | None = Field(
+        default=None, description="keepwarm extension: apply the model's `query` or `document` prompt."
+    )
+    prompt_name: StrictStr | None = Field(
+        default=None, description="keepwarm extension: apply any of the model's named prompts."
+    )
+    expect_version: StrictStr | None = Field(
+        default=None,
+        description="keepwarm extension: the model version your index was built with; 409 if `model` "
+        "now resolves to another (same as the X-Expect-Model-Version header).",
+    )
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> EmbeddingRequest:
+        if self.input_type and self.prompt_name and self.input_type != self.prompt_name:
+            raise InvalidRequest(
+                f"input_type '{self.input_type}' and prompt_name '{self.prompt_name}' disagree; send one of them",
+                param="input_type",
+            )
+        return self
+
+    @property
+    def prompt(self) -> str | None:
+        """The prompt to apply, from either spelling."""
+        return self.input_type or self.prompt_name
 
 
 def _describe(error: dict[str, Any]) -> tuple[str, str | None]:

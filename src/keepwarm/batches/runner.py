@@ -28,6 +28,7 @@ from typing import IO
 
 import orjson
 
+from keepwarm.api.app import embed_options
 from keepwarm.api.responses import embeddings_body, error_body
 from keepwarm.api.schemas import parse_embedding_request
 from keepwarm.batches.files import FileStore
@@ -36,7 +37,7 @@ from keepwarm.batches.jobs import (
 )
 from keepwarm.batches.output import PartialFile, response_line, unexecuted_line
 from keepwarm.batches.validation import Limits, Line, count_inputs, read_lines, validate_file
-from keepwarm.engine import BACKGROUND, Embeddings, Engine
+from keepwarm.engine import BACKGROUND, EmbedOptions, Embeddings, Engine
 from keepwarm.engine.background import lower_thread_priority
 from keepwarm.errors import KeepwarmError, NotReady, Overloaded
 
@@ -65,6 +66,11 @@ class _Outcome:
     ok: bool
     line: bytes
     tokens: int
+
+
+def pinned(model: str, version: str) -> str:
+    """`model` held to `version`, so a catalog reload mid-batch cannot mix versions in one output."""
+    return model if "@" in model else f"{model}@{version}"
 
 
 def _chunks(lines: Iterator[Line], inputs_per_chunk: int) -> Iterator[list[Line]]:
@@ -210,28 +216,31 @@ class BatchRunner:
         elif batch.status == FINALIZING:
             self._publish(batch, COMPLETED)
 
+    def _identity(self, model: str) -> tuple[str, str]:
+        """The model and exact version a name, alias or pin stands for now (ModelNotFound if none)."""
+        view = self.engine.describe(model)[0]
+        return view.spec.name, view.version
+
     def _validate(self, batch: BatchRecord) -> None:
         path = self.files.path(batch.input_file_id)
-        result = validate_file(path, batch.endpoint, self.engine.resolve, self.settings.limits)
+        result = validate_file(path, batch.endpoint, self._identity, self.settings.limits)
         if result.errors:
             log.info("batch %s failed validation with %d error(s)", batch.id, len(result.errors))
             self.jobs.fail(batch.id, result.errors, total=result.total)
             return
         assert result.model is not None
-        version = self.engine.resolve(result.model).version
+        _, version = self._identity(result.model)
         self.jobs.start(batch.id, total=result.total, model=result.model, model_version=version)
         log.info("batch %s: %d requests for %s", batch.id, result.total, result.model)
 
     def _model_problem(self, batch: BatchRecord) -> str | None:
-        """Why the batch cannot go on with the models served now (its vectors must not mix versions)."""
+        """Why the batch cannot go on (its vectors must all come from the version it started with)."""
         try:
-            served = self.engine.resolve(batch.model)
-        except KeepwarmError as error:
-            return error.message
-        if served.version != batch.model_version:
+            self._identity(pinned(batch.model, batch.model_version))
+        except KeepwarmError:
             return (
-                f"The model '{batch.model}' changed from version {batch.model_version[:12]} to "
-                f"{served.short_version} while this batch ran; its finished requests are in the output file."
+                f"The model '{batch.model}' is no longer served at version {batch.model_version[:12]}, "
+                "which this batch started with; its finished requests are in the output file."
             )
         return None
 
@@ -288,21 +297,19 @@ class BatchRunner:
         custom_id = line.request["custom_id"]
         try:
             request = parse_embedding_request(orjson.dumps(line.request["body"]))
-            result = await self._embed(request.model, request.input, request.truncate, request.dimensions)
+            result = await self._embed(model, request.input, embed_options(request, priority=BACKGROUND))
         except KeepwarmError as error:
             body = error_body(error.message, error.type, error.param, error.code)
             return _Outcome(False, response_line(custom_id, error.status, body), 0)
         body = embeddings_body(result, requested_model=request.model, encoding_format=request.encoding_format or "float")
         return _Outcome(True, response_line(custom_id, 200, body), result.tokens)
 
-    async def _embed(self, model: str, inputs: list, truncate: bool, dimensions: int | None) -> Embeddings:
+    async def _embed(self, model: str, inputs: list, options: EmbedOptions) -> Embeddings:
         """Embed at background priority, waiting out a full queue and retrying transient faults."""
         attempts = 0
         while True:
             try:
-                return await self.engine.embed(
-                    model, inputs, truncate=truncate, dimensions=dimensions, priority=BACKGROUND
-                )
+                return await self.engine.embed(model, inputs, options)
             except Overloaded as error:
                 await asyncio.sleep(min(error.retry_after or 1, 5))
             except NotReady as error:

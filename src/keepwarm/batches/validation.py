@@ -123,7 +123,7 @@ def _check_model(number: int, model: Any, result: Validated, resolve: Callable[[
         return
     if result.model is None:
         result.model, result.served = model, served
-    elif served is not result.served:  # an alias of the same model is the same model
+    elif served != result.served:  # an alias of the same model version is the same model
         result.error(
             number, "mismatched_model",
             f"body.model '{model}' differs from '{result.model}' used by earlier lines; "
@@ -132,7 +132,7 @@ def _check_model(number: int, model: Any, result: Validated, resolve: Callable[[
 
 
 def validate_file(path: Path, endpoint: str, resolve: Callable[[str], object], limits: Limits) -> Validated:
-    """Check every line of the input file; `resolve` raises for a model that is not served."""
+    """Check every line; `resolve` gives a model's identity, raising for a model that is not served."""
     result = Validated()
     with path.open("rb") as handle:
         for line in read_lines(handle):

@@ -7,6 +7,7 @@ import click
 from keepwarm.cli.adapter import adapter
 from keepwarm.cli.bench_batches import bench_batches
 from keepwarm.cli.reembed import reembed
+from keepwarm.cli.models import export, models
 from keepwarm.cli.serve import serve
 
 
@@ -20,3 +21,5 @@ main.add_command(serve)
 main.add_command(reembed)
 main.add_command(adapter)
 main.add_command(bench_batches)
+main.add_command(models)
+main.add_command(export)

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 import platformdirs
 
-from keepwarm.catalog import DEFAULT_ENTRY, ModelEntry, check_unique_names, load_config, parse_model_option
+from keepwarm.catalog import DEFAULT_ENTRY, ModelEntry, ModelSpec, check_unique_names, load_config, parse_model_option
+from keepwarm.errors import ConfigError
 
 DATA_DIR_OPTION = click.option(
     "--data-dir",
@@ -28,20 +29,58 @@ def model_entries(config: Path | None, models: tuple[str, ...]) -> list[ModelEnt
     return entries
 
 
-def engine_for(names: list[str], config: Path | None, models: tuple[str, ...], data_dir: Path):  # noqa: ANN201
-    """An in-process Engine, loaded, serving just the models called `names` (catalog, extras, bundled)."""
-    from keepwarm.engine import Engine
-    from keepwarm.errors import ConfigError
+def load_specs(config: Path | None, models: tuple[str, ...]) -> list[ModelSpec]:
+    """The configured models' specs, devices checked; ConfigError names the model and key."""
+    from keepwarm.runtimes.factory import check_device
 
-    entries = model_entries(config, models)
-    if not any(DEFAULT_ENTRY.name in (entry.name, *entry.aliases) for entry in entries):
-        entries.append(DEFAULT_ENTRY)  # the bundled model is always at hand in-process
-    chosen = []
-    for name in names:
-        found = [entry for entry in entries if name in (entry.name, *entry.aliases)]
-        if not found:
-            raise ConfigError(f"model '{name}' is not in the catalog; add it with NAME=PATH or --config")
-        chosen += [entry for entry in found if entry not in chosen]
-    engine = Engine([entry.to_spec() for entry in chosen], data_dir)
+    specs = [entry.to_spec() for entry in model_entries(config, models)]
+    for spec in specs:
+        try:
+            check_device(spec)
+        except ConfigError as exc:
+            raise ConfigError(f"model '{spec.name}': {exc}") from None
+    return specs
+
+
+def model_specs(config: Path | None, models: tuple[str, ...]) -> list[ModelSpec]:
+    """`load_specs` for a command line: a configuration problem becomes a usage error (exit 2)."""
+    try:
+        return load_specs(config, models)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def CONFIG_OPTIONS(command):  # noqa: ANN001, ANN201, N802 - a decorator, named like the options it adds
+    """`--config FILE` and repeatable `--model NAME=PATH`, as `keepwarm serve` takes them."""
+    command = click.option(
+        "--model",
+        "model_options",
+        multiple=True,
+        metavar="NAME=PATH",
+        help="Serve the model in directory (or installed package) PATH as NAME. Repeatable. "
+        "Default: the bundled all-minilm-l6-v2.",
+    )(command)
+    return click.option(
+        "--config", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Model catalog TOML file."
+    )(command)
+
+
+def engine_for(names: list[str], config: Path | None, models: tuple[str, ...], data_dir: Path):  # noqa: ANN201
+    """An in-process Engine, loaded, with the models `names` refer to (names, aliases or pins).
+
+    Models come from `--config` and NAME=PATH options; the bundled model is always at hand.
+    """
+    from keepwarm.catalog.versions import split_pin
+    from keepwarm.engine import Engine
+
+    specs = load_specs(config, models)
+    if not any(spec.name == DEFAULT_ENTRY.name for spec in specs):
+        specs.append(DEFAULT_ENTRY.to_spec())
+    wanted = {split_pin(name)[0] for name in names}
+    chosen = [spec for spec in specs if wanted & set(spec.names)]
+    missing = wanted - {alias for spec in chosen for alias in spec.names}
+    if missing:
+        raise ConfigError(f"model(s) {sorted(missing)} not in the catalog; add them as NAME=PATH or with --config")
+    engine = Engine(chosen, data_dir)
     engine.load()
     return engine

@@ -16,7 +16,7 @@ from keepwarm.errors import ConfigError, KeepwarmError
 @click.argument("corpus_path", metavar="CORPUS", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.argument("output", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--model", "model", required=True, metavar="NAME[@VERSION]",
-              help="Model to embed with; NAME@VERSION refuses to run unless that exact version is served.")
+              help="Model to embed with; NAME@VERSION refuses to run unless that version is served.")
 @click.option("--url", help="A running keepwarm server (e.g. http://127.0.0.1:8000/v1): embed through its Batch "
               "API at background priority. Default: embed in this process.")
 @click.option("--api-key", envvar="OPENAI_API_KEY", help="API key for --url (env OPENAI_API_KEY).")
@@ -46,21 +46,21 @@ def reembed(
     Interrupted runs resume where they stopped; an OUTPUT holding another model version is refused.
     """
     from keepwarm.cost import job_cost
-    from keepwarm.reembed import Corpus, VectorDataset, check_pin, reembed as run, split_pin
+    from keepwarm.catalog.versions import split_pin
+    from keepwarm.reembed import Corpus, VectorDataset, reembed as run
 
-    name, pinned = split_pin(model)
+    name = split_pin(model)[0]
     engine = None
     try:
         if url:
             from keepwarm.reembed import RemoteEmbedder
 
-            embedder = RemoteEmbedder(url, name, truncate=truncate, api_key=api_key)
+            embedder = RemoteEmbedder(url, model, truncate=truncate, api_key=api_key)
         else:
-            engine = engine_for([name], config, add_models, data_dir)
+            engine = engine_for([model], config, add_models, data_dir)
             from keepwarm.reembed import LocalEmbedder
 
-            embedder = LocalEmbedder(engine, name, truncate=truncate)
-        check_pin(name, pinned, embedder.version)
+            embedder = LocalEmbedder(engine, model, truncate=truncate)
         dataset = VectorDataset.open(output, model=name, version=embedder.version,
                                      dimensions=embedder.dimensions, output_format=output_format)
         report = run(Corpus(corpus_path, id_column, text_column), dataset, embedder,

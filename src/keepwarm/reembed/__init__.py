@@ -2,10 +2,9 @@
 
 from keepwarm.reembed.corpus import Corpus
 from keepwarm.reembed.dataset import VectorDataset, read_vectors
-from keepwarm.reembed.embedders import LocalEmbedder, RemoteEmbedder, check_pin, split_pin
+from keepwarm.reembed.embedders import LocalEmbedder, RemoteEmbedder
 from keepwarm.reembed.run import RunReport, reembed
 
 __all__ = [
-    "Corpus", "LocalEmbedder", "RemoteEmbedder", "RunReport", "VectorDataset", "check_pin", "read_vectors",
-    "reembed", "split_pin",
+    "Corpus", "LocalEmbedder", "RemoteEmbedder", "RunReport", "VectorDataset", "read_vectors", "reembed",
 ]

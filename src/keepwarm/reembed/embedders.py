@@ -12,12 +12,13 @@ import base64
 import io
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 import orjson
 
-from keepwarm.engine import BACKGROUND, Engine
+from keepwarm.engine import BACKGROUND, EmbedOptions, Embeddings, Engine
 from keepwarm.errors import ConfigError, KeepwarmError
 
 _REQUEST_TEXTS = 128  # texts per embeddings request (one engine job, or one batch line)
@@ -36,18 +37,6 @@ class Embedder(Protocol):
         ...
 
 
-def split_pin(model: str) -> tuple[str, str | None]:
-    """`name@version` → (name, version); a bare name pins nothing."""
-    name, _, version = model.partition("@")
-    return name, version or None
-
-
-def check_pin(model: str, pinned: str | None, version: str) -> None:
-    """Refuse to run when the served version is not the pinned one (a prefix is enough)."""
-    if pinned and not version.startswith(pinned):
-        raise ConfigError(f"model '{model}' is at version {version[:12]}, not the pinned {pinned}")
-
-
 def _requests(texts: list[str]) -> list[list[str]]:
     return [texts[start : start + _REQUEST_TEXTS] for start in range(0, len(texts), _REQUEST_TEXTS)]
 
@@ -56,20 +45,21 @@ class LocalEmbedder:
     """The engine in this process, at background priority."""
 
     def __init__(self, engine: Engine, model: str, *, truncate: bool) -> None:
-        served = engine.resolve(model)
         self.engine = engine
-        self.model = model
+        self.model = model  # a name, alias or pin (`name@version`), resolved by the engine
+        self.options = EmbedOptions(truncate=truncate, priority=BACKGROUND)
+        served = engine.embed_sync(model, ["version probe"], self.options).model  # loads a lazy model too
         self.version = served.version
         self.dimensions = served.dimensions
-        self.truncate = truncate
+        self.options = replace(self.options, expect_version=self.version)  # a reload must not mix versions
         self._pool = ThreadPoolExecutor(4, "keepwarm-reembed")  # several requests queued: full batches
 
     def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
         results = list(self._pool.map(self._embed_one, _requests(texts)))
         return np.concatenate([r.vectors for r in results]), sum(r.tokens for r in results)
 
-    def _embed_one(self, texts: list[str]):  # noqa: ANN202 - Embeddings
-        return self.engine.embed_sync(self.model, texts, truncate=self.truncate, priority=BACKGROUND)
+    def _embed_one(self, texts: list[str]) -> Embeddings:
+        return self.engine.embed_sync(self.model, texts, self.options)
 
 
 class RemoteEmbedder:
@@ -81,11 +71,11 @@ class RemoteEmbedder:
         self.client = openai.OpenAI(base_url=url, api_key=api_key or "unused", max_retries=5)
         self.model = model
         self.truncate = truncate
-        info = self.client.models.retrieve(model).model_extra or {}
-        self.version = info.get("full_version") or info.get("version") or ""
-        self.dimensions = int(info.get("dimensions") or 0)
-        if not self.version or not self.dimensions:
-            raise ConfigError(f"{url} does not report the version and dimensions of '{model}' (not keepwarm?)")
+        self.version = (self.client.models.retrieve(model).model_extra or {}).get("full_version") or ""
+        if not self.version:
+            raise ConfigError(f"{url} does not report the version of '{model}' (is it a keepwarm server?)")
+        probe = self.client.embeddings.create(model=model, input="version probe")  # loads a lazy model too
+        self.dimensions = len(probe.data[0].embedding)
 
     def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
         lines = b"".join(
