@@ -71,3 +71,15 @@ def tiny_dir(tmp_path_factory, model_dir) -> Path:  # noqa: ANN001
     Same seed everywhere, so every test shares one exported artifact.
     """
     return tiny_bert(tmp_path_factory.mktemp("tiny") / "tiny", model_dir, seed=5)
+
+
+def isolated_data_dir(shared: Path, path: Path) -> Path:
+    """A data directory of its own (so no other test's server runs its batches), sharing built models."""
+    path.mkdir(parents=True)
+    (path / "artifacts").symlink_to(shared / "artifacts")
+    return path
+
+
+@pytest.fixture
+def own_data_dir(server, data_dir, tmp_path) -> Path:  # noqa: ANN001
+    return isolated_data_dir(data_dir, tmp_path / "data")

@@ -10,20 +10,11 @@ from pathlib import Path
 import openai
 import pytest
 
-from batching import tiny_dir  # noqa: F401 - fixture
+from batching import own_data_dir, tiny_dir  # noqa: F401 - fixtures
 from batching import embedding_lines, long_texts, request_line, result_lines, submit, wait_finished, wait_until
 from conftest import MODEL, RunningServer, assert_same_vectors, start_server
 
 FINE_CHECKPOINTS = ("--batch-chunk-inputs", "8")  # many checkpoints in a small job
-
-
-@pytest.fixture
-def own_data_dir(server, data_dir, tmp_path) -> Path:  # noqa: ANN001
-    """A data directory of this test's own (no other server runs its batches), sharing the built model."""
-    fresh = tmp_path / "data"
-    fresh.mkdir()
-    (fresh / "artifacts").symlink_to(data_dir / "artifacts")
-    return fresh
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import openai
 
-from batching import tiny_dir  # noqa: F401 - fixture
+from batching import own_data_dir, tiny_dir  # noqa: F401 - fixtures
 from conftest import MODEL, start_server
 from keepwarm.reembed import read_vectors
 
@@ -36,14 +36,14 @@ def _reembed(corpus: Path, out: Path, model: str, url: str) -> dict:
 
 
 def test_upgrade_serves_both_versions_reindexes_then_switches_the_alias(
-    server, data_dir, log_dir, tmp_path, tiny_dir, corpus,  # noqa: ANN001
+    own_data_dir, log_dir, tmp_path, tiny_dir, corpus,  # noqa: ANN001
 ) -> None:
     documents = tmp_path / "docs.jsonl"
     texts = corpus[:24]
     documents.write_text("".join(json.dumps({"id": str(n), "text": t}) + "\n" for n, t in enumerate(texts)))
 
     # 1. serve old and new side by side; clients keep using the alias, still on the old version
-    before = start_server(data_dir, log_dir, "--config", str(_catalog(tmp_path / "v1.toml", tiny_dir, MODEL)))
+    before = start_server(own_data_dir, log_dir, "--config", str(_catalog(tmp_path / "v1.toml", tiny_dir, MODEL)))
     try:
         client = openai.OpenAI(base_url=before.v1, api_key="unused", max_retries=0)
         new_version = httpx.get(f"{before.v1}/models/tiny").json()["full_version"]
@@ -54,7 +54,7 @@ def test_upgrade_serves_both_versions_reindexes_then_switches_the_alias(
         before.stop()
 
     # 3. switch the alias to the new version and restart (a rolling restart with several replicas)
-    after = start_server(data_dir, log_dir, "--config", str(_catalog(tmp_path / "v2.toml", tiny_dir, "tiny")))
+    after = start_server(own_data_dir, log_dir, "--config", str(_catalog(tmp_path / "v2.toml", tiny_dir, "tiny")))
     try:
         client = openai.OpenAI(base_url=after.v1, api_key="unused", max_retries=0)
         ids, index, manifest = read_vectors(tmp_path / "index-v2")
