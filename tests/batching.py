@@ -75,8 +75,9 @@ def tiny_dir(tmp_path_factory, model_dir) -> Path:  # noqa: ANN001
 
 def isolated_data_dir(shared: Path, path: Path) -> Path:
     """A data directory of its own (so no other test's server runs its batches), sharing built models."""
-    path.mkdir(parents=True)
-    (path / "artifacts").symlink_to(shared / "artifacts")
+    (path / "artifacts").mkdir(parents=True)
+    for built in (shared / "artifacts").iterdir():  # linked one by one: new builds stay in `path`
+        (path / "artifacts" / built.name).symlink_to(built)
     return path
 
 

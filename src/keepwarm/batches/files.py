@@ -136,9 +136,13 @@ class FileStore:
         )
         return [_record(row) for row in rows[:limit]], len(rows) > limit
 
+    def expired(self) -> list[str]:
+        """Files past their `expires_at` (already invisible to the API), to be removed."""
+        rows = self.database.query("SELECT id FROM files WHERE expires_at <= ?", (int(time.time()),))
+        return [row["id"] for row in rows]
+
     def delete(self, file_id: str) -> None:
         """Forget the file, then remove its contents (a crash in between leaves only an orphan)."""
-        self.get(file_id)
         with self.database.transaction() as sql:
             sql.execute("DELETE FROM files WHERE id = ?", (file_id,))
         self.path(file_id).unlink(missing_ok=True)

@@ -191,8 +191,14 @@ class BatchRunner:
                 await self._idle()
 
     async def _idle(self) -> None:
+        self._remove_expired_files()
         await asyncio.to_thread(self._wake.wait, _STANDBY_SECONDS)
         self._wake.clear()
+
+    def _remove_expired_files(self) -> None:
+        for file_id in self.files.expired():
+            if not self.jobs.uses_file(file_id):  # a running batch still reads its input to the end
+                self.files.delete(file_id)
 
     async def _work_on_safely(self, batch: BatchRecord) -> None:
         """Work on one batch; a fault in it fails that batch instead of stopping the runner."""
