@@ -25,7 +25,7 @@ def _start_server(data_dir: Path, extra: tuple[str, ...]) -> tuple[subprocess.Po
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "keepwarm", "serve", "--port", str(port), "--data-dir", str(data_dir),
-         "--log-level", "warning", "--batch-chunk-inputs", "16", *extra],  # fine-grained progress to measure
+         "--log-level", "warning", "--batch-chunk-inputs", "16", "--cache-mb", "0", *extra],  # measure compute
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
