@@ -83,3 +83,46 @@ def export(name: str, config: Path | None, model_options: tuple[str, ...], data_
         }, indent=2))
     finally:
         engine.close()
+
+
+INTERCHANGEABLE = 0.9999  # min cosine at which two versions' vectors can share an index
+
+
+@models.command()
+@click.argument("first")
+@click.argument("second")
+@CONFIG_OPTIONS
+@DATA_DIR_OPTION
+@click.option("--corpus", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="JSONL file with a `text` field to compare on (default: keepwarm's probe texts).")
+def diff(first: str, second: str, config: Path | None, model_options: tuple[str, ...], data_dir: Path,
+         corpus: Path | None) -> None:
+    """Embed the same texts with FIRST and SECOND (names or name@version) and say if they are interchangeable."""
+    from keepwarm.engine import EmbedOptions, Engine
+    from keepwarm.runtimes.accuracy import cosine_stats
+    from keepwarm.runtimes.probe import PROBE_TEXTS
+
+    texts = [json.loads(line)["text"] for line in corpus.read_text().splitlines() if line.strip()] if corpus \
+        else list(PROBE_TEXTS)
+    engine = Engine(model_specs(config, model_options), data_dir)
+    try:
+        options = EmbedOptions(truncate=True)
+        a, b = (engine.embed_sync(ref, texts, options) for ref in (first, second))
+        report: dict[str, object] = {
+            "first": f"{a.model.spec.name}@{a.model.short_version}",
+            "second": f"{b.model.spec.name}@{b.model.short_version}",
+            "texts": len(texts),
+        }
+        if a.vectors.shape != b.vectors.shape:
+            report.update(interchangeable=False, reason=f"dimensions differ: {a.vectors.shape[1]} vs {b.vectors.shape[1]}")
+        else:
+            stats = cosine_stats(a.vectors, b.vectors)
+            report.update(stats, interchangeable=stats["min_cosine"] >= INTERCHANGEABLE)
+        report["advice"] = (
+            "vectors are interchangeable: an index built with one can be searched with the other"
+            if report["interchangeable"]
+            else "vectors are NOT interchangeable: re-embed the index (serve both versions and pin the old one meanwhile)"
+        )
+        click.echo(json.dumps(report, indent=2))
+    finally:
+        engine.close()

@@ -148,6 +148,7 @@ class Engine:
         self.cache = EmbeddingCache(self.settings.cache_bytes, cache_path) if self.settings.cache_bytes else None
         self._stopping = threading.Event()
         self._idle_watcher: threading.Thread | None = None
+        self._loading_eagerly = False
         self._ready = False
 
     @property
@@ -176,7 +177,12 @@ class Engine:
         return next(v for v in versions if v.version == slot.version), versions
 
     def load(self) -> None:
-        """Load every eager model version (exporting artifacts the first time); blocking."""
+        """Load every eager model version (exporting artifacts the first time); blocking.
+
+        Without `load()`, every model loads on first use (handy for scripts); with it,
+        requests for an eager model that is still loading get a retryable 503.
+        """
+        self._loading_eagerly = True
         self._load_eager(self._catalog)
         self._ready = True
         self._watch_idle_models()
@@ -287,7 +293,7 @@ class Engine:
                 self._load(slot).result()
 
     def _load_on_demand(self, slot: _Slot) -> Future[ServedModel]:
-        if slot.spec.load == "eager" and not self._ready:
+        if slot.spec.load == "eager" and self._loading_eagerly and not self._ready:
             raise NotReady(f"model '{slot.spec.name}' is still loading", retry_after=2)
         return self._load(slot)
 
