@@ -60,6 +60,10 @@ def _check_auth(has_keys: bool, host: str, allow_unauthenticated: bool) -> bool:
 @click.option("--max-batch-size", default=64, show_default=True, type=click.IntRange(1), help="Rows per model call.")
 @click.option("--max-queue-tokens", default=600_000, show_default=True, type=click.IntRange(1), help="Tokens waiting per model before 429.")
 @click.option("--max-body-mb", default=16, show_default=True, type=click.IntRange(1), help="Largest request body in MiB (413 above).")
+@click.option(
+    "--batch-chunk-inputs", default=64, show_default=True, type=click.IntRange(1),
+    help="Batch inputs per checkpoint: a crash redoes at most this much work.",
+)
 @click.option("--cache-mb", default=256, show_default=True, type=click.IntRange(0), help="In-memory embedding cache (0: off).")
 @click.option("--persistent-cache", is_flag=True, help="Also keep cached vectors in the data directory across restarts.")
 @click.option(
@@ -91,6 +95,7 @@ def serve(
     max_batch_size: int,
     max_queue_tokens: int,
     max_body_mb: int,
+    batch_chunk_inputs: int,
     cache_mb: int,
     persistent_cache: bool,
     queue_timeout: float,
@@ -105,6 +110,7 @@ def serve(
     """Serve embedding models over an OpenAI-compatible HTTP API."""
     from keepwarm.api import ApiSettings
     from keepwarm.api.lifecycle import ShutdownSettings
+    from keepwarm.batches import BatchSettings, RunnerSettings
     from keepwarm.engine import BatchLimits, EngineSettings
     from keepwarm.logs import configure_logging
     from keepwarm.server import serve as run_server
@@ -129,8 +135,9 @@ def serve(
         shutdown=ShutdownSettings(drain_seconds=drain_seconds, grace_seconds=grace_seconds),
     )
     reload = partial(_reload, engine, config, model_options)
+    batch = BatchSettings(price_per_million_tokens, runner=RunnerSettings(chunk_inputs=batch_chunk_inputs))
     try:
-        code = run_server(engine, db, host, port, api, reload=reload)
+        code = run_server(engine, db, host, port, api, batch=batch, reload=reload)
     finally:
         db.close()
     sys.exit(code)

@@ -416,6 +416,8 @@ class Engine:
     def _submit(self, served: ServedModel, plan: _Plan, priority: int, admit: Admission | None) -> Job:
         if admit is not None:
             admit(plan.tokenized.tokens)
+        if priority != ONLINE and served.background:
+            served.background.start()
         timeout = self.settings.queue_timeout if priority == ONLINE else None
         job = Job(len(plan.pending), served.dimensions, priority=priority, queue_timeout=timeout)
         ids = plan.tokenized.ids

@@ -11,7 +11,8 @@ import numpy as np
 
 from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.catalog.versions import short_version
-from keepwarm.engine.jobs import Job, WorkItem
+from keepwarm.engine.background import BackgroundWorkers
+from keepwarm.engine.jobs import ONLINE, Job, WorkItem
 from keepwarm.engine.scheduler import BatchLimits, Scheduler
 from keepwarm.engine.tokenization import ModelTokenizer
 from keepwarm.engine.worker import ModelWorker, pad_batch
@@ -40,6 +41,7 @@ class ServedModel:
     version: str
     created: int = 0
     load_seconds: float = 0.0
+    background: BackgroundWorkers | None = None
 
     @property
     def runtime(self):  # noqa: ANN201 - keepwarm.runtimes.base.Runtime
@@ -58,6 +60,8 @@ class ServedModel:
         for item in self.scheduler.close():
             item.job.fail(NotReady("the model is being unloaded or the server is stopping", retry_after=1))
         self.worker.join(timeout=30)
+        if self.background:
+            self.background.join(timeout=30)
 
 
 def probe_batches(tokenizer: ModelTokenizer) -> list[Batch]:
@@ -97,7 +101,10 @@ def load_model(
     label = f"{spec.name}@{short_version(version)}"
     scheduler = Scheduler(limits, on_dropped=metrics.inputs_dropped.labels(label).inc)
     metrics.track_queue(label, lambda: scheduler.queued_tokens)
-    worker = ModelWorker(spec.name, opened.runtime, scheduler, tokenizer.pad_id, partial(metrics.observe_batch, label))
+    observe = partial(metrics.observe_batch, label)
+    background = BackgroundWorkers.for_runtime(spec.name, opened.runtime, scheduler, tokenizer.pad_id, observe)
+    online_only = (ONLINE,) if background else None  # else this worker serves background work too
+    worker = ModelWorker(spec.name, opened.runtime, scheduler, tokenizer.pad_id, observe, priorities=online_only)
     worker.start()
     seconds = time.perf_counter() - started
     log.info(
@@ -113,4 +120,5 @@ def load_model(
         version=version,
         created=int((spec.directory / "config.json").stat().st_mtime),
         load_seconds=seconds,
+        background=background,
     )

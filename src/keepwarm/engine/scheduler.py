@@ -126,13 +126,13 @@ class Scheduler:
             for item in items:
                 self._lanes.setdefault(item.job.priority, _Lane()).add(item)
             self._queued_tokens += tokens
-            self._condition.notify()
+            self._condition.notify_all()  # workers may serve different priorities
 
-    def next_batch(self) -> list[WorkItem] | None:
-        """Block until a batch is available and return it; None once closed and empty."""
+    def next_batch(self, priorities: tuple[int, ...] | None = None) -> list[WorkItem] | None:
+        """Block until a batch of one of `priorities` (default: any) is available; None once closed."""
         with self._condition:
             while True:
-                batch = self._select()
+                batch = self._select(priorities)
                 if batch:
                     return batch
                 if self._closed:
@@ -172,8 +172,10 @@ class Scheduler:
         rate = self._tokens_per_second or 1000.0
         return max(1, math.ceil(self._queued_tokens / rate))
 
-    def _select(self) -> list[WorkItem]:
+    def _select(self, priorities: tuple[int, ...] | None) -> list[WorkItem]:
         for priority in sorted(self._lanes):
+            if priorities is not None and priority not in priorities:
+                continue
             lane = self._lanes[priority]
             while (anchor := lane.oldest()) is not None:
                 position = bisect.bisect_left(lane.by_length, anchor.sort_key)

@@ -44,11 +44,16 @@ class ModelWorker:
         scheduler: Scheduler,
         pad_id: int,
         observe: BatchObserver | None = None,
+        *,
+        priorities: tuple[int, ...] | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.scheduler = scheduler
         self.pad_id = pad_id
+        self.priorities = priorities  # which priorities this worker serves (None: all)
         self._observe = observe
+        self._on_start = on_start
         self._thread = threading.Thread(target=self._loop, name=f"keepwarm-model-{name}", daemon=True)
 
     def start(self) -> None:
@@ -58,7 +63,9 @@ class ModelWorker:
         self._thread.join(timeout)
 
     def _loop(self) -> None:
-        while (batch := self.scheduler.next_batch()) is not None:
+        if self._on_start:
+            self._on_start()
+        while (batch := self.scheduler.next_batch(self.priorities)) is not None:
             started = time.perf_counter()
             for item in batch:
                 item.job.mark_started(started)
