@@ -26,6 +26,8 @@ from keepwarm.errors import ConfigError
 @DATA_DIR_OPTION
 @click.option("--max-batch-tokens", default=8192, show_default=True, type=click.IntRange(1), help="Padded tokens per model call.")
 @click.option("--max-batch-size", default=64, show_default=True, type=click.IntRange(1), help="Rows per model call.")
+@click.option("--max-batch-padding", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+              help="Largest share of a model call's padded tokens that may be padding.")
 @click.option("--max-queue-tokens", default=600_000, show_default=True, type=click.IntRange(1), help="Tokens waiting per model before 429.")
 @click.option("--max-body-mb", default=16, show_default=True, type=click.IntRange(1), help="Largest request body in MiB (413 above).")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
@@ -37,6 +39,7 @@ def serve(
     data_dir: Path,
     max_batch_tokens: int,
     max_batch_size: int,
+    max_batch_padding: float,
     max_queue_tokens: int,
     max_body_mb: int,
     log_level: str,
@@ -52,6 +55,6 @@ def serve(
         specs = [entry.to_spec() for entry in model_entries(config, models)]
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    limits = BatchLimits(max_batch_tokens, max_batch_size, max_queue_tokens)
+    limits = BatchLimits(max_batch_tokens, max_batch_size, max_queue_tokens, max_batch_padding)
     engine = Engine(specs, data_dir, EngineSettings(batch=limits))
     sys.exit(run_server(engine, host, port, ApiSettings(max_body_bytes=max_body_mb * 1024 * 1024)))
