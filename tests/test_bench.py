@@ -49,10 +49,28 @@ def run(tiny_corpus: Path, data_dir: Path) -> tuple[dict[str, Any], subprocess.C
     """One small run of every phase against a server that bench starts itself."""
     output = tiny_corpus.parent / "report.json"
     finished = _bench(
-        "--corpus", str(tiny_corpus), "--data-dir", str(data_dir), "--texts", "0",
-        "--clients", "2", "--batch", "3", "--burst", "3", "--burst-gap", "0.05", "--idle-requests", "3",
-        "--server-arg=--max-batch-size=16", "--sentence-transformers", "--price-per-hour", "0.5",
-        "--json", str(output),
+        "--corpus",
+        str(tiny_corpus),
+        "--data-dir",
+        str(data_dir),
+        "--texts",
+        "0",
+        "--clients",
+        "2",
+        "--batch",
+        "3",
+        "--burst",
+        "3",
+        "--burst-gap",
+        "0.05",
+        "--idle-requests",
+        "3",
+        "--server-arg=--max-batch-size=16",
+        "--sentence-transformers",
+        "--price-per-hour",
+        "0.5",
+        "--json",
+        str(output),
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     return json.loads(output.read_text()), finished
@@ -137,8 +155,18 @@ def test_break_even_utilisation_is_where_the_prices_meet() -> None:
 def test_existing_server_is_driven_by_url(server, tiny_corpus, data_dir, tmp_path) -> None:  # noqa: ANN001
     output = tmp_path / "idle.json"
     finished = _bench(
-        "--url", server.url, "--corpus", str(tiny_corpus), "--data-dir", str(data_dir),
-        "--mode", "idle", "--idle-requests", "3", "--json", str(output),
+        "--url",
+        server.url,
+        "--corpus",
+        str(tiny_corpus),
+        "--data-dir",
+        str(data_dir),
+        "--mode",
+        "idle",
+        "--idle-requests",
+        "3",
+        "--json",
+        str(output),
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     report = json.loads(output.read_text())

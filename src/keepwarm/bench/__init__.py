@@ -4,4 +4,13 @@ from keepwarm.bench.corpus import CorpusError, default_corpus, load_corpus, samp
 from keepwarm.bench.report import build_report
 from keepwarm.bench.runner import MODES, BenchOptions, run_benchmark
 
-__all__ = ["MODES", "BenchOptions", "CorpusError", "build_report", "default_corpus", "load_corpus", "run_benchmark", "sample"]
+__all__ = [
+    "MODES",
+    "BenchOptions",
+    "CorpusError",
+    "build_report",
+    "default_corpus",
+    "load_corpus",
+    "run_benchmark",
+    "sample",
+]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -50,7 +49,11 @@ def prepare(model: str, texts: list[str], batch: int) -> list[Request]:
     Long texts are truncated to the model's limit, as the in-process baselines do.
     """
     return [
-        Request(start, len(chunk), orjson.dumps({"model": model, "input": chunk, "encoding_format": "base64", "truncate": True}))
+        Request(
+            start,
+            len(chunk),
+            orjson.dumps({"model": model, "input": chunk, "encoding_format": "base64", "truncate": True}),
+        )
         for start in range(0, len(texts), batch)
         if (chunk := texts[start : start + batch])
     ]
@@ -98,7 +101,9 @@ class LoadClient:
         """Open every connection and wake the server with unrecorded requests."""
         await asyncio.gather(*(self.send(request, Measurement()) for request in requests[: self.connections]))
 
-    async def closed_loop(self, requests: list[Request], clients: int, progress: Progress, deadline: float) -> Measurement:
+    async def closed_loop(
+        self, requests: list[Request], clients: int, progress: Progress, deadline: float
+    ) -> Measurement:
         """`clients` workers share the request list, each sending as soon as its last answer arrives."""
         pending: Iterator[Request] = iter(requests)
         result = Measurement()
@@ -110,15 +115,17 @@ class LoadClient:
                 await self.send(request, result)
                 progress(request.count)
 
-        with _clock(result):
+        with result.timed():
             await asyncio.gather(*(worker() for _ in range(clients)))
         return result
 
-    async def bursts(self, requests: list[Request], size: int, gap: float, progress: Progress, deadline: float) -> Measurement:
+    async def bursts(
+        self, requests: list[Request], size: int, gap: float, progress: Progress, deadline: float
+    ) -> Measurement:
         """Send `size` requests at once, wait for all, stay silent `gap` seconds; throughput counts busy time only."""
         result = Measurement()
         busy = 0.0
-        with _clock(result):
+        with result.timed():
             for start in range(0, len(requests), size):
                 if start:
                     await asyncio.sleep(gap)
@@ -135,7 +142,7 @@ class LoadClient:
     async def idle(self, request: Request, count: int, gap: float, progress: Progress) -> Measurement:
         """`count` lone requests, `gap` seconds apart, so each meets an idle server."""
         result = Measurement()
-        with _clock(result):
+        with result.timed():
             for _ in range(count):
                 await asyncio.sleep(gap)
                 await self.send(request, result)
@@ -144,16 +151,9 @@ class LoadClient:
         return result
 
 
-@contextlib.contextmanager
-def _clock(result: Measurement) -> Iterator[None]:
-    """Set the wall time and this process's CPU time (the client's own cost) of a phase."""
-    cpu, began = time.process_time(), time.perf_counter()
-    yield
-    result.seconds = result.wall_seconds = time.perf_counter() - began
-    result.cpu_seconds = time.process_time() - cpu
-
-
-def run_phase(url: str, connections: int, phase: Callable[[LoadClient], Awaitable[Measurement]]) -> tuple[Measurement, dict[int, np.ndarray]]:
+def run_phase(
+    url: str, connections: int, phase: Callable[[LoadClient], Awaitable[Measurement]]
+) -> tuple[Measurement, dict[int, np.ndarray]]:
     """Run one load phase with a fresh, warmed-up client on a fresh event loop (uvloop when installed)."""
 
     async def main() -> tuple[Measurement, dict[int, np.ndarray]]:

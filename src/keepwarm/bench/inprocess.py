@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from keepwarm.bench.stats import Measurement
-from keepwarm.catalog import ArtifactStore, DigestCache, ModelSpec
+from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.engine import Engine
 from keepwarm.engine.model import ServedModel
 from keepwarm.engine.tokenization import ModelTokenizer
@@ -57,14 +57,14 @@ def onnx_reference(served: ServedModel, data_dir: Path) -> Runtime:
     return OnnxRuntime(served.spec, folder / artifact["file"])
 
 
-def throughput(baseline: Baseline, texts: list[str], batch: int, progress: Progress) -> tuple[Measurement, np.ndarray]:
+def throughput(
+    baseline: Baseline, texts: list[str], batch: int, progress: Progress
+) -> tuple[Measurement, np.ndarray]:
     """Embed every text in length-sorted batches; the vectors come back in text order."""
     _embed_sorted(baseline, texts[:_WARM_UP_TEXTS], batch, lambda _: None)
     result = Measurement()
-    cpu, began = time.process_time(), time.perf_counter()
-    vectors = _embed_sorted(baseline, texts, batch, progress, result)
-    result.seconds = time.perf_counter() - began
-    result.cpu_seconds = time.process_time() - cpu
+    with result.timed():
+        vectors = _embed_sorted(baseline, texts, batch, progress, result)
     return result, vectors
 
 
@@ -82,36 +82,61 @@ def single_calls(baseline: Baseline, text: str, count: int, gap: float, progress
     return result
 
 
-def sentence_transformers(spec: ModelSpec, texts: list[str], batch: int, progress: Progress) -> tuple[Measurement, np.ndarray]:
-    """sentence-transformers' own `encode` (PyTorch, sorts by length itself), for comparison."""
+def sentence_transformers(
+    spec: ModelSpec, tokenizer: ModelTokenizer, texts: list[str], batch: int, progress: Progress
+) -> tuple[Measurement, np.ndarray]:
+    """sentence-transformers' own `encode` (PyTorch) on the same length-sorted batches, for comparison."""
     import torch
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(available_cores())
     model = SentenceTransformer(str(spec.directory), device="cpu")
     model.encode(texts[:_WARM_UP_TEXTS], batch_size=batch)
+    lengths = [len(ids) for ids in tokenizer.encode_texts(texts, truncate=True)]
     result = Measurement()
-    cpu, began = time.process_time(), time.perf_counter()
-    vectors = model.encode(texts, batch_size=batch, convert_to_numpy=True)
-    result.seconds = time.perf_counter() - began
-    result.cpu_seconds = time.process_time() - cpu
-    result.texts = len(texts)
-    result.tokens = sum(len(ids) for ids in ModelTokenizer(spec).encode_texts(texts, truncate=True))
-    progress(len(texts))
-    return result, np.asarray(vectors, dtype=np.float32)
+    with result.timed():
+        vectors = _run_sorted(
+            lengths,
+            batch,
+            lambda rows: model.encode([texts[i] for i in rows], batch_size=batch),
+            progress,
+            result,
+        )
+    return result, vectors
 
 
 def _embed_sorted(
     baseline: Baseline, texts: list[str], batch: int, progress: Progress, result: Measurement | None = None
 ) -> np.ndarray:
     ids = baseline.tokenizer.encode_texts(texts, truncate=True)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    vectors = np.empty((len(ids), baseline.runtime.dimensions), dtype=np.float32)
+    pad_id = baseline.tokenizer.pad_id
+    return _run_sorted(
+        [len(row) for row in ids],
+        batch,
+        lambda rows: baseline.runtime.embed(*pad_batch([ids[i] for i in rows], pad_id)),
+        progress,
+        result,
+    )
+
+
+def _run_sorted(
+    lengths: list[int],
+    batch: int,
+    embed: Callable[[list[int]], np.ndarray],
+    progress: Progress,
+    result: Measurement | None,
+) -> np.ndarray:
+    """Embed rows in batches of `batch` by ascending length; vectors come back in row order."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    vectors: np.ndarray | None = None
     for start in range(0, len(order), batch):
-        chosen = order[start : start + batch]
+        rows = order[start : start + batch]
         began = time.perf_counter()
-        vectors[chosen] = baseline.runtime.embed(*pad_batch([ids[i] for i in chosen], baseline.tokenizer.pad_id))
+        embedded = embed(rows)
+        if vectors is None:
+            vectors = np.empty((len(lengths), embedded.shape[1]), dtype=np.float32)
+        vectors[rows] = embedded
         if result is not None:
-            result.add(len(chosen), sum(len(ids[i]) for i in chosen), time.perf_counter() - began)
-        progress(len(chosen))
+            result.add(len(rows), sum(lengths[i] for i in rows), time.perf_counter() - began)
+        progress(len(rows))
     return vectors

@@ -18,7 +18,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -54,10 +53,21 @@ class ServerProcess:
 
     def start(self) -> None:
         """Start the server and wait until `/ready` answers 200; `ready_seconds` is how long that took."""
-        command = [sys.executable, "-m", "keepwarm", "serve", "--port", str(self.port),
-                   "--data-dir", str(self.data_dir), *self.args]
+        command = [
+            sys.executable,
+            "-m",
+            "keepwarm",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            *self.args,
+        ]
         started = time.perf_counter()
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
         self._wait_ready()
         self.ready_seconds = time.perf_counter() - started
 
@@ -93,14 +103,21 @@ class ServerProcess:
             status = Path(f"/proc/{self.process.pid}/status").read_text()
         except (OSError, AttributeError):
             return None
-        values = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines() if line.startswith("Vm")}
-        return {"rss_mb": round(values.get("VmRSS", 0) / 1024, 1), "peak_rss_mb": round(values.get("VmHWM", 0) / 1024, 1)}
+        values = {
+            line.split(":")[0]: int(line.split()[1]) for line in status.splitlines() if line.startswith("Vm")
+        }
+        return {
+            "rss_mb": round(values.get("VmRSS", 0) / 1024, 1),
+            "peak_rss_mb": round(values.get("VmHWM", 0) / 1024, 1),
+        }
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ServerFailed(f"keepwarm serve exited with {self.process.returncode}:\n{self.log_text()[-3000:]}")
+                raise ServerFailed(
+                    f"keepwarm serve exited with {self.process.returncode}:\n{self.log_text()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.url}/ready", timeout=2):
                     return  # 200; 503 (still loading) raises HTTPError

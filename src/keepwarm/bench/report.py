@@ -15,15 +15,29 @@ import numpy as np
 
 from keepwarm.bench.cost import cost_report
 from keepwarm.bench.runner import BenchOptions, Measured
-from keepwarm.bench.stats import Measurement, best, best_latency
+from keepwarm.bench.stats import best, best_latency
 
 # CPU features that decide which runtimes and precisions are fast.
-_CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
+_CPU_FEATURES = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_bf16",
+    "amx_int8",
+)
 
 
 def machine(cores: int) -> dict[str, Any]:
     """The CPU the figures were measured on (model and the relevant instruction sets)."""
-    info = {"cores": cores, "cpu": platform.processor() or platform.machine(), "cpu_features": [], "gpu": None}
+    info = {
+        "cores": cores,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_features": [],
+        "gpu": None,
+    }
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
@@ -43,7 +57,11 @@ def cosine_summary(actual: np.ndarray, expected: np.ndarray) -> dict[str, float]
         return None
     a, b = a[answered], b[answered]
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    return {"mean": round(float(cos.mean()), 6), "min": round(float(cos.min()), 6), "rows": int(answered.sum())}
+    return {
+        "mean": round(float(cos.mean()), 6),
+        "min": round(float(cos.min()), 6),
+        "rows": int(answered.sum()),
+    }
 
 
 def build_report(
@@ -150,12 +168,22 @@ def _targets(measured: Measured, ratios: dict[str, float]) -> list[dict[str, Any
         ("throughput ≥ 0.95 × in-process, same runtime", ratios.get("closed_vs_inprocess"), 0.95, "min"),
         ("throughput ≥ 2 × in-process ONNX Runtime fp32", ratios.get("closed_vs_onnx_fp32"), 2.0, "min"),
         ("bursts ≥ 0.9 × steady closed loop", ratios.get("bursts_vs_closed"), 0.9, "min"),
-        ("one short text at idle: p50 ≤ in-process + 2 ms", ratios.get("idle_p50_minus_single_call_ms"), 2.0, "max"),
+        (
+            "one short text at idle: p50 ≤ in-process + 2 ms",
+            ratios.get("idle_p50_minus_single_call_ms"),
+            2.0,
+            "max",
+        ),
         ("ready in ≤ 3 s with the artifact cached", server.get("ready_seconds"), 3.0, "max"),
         ("resident memory after warm-up ≤ 400 MB", server.get("rss_mb_after_ready"), 400.0, "max"),
     ]
     return [
-        {"target": name, "measured": value, "limit": limit, "met": value >= limit if kind == "min" else value <= limit}
+        {
+            "target": name,
+            "measured": value,
+            "limit": limit,
+            "met": value >= limit if kind == "min" else value <= limit,
+        }
         for name, value, limit, kind in checks
         if value is not None
     ]

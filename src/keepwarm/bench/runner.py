@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from keepwarm.bench import client, inprocess
-from keepwarm.bench.client import LoadClient, Request
+from keepwarm.bench.client import LoadClient
 from keepwarm.bench.inprocess import Baseline
 from keepwarm.bench.process import ServerProcess
 from keepwarm.bench.stats import Measurement
@@ -81,7 +81,9 @@ def run_benchmark(options: BenchOptions, track: Tracker) -> Measured:
         try:
             measured.server["runtime"] = _served_runtime(url, options.spec.name)
             measured.labels["inprocess"] = f"in-process {served.runtime.name}"
-            baselines = {"inprocess": Baseline(measured.labels["inprocess"], served.runtime, served.tokenizer)}
+            baselines = {
+                "inprocess": Baseline(measured.labels["inprocess"], served.runtime, served.tokenizer)
+            }
             reference = inprocess.onnx_reference(served, options.data_dir)
             if reference is not served.runtime:
                 measured.labels["onnx_fp32"] = "in-process onnx fp32"
@@ -95,7 +97,7 @@ def run_benchmark(options: BenchOptions, track: Tracker) -> Measured:
             if options.sentence_transformers:
                 with track("sentence-transformers in-process", len(options.texts)) as advance:
                     result, measured.vectors["sentence_transformers"] = inprocess.sentence_transformers(
-                        options.spec, options.texts, options.baseline_batch, advance
+                        options.spec, served.tokenizer, options.texts, options.baseline_batch, advance
                     )
                 measured.record("sentence_transformers", result)
         finally:
@@ -130,7 +132,9 @@ def _server(options: BenchOptions, measured: Measured) -> Iterator[tuple[str, Se
             process = ServerProcess(options.data_dir, options.server_args)
             process.start()
         measured.server["ready_seconds"] = round(process.ready_seconds, 3)
-        measured.server.update({f"{key}_after_ready": value for key, value in (process.memory_mb() or {}).items()})
+        measured.server.update(
+            {f"{key}_after_ready": value for key, value in (process.memory_mb() or {}).items()}
+        )
         measured.server["args"] = list(options.server_args)
         yield process.url, process
     finally:
@@ -152,29 +156,68 @@ def _throughput_round(
 ) -> None:
     for name, baseline in baselines.items():
         with track(baseline.label, len(options.texts)) as advance:
-            result, measured.vectors[name] = inprocess.throughput(baseline, options.texts, options.baseline_batch, advance)
+            result, measured.vectors[name] = inprocess.throughput(
+                baseline, options.texts, options.baseline_batch, advance
+            )
         measured.record(name, result)
     requests = client.prepare(options.spec.name, options.texts, options.batch)
     if "closed" in options.modes:
         label = f"server: {options.clients} clients × {options.batch} texts"
-        _server_phase(measured, "closed", label, options, url, process, track, options.clients,
-                      lambda c, advance, deadline: c.closed_loop(requests, options.clients, advance, deadline))
+        _server_phase(
+            measured,
+            "closed",
+            label,
+            options,
+            url,
+            process,
+            track,
+            options.clients,
+            lambda c, advance, deadline: c.closed_loop(requests, options.clients, advance, deadline),
+        )
     if "bursts" in options.modes:
         label = f"server: bursts of {options.burst} × {options.batch} texts"
-        _server_phase(measured, "bursts", label, options, url, process, track, options.burst,
-                      lambda c, advance, deadline: c.bursts(requests, options.burst, options.burst_gap, advance, deadline))
+        _server_phase(
+            measured,
+            "bursts",
+            label,
+            options,
+            url,
+            process,
+            track,
+            options.burst,
+            lambda c, advance, deadline: c.bursts(
+                requests, options.burst, options.burst_gap, advance, deadline
+            ),
+        )
 
 
 def _idle_round(
-    options: BenchOptions, baseline: Baseline, url: str, process: ServerProcess | None, measured: Measured, track: Tracker
+    options: BenchOptions,
+    baseline: Baseline,
+    url: str,
+    process: ServerProcess | None,
+    measured: Measured,
+    track: Tracker,
 ) -> None:
     count, gap = options.idle_requests, options.idle_gap
     measured.labels["single_call"] = f"{baseline.label}: one short text"
     with track(measured.labels["single_call"], count) as advance:
-        measured.record("single_call", inprocess.single_calls(baseline, options.idle_text, count, gap, advance))
+        measured.record(
+            "single_call", inprocess.single_calls(baseline, options.idle_text, count, gap, advance)
+        )
     request = client.prepare(options.spec.name, [options.idle_text], 1)[0]
-    _server_phase(measured, "idle", "server: one short text at idle", options, url, process, track, 1,
-                  lambda c, advance, _deadline: c.idle(request, count, gap, advance), total=count)
+    _server_phase(
+        measured,
+        "idle",
+        "server: one short text at idle",
+        options,
+        url,
+        process,
+        track,
+        1,
+        lambda c, advance, _deadline: c.idle(request, count, gap, advance),
+        total=count,
+    )
 
 
 def _server_phase(
@@ -193,7 +236,9 @@ def _server_phase(
     server_cpu: list[float | None] = []
 
     async def body(load_client: LoadClient) -> Measurement:
-        await load_client.warm_up(client.prepare(options.spec.name, options.texts[: connections * options.batch], options.batch))
+        await load_client.warm_up(
+            client.prepare(options.spec.name, options.texts[: connections * options.batch], options.batch)
+        )
         server_cpu.append(process.cpu_seconds() if process else None)
         result = await load(load_client, advance, time.perf_counter() + options.max_seconds)
         server_cpu.append(process.cpu_seconds() if process else None)

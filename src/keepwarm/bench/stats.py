@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +21,14 @@ class Measurement:
     latencies: list[float] = field(default_factory=list)
     cpu_seconds: float | None = None  # the measuring process's own CPU time, all threads...
     wall_seconds: float | None = None  # ...over this span (bursts and idle phases include their pauses)
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[None]:
+        """Set the wall time and this process's CPU time (all its threads) of the enclosed work."""
+        cpu, began = time.process_time(), time.perf_counter()
+        yield
+        self.seconds = self.wall_seconds = time.perf_counter() - began
+        self.cpu_seconds = time.process_time() - cpu
 
     def add(self, texts: int, tokens: int, latency: float) -> None:
         self.texts += texts

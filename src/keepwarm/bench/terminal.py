@@ -19,7 +19,12 @@ class ProgressTracker:
 
     @contextlib.contextmanager
     def __call__(self, label: str, total: int) -> Iterator[Callable[[int], None]]:
-        columns = (TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        columns = (
+            TextColumn("{task.description:<48}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, console=self.console, transient=False) as progress:
             task = progress.add_task(label, total=total)
             yield lambda done: progress.advance(task, done)
@@ -52,7 +57,16 @@ def render(report: dict[str, Any], console: Console) -> None:
 
 def _phases_table(phases: dict[str, dict[str, Any]]) -> Table:
     table = Table(title="throughput and latency (best of repeats)")
-    for column in ("phase", "texts/s", "tokens/s", "p50 ms", "p95 ms", "p99 ms", "client CPU", "server (or in-process) CPU"):
+    for column in (
+        "phase",
+        "texts/s",
+        "tokens/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "client CPU",
+        "server (or in-process) CPU",
+    ):
         table.add_column(column, justify="left" if column == "phase" else "right")
     for figures in phases.values():
         table.add_row(
@@ -77,7 +91,10 @@ def _pairs_table(title: str, pairs: dict[str, Any], digits: int) -> Table:
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in pairs.items():
-        table.add_row(key.replace("_", " "), _figure(value, digits) if not isinstance(value, list) else " ".join(map(str, value)))
+        table.add_row(
+            key.replace("_", " "),
+            _figure(value, digits) if not isinstance(value, list) else " ".join(map(str, value)),
+        )
     return table
 
 
@@ -86,7 +103,9 @@ def _accuracy_table(accuracy: dict[str, dict[str, float]]) -> Table:
     for column in ("compared", "mean", "min", "rows"):
         table.add_column(column, justify="left" if column == "compared" else "right")
     for name, summary in accuracy.items():
-        table.add_row(name.replace("_", " "), f"{summary['mean']:.6f}", f"{summary['min']:.6f}", str(summary["rows"]))
+        table.add_row(
+            name.replace("_", " "), f"{summary['mean']:.6f}", f"{summary['min']:.6f}", str(summary["rows"])
+        )
     return table
 
 
@@ -95,7 +114,9 @@ def _targets_table(targets: list[dict[str, Any]]) -> Table:
     for column in ("target", "measured", "met"):
         table.add_column(column, justify="left" if column == "target" else "right")
     for target in targets:
-        table.add_row(target["target"], _figure(target["measured"], 3), "[green]yes" if target["met"] else "[red]no")
+        table.add_row(
+            target["target"], _figure(target["measured"], 3), "[green]yes" if target["met"] else "[red]no"
+        )
     return table
 
 
@@ -106,5 +127,9 @@ def _cost_table(cost: dict[str, Any]) -> Table:
     table.add_row("keepwarm on this machine, fully used", f"{cost['usd_per_million_tokens']:.4f}", "")
     for offer in cost["openai"]:
         even = offer["break_even_utilisation"]
-        table.add_row(offer["offer"], f"{offer['usd_per_million_tokens']:.4f}", f"{even:.1%} busy" if even <= 1 else "never (> 100 %)")
+        table.add_row(
+            offer["offer"],
+            f"{offer['usd_per_million_tokens']:.4f}",
+            f"{even:.1%} busy" if even <= 1 else "never (> 100 %)",
+        )
     return table
