@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from keepwarm.cli.adapter import adapter
+from keepwarm.cli.bench import bench
 from keepwarm.cli.bench_batches import bench_batches
 from keepwarm.cli.keys import keys
 from keepwarm.cli.models import export, models
@@ -27,3 +28,4 @@ main.add_command(models)
 main.add_command(export)
 main.add_command(keys)
 main.add_command(usage)
+main.add_command(bench)

@@ -58,6 +58,8 @@ def _check_auth(has_keys: bool, host: str, allow_unauthenticated: bool) -> bool:
 @DATA_DIR_OPTION
 @click.option("--max-batch-tokens", default=8192, show_default=True, type=click.IntRange(1), help="Padded tokens per model call.")
 @click.option("--max-batch-size", default=64, show_default=True, type=click.IntRange(1), help="Rows per model call.")
+@click.option("--max-batch-padding", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+              help="Largest share of a model call's padded tokens that may be padding.")
 @click.option("--max-queue-tokens", default=600_000, show_default=True, type=click.IntRange(1), help="Tokens waiting per model before 429.")
 @click.option("--max-body-mb", default=16, show_default=True, type=click.IntRange(1), help="Largest request body in MiB (413 above).")
 @click.option(
@@ -93,6 +95,7 @@ def serve(
     data_dir: Path,
     max_batch_tokens: int,
     max_batch_size: int,
+    max_batch_padding: float,
     max_queue_tokens: int,
     max_body_mb: int,
     batch_chunk_inputs: int,
@@ -120,7 +123,7 @@ def serve(
     specs = model_specs(config, model_options)
     db = open_database(data_dir)
     open_when_keyless = _check_auth(KeyStore(db).has_active(), host, allow_unauthenticated)
-    limits = BatchLimits(max_batch_tokens, max_batch_size, max_queue_tokens)
+    limits = BatchLimits(max_batch_tokens, max_batch_size, max_queue_tokens, max_batch_padding)
     settings = EngineSettings(
         batch=limits,
         cache_bytes=cache_mb * 1024 * 1024,

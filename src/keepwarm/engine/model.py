@@ -12,7 +12,7 @@ import numpy as np
 from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.catalog.versions import short_version
 from keepwarm.engine.background import BackgroundWorkers
-from keepwarm.engine.jobs import ONLINE, Job, WorkItem
+from keepwarm.engine.jobs import ONLINE
 from keepwarm.engine.scheduler import BatchLimits, Scheduler
 from keepwarm.engine.tokenization import ModelTokenizer
 from keepwarm.engine.worker import ModelWorker, pad_batch
@@ -38,6 +38,7 @@ class ServedModel:
     opened: OpenedRuntime
     scheduler: Scheduler
     worker: ModelWorker
+    fingerprint: str
     version: str
     created: int = 0
     load_seconds: float = 0.0
@@ -67,9 +68,8 @@ class ServedModel:
 def probe_batches(tokenizer: ModelTokenizer) -> list[Batch]:
     """The probe texts, tokenized for this model, in padded batches."""
     tokenized = tokenizer.encode_texts(list(PROBE_TEXTS), overflow="truncate")
-    job = Job(len(tokenized.ids), 1)
-    items = [WorkItem(ids=ids, job=job, index=i) for i, ids in enumerate(tokenized.ids)]
-    return [pad_batch(items[i : i + _PROBE_BATCH], tokenizer.pad_id) for i in range(0, len(items), _PROBE_BATCH)]
+    rows = tokenized.ids
+    return [pad_batch(rows[i : i + _PROBE_BATCH], tokenizer.pad_id) for i in range(0, len(rows), _PROBE_BATCH)]
 
 
 def _warm_up(opened: OpenedRuntime, pad_id: int) -> None:
@@ -117,6 +117,7 @@ def load_model(
         opened=opened,
         scheduler=scheduler,
         worker=worker,
+        fingerprint=fingerprint,
         version=version,
         created=int((spec.directory / "config.json").stat().st_mtime),
         load_seconds=seconds,
