@@ -10,7 +10,8 @@ hangs up before the answer. Afterwards:
    its answered requests reported (the hang-up key is only bounded: an answer can be
    computed and metered just as its client leaves);
 3. memory stayed flat: the server's RSS grew by at most --max-rss-growth-mb between the
-   end of warm-up and the end of the run.
+   end of warm-up and the end of the run. (The server's embedding cache is set to 1 MiB,
+   so it fills and evicts during the run instead of growing towards its default 256 MiB.)
 
 All traffic goes to 127.0.0.1, every loop is bounded in time, and the server is stopped
 at the end. Exit status 0 when all checks pass. Run it on a scratch data directory:
@@ -152,7 +153,7 @@ def start_server(data_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "keepwarm", "serve", "--port", str(port), "--data-dir", str(data_dir),
-         "--max-body-mb", "1", "--log-level", "warning"],
+         "--max-body-mb", "1", "--cache-mb", "1", "--log-level", "warning"],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -169,9 +170,9 @@ def start_server(data_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
 
 
 def warm_up(url: str, key: str) -> None:
-    """Run the largest batch shape (32 rows of 256 tokens) once: the runtime's memory arena grows
-    to its working size here, not during the measured run."""
-    body = {"model": MODEL, "input": [" ".join(WORDS) * 20] * 32, "truncate": True}
+    """Run the largest batch shape (32 distinct rows of 256 tokens) once: the runtime's memory
+    arena grows to its working size here, not during the measured run."""
+    body = {"model": MODEL, "input": [f"{n} " + " ".join(WORDS) * 20 for n in range(32)], "truncate": True}
     response = httpx.post(f"{url}/v1/embeddings", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=300)
     response.raise_for_status()
 
