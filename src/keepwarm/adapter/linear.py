@@ -2,10 +2,10 @@
 
 While an index built with the old version is being re-embedded, queries embedded with
 the new version can still search it: `adapt(new_vectors)` ≈ what the old version would
-have produced. Two fits are offered. Orthogonal Procrustes (a rotation) keeps lengths
-and angles, needs few samples and cannot overfit; least squares is a general linear
-map, better when the spaces differ by more than a rotation, given enough samples
-(more than the dimensions).
+have produced. Two fits are offered. Least squares (the default) is a general linear
+map; it needs more samples than dimensions and measured far better when the versions
+differ by more than a rotation (docs/batches.md). Orthogonal Procrustes (a rotation)
+keeps lengths and angles, needs few samples and cannot overfit.
 """
 
 from __future__ import annotations
