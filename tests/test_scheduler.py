@@ -37,10 +37,18 @@ def test_batch_respects_the_row_cap() -> None:
 def test_similar_lengths_are_grouped_around_the_oldest_input() -> None:
     scheduler = Scheduler(BatchLimits(max_batch_tokens=4 * 51, max_batch_items=4, max_queue_tokens=10_000))
     scheduler.submit(_items([50]))  # oldest
-    scheduler.submit(_items([5, 200, 48, 7, 49, 51, 300]))
+    scheduler.submit(_items([5, 200, 48, 6, 49, 51, 300]))
     first = scheduler.next_batch()
     assert _lengths(first) == [48, 49, 50, 51]
-    assert _lengths(scheduler.next_batch()) == [5, 7]  # then the oldest remaining (5) and its neighbour
+    assert _lengths(scheduler.next_batch()) == [5, 6]  # then the oldest remaining (5) and its neighbour
+
+
+def test_batch_stops_growing_before_padding_passes_its_limit() -> None:
+    scheduler = Scheduler(BatchLimits(max_batch_tokens=10_000, max_batch_items=64, max_padding=0.1))
+    scheduler.submit(_items([100, 96, 92, 60, 20]))
+    assert _lengths(scheduler.next_batch()) == [92, 96, 100]  # adding 60 would make 13 % of the batch padding
+    assert _lengths(scheduler.next_batch()) == [60]
+    assert _lengths(scheduler.next_batch()) == [20]
 
 
 def test_an_input_over_the_budget_still_runs_alone() -> None:

@@ -31,6 +31,12 @@ def _write_sentence_transformers_files(directory: Path, pooling: str, normalize:
     (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
 
 
+def _copy_wordpiece_tokenizer(source: Path, directory: Path) -> None:
+    """Reuse MiniLM's WordPiece tokenizer (vocabulary 30522) for an encoder built here."""
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(source / name, directory / name)
+
+
 def tiny_bert(directory: Path, tokenizer_source: Path, *, pooling: str = "mean", normalize: bool = False,
               max_seq_length: int = 128, seed: int = 0, vocab_size: int = 30522) -> Path:
     """A 2-layer BERT with MiniLM's tokenizer and random weights.
@@ -44,8 +50,7 @@ def tiny_bert(directory: Path, tokenizer_source: Path, *, pooling: str = "mean",
         intermediate_size=64, max_position_embeddings=512,
     )
     transformers.BertModel(config).eval().save_pretrained(directory)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        shutil.copy(tokenizer_source / name, directory / name)
+    _copy_wordpiece_tokenizer(tokenizer_source, directory)
     _write_sentence_transformers_files(directory, pooling, normalize, max_seq_length)
     return directory
 
@@ -118,8 +123,7 @@ def tiny_xlm_roberta(directory: Path, tokenizer_source: Path, *, seed: int = 0) 
         max_position_embeddings=514, pad_token_id=0, type_vocab_size=1,
     )
     transformers.XLMRobertaModel(config).eval().save_pretrained(directory)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        shutil.copy(tokenizer_source / name, directory / name)
+    _copy_wordpiece_tokenizer(tokenizer_source, directory)
     _write_sentence_transformers_files(directory, "cls", True, 256)
     return directory
 
@@ -133,7 +137,6 @@ def tiny_modernbert(directory: Path, tokenizer_source: Path, *, seed: int = 0) -
         eos_token_id=102, local_attention=16, global_attn_every_n_layers=2,
     )
     transformers.ModernBertModel(config).eval().save_pretrained(directory)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        shutil.copy(tokenizer_source / name, directory / name)
+    _copy_wordpiece_tokenizer(tokenizer_source, directory)
     _write_sentence_transformers_files(directory, "mean", True, 8192)
     return directory

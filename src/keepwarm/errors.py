@@ -86,6 +86,20 @@ class PermissionDenied(KeepwarmError):
     default_code = "permission_denied"
 
 
+class NotFound(KeepwarmError):
+    """A file, batch or other object the request names does not exist (404)."""
+
+    status = 404
+    type = "invalid_request_error"
+
+
+class Conflict(KeepwarmError):
+    """The object exists but its state does not allow this operation (409)."""
+
+    status = 409
+    type = "invalid_request_error"
+
+
 class VersionConflict(KeepwarmError):
     """The model name now resolves to another version than the caller's index was built with (409)."""
 

@@ -28,6 +28,7 @@ from fastapi import FastAPI
 
 from keepwarm.api import ApiSettings, create_app
 from keepwarm.api.lifecycle import Lifecycle
+from keepwarm.batches import BatchService, BatchSettings
 from keepwarm.engine import Engine
 from keepwarm.errors import ConfigError
 from keepwarm.store import Database
@@ -38,9 +39,10 @@ log = logging.getLogger("keepwarm")
 class _Loader:
     """Loads the engine's models on a thread; asks the server to exit if that fails."""
 
-    def __init__(self, engine: Engine, server: uvicorn.Server) -> None:
+    def __init__(self, engine: Engine, server: uvicorn.Server, on_ready: Callable[[], None]) -> None:
         self.engine = engine
         self.server = server
+        self.on_ready = on_ready
         self.failed = False
 
     def start(self) -> None:
@@ -57,6 +59,7 @@ class _Loader:
             return
         names = ", ".join(m.spec.name for m in self.engine.models)
         log.info("ready in %.1fs: serving %s", time.perf_counter() - started, names)
+        self.on_ready()
 
 
 class _DrainingServer(uvicorn.Server):
@@ -109,14 +112,16 @@ def serve(
     host: str,
     port: int,
     api: ApiSettings | None = None,
+    batch: BatchSettings | None = None,
     reload: Callable[[], None] | None = None,
 ) -> int:
     """Serve until stopped; return the process exit code. SIGHUP calls `reload`."""
-    app = create_app(engine, db, api)
+    batches = BatchService(engine, batch)
+    app = create_app(engine, db, api, batches)
     app.state.reload = reload
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     server = _DrainingServer(config, app.state.lifecycle)
-    loader = _Loader(engine, server)
+    loader = _Loader(engine, server, on_ready=batches.start)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -126,6 +131,7 @@ def serve(
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, _reload_logged, reload))
         loader.start()
         yield
+        batches.stop()
         engine.close()
         app.state.store.close()
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,9 +35,12 @@ from keepwarm.api.responses import (
 )
 from keepwarm.api.schemas import EmbeddingRequest, parse_embedding_request
 from keepwarm.api.store import StoreAccess
-from keepwarm.engine import EmbedOptions, Engine
+from keepwarm.engine import ONLINE, EmbedOptions, Engine
 from keepwarm.errors import ConfigError, InvalidRequest, KeepwarmError, NotReady, PayloadTooLarge
 from keepwarm.store import ApiKey, Database, Pricing, UsageEvent
+
+if TYPE_CHECKING:
+    from keepwarm.batches import BatchService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -100,6 +103,17 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
+def embed_options(body: EmbeddingRequest, expect_version: str | None = None, priority: int = ONLINE) -> EmbedOptions:
+    """What an embeddings body asks of the engine (the HTTP route and batch lines alike)."""
+    return EmbedOptions(
+        truncate=body.truncate,
+        dimensions=body.dimensions,
+        prompt_name=body.prompt,
+        expect_version=body.expect_version or expect_version,
+        priority=priority,
+    )
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KeepwarmError)
     async def keepwarm_error(request: Request, exc: KeepwarmError) -> Response:
@@ -134,8 +148,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("The server had an internal error.", "server_error"), 500)
 
 
-def create_app(engine: Engine, db: Database, settings: ApiSettings | None = None) -> FastAPI:
-    """The ASGI application serving `engine`, with keys and usage in `db`.
+def create_app(
+    engine: Engine, db: Database, settings: ApiSettings | None = None, batches: BatchService | None = None
+) -> FastAPI:
+    """The ASGI application serving `engine`, with keys and usage in `db` (and, given, the Batch API).
 
     `app.state.lifecycle` is how the server drains it; `app.state.store.close()` must run
     at shutdown, after the last request, so every usage write is committed.
@@ -148,6 +164,10 @@ def create_app(engine: Engine, db: Database, settings: ApiSettings | None = None
     lifecycle = Lifecycle(settings.shutdown)
     app.state.engine, app.state.store, app.state.lifecycle = engine, store, lifecycle
     app.add_middleware(RequestMiddleware, lifecycle=lifecycle, metrics=engine.metrics)
+    if batches is not None:
+        from keepwarm.batches.routes import batch_router
+
+        app.include_router(batch_router(batches), dependencies=[Depends(auth.caller)])
     _install_error_handlers(app)
     app.include_router(admin_router(auth, store, settings.pricing))
     served_names = list(dict.fromkeys(name for spec in engine.specs for name in spec.names))
@@ -169,12 +189,7 @@ def create_app(engine: Engine, db: Database, settings: ApiSettings | None = None
         view, _ = engine.describe(body.model)
         check_model_allowed(key, body.model, view.spec.names)
         record.model = view.spec.name
-        options = EmbedOptions(
-            truncate=body.truncate,
-            dimensions=body.dimensions,
-            prompt_name=body.prompt,
-            expect_version=body.expect_version or request.headers.get("x-expect-model-version"),
-        )
+        options = embed_options(body, request.headers.get("x-expect-model-version"))
         admit = partial(limiter.check_tokens, key) if key.tpm is not None else None
         result = await unless_disconnected(request, engine.embed(body.model, body.input, options, admit=admit))
         event = UsageEvent(

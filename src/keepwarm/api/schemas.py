@@ -7,7 +7,7 @@ are easier to explain in one clear message than through a union's error list.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -25,6 +25,7 @@ from pydantic import (
 from keepwarm.errors import InvalidRequest
 
 MAX_INPUTS = 2048
+Body = TypeVar("Body", bound=BaseModel)
 
 _INPUT_SHAPES = "a string, an array of strings, an array of token ids, or an array of token-id arrays"
 _INPUT_SCHEMA = {
@@ -150,12 +151,17 @@ def _describe(error: dict[str, Any]) -> tuple[str, str | None]:
     return f"Invalid value for '{param}': {error['msg']}.", param
 
 
-def parse_embedding_request(body: bytes) -> EmbeddingRequest:
-    """Parse and validate a request body, raising InvalidRequest with a clear message."""
+def parse_json_body(schema: type[Body], body: bytes) -> Body:
+    """Parse and validate a JSON request body into `schema`, raising InvalidRequest with a clear message."""
     if not body.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
-        return EmbeddingRequest.model_validate_json(body)
+        return schema.model_validate_json(body)
     except ValidationError as exc:
         message, param = _describe(exc.errors(include_url=False)[0])
         raise InvalidRequest(message, param=param) from None
+
+
+def parse_embedding_request(body: bytes) -> EmbeddingRequest:
+    """Parse and validate a `/v1/embeddings` body (HTTP route and batch lines alike)."""
+    return parse_json_body(EmbeddingRequest, body)

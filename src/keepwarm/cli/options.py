@@ -95,3 +95,24 @@ def CONFIG_OPTIONS(command):  # noqa: ANN001, ANN201, N802 - a decorator, named 
     return click.option(
         "--config", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Model catalog TOML file."
     )(command)
+
+
+def engine_for(names: list[str], config: Path | None, models: tuple[str, ...], data_dir: Path):  # noqa: ANN201
+    """An in-process Engine, loaded, with the models `names` refer to (names, aliases or pins).
+
+    Models come from `--config` and NAME=PATH options; the bundled model is always at hand.
+    """
+    from keepwarm.catalog.versions import split_pin
+    from keepwarm.engine import Engine
+
+    specs = load_specs(config, models)
+    if not any(spec.name == DEFAULT_ENTRY.name for spec in specs):
+        specs.append(DEFAULT_ENTRY.to_spec())
+    wanted = {split_pin(name)[0] for name in names}
+    chosen = [spec for spec in specs if wanted & set(spec.names)]
+    missing = wanted - {alias for spec in chosen for alias in spec.names}
+    if missing:
+        raise ConfigError(f"model(s) {sorted(missing)} not in the catalog; add them as NAME=PATH or with --config")
+    engine = Engine(chosen, data_dir)
+    engine.load()
+    return engine

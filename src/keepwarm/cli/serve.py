@@ -58,8 +58,14 @@ def _check_auth(has_keys: bool, host: str, allow_unauthenticated: bool) -> bool:
 @DATA_DIR_OPTION
 @click.option("--max-batch-tokens", default=8192, show_default=True, type=click.IntRange(1), help="Padded tokens per model call.")
 @click.option("--max-batch-size", default=64, show_default=True, type=click.IntRange(1), help="Rows per model call.")
+@click.option("--max-batch-padding", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+              help="Largest share of a model call's padded tokens that may be padding.")
 @click.option("--max-queue-tokens", default=600_000, show_default=True, type=click.IntRange(1), help="Tokens waiting per model before 429.")
 @click.option("--max-body-mb", default=16, show_default=True, type=click.IntRange(1), help="Largest request body in MiB (413 above).")
+@click.option(
+    "--batch-chunk-inputs", default=64, show_default=True, type=click.IntRange(1),
+    help="Batch inputs per checkpoint: a crash redoes at most this much work.",
+)
 @click.option("--cache-mb", default=256, show_default=True, type=click.IntRange(0), help="In-memory embedding cache (0: off).")
 @click.option("--persistent-cache", is_flag=True, help="Also keep cached vectors in the data directory across restarts.")
 @click.option(
@@ -89,8 +95,10 @@ def serve(
     data_dir: Path,
     max_batch_tokens: int,
     max_batch_size: int,
+    max_batch_padding: float,
     max_queue_tokens: int,
     max_body_mb: int,
+    batch_chunk_inputs: int,
     cache_mb: int,
     persistent_cache: bool,
     queue_timeout: float,
@@ -105,6 +113,7 @@ def serve(
     """Serve embedding models over an OpenAI-compatible HTTP API."""
     from keepwarm.api import ApiSettings
     from keepwarm.api.lifecycle import ShutdownSettings
+    from keepwarm.batches import BatchSettings, RunnerSettings
     from keepwarm.engine import BatchLimits, EngineSettings
     from keepwarm.logs import configure_logging
     from keepwarm.server import serve as run_server
@@ -114,7 +123,7 @@ def serve(
     specs = model_specs(config, model_options)
     db = open_database(data_dir)
     open_when_keyless = _check_auth(KeyStore(db).has_active(), host, allow_unauthenticated)
-    limits = BatchLimits(max_batch_tokens, max_batch_size, max_queue_tokens)
+    limits = BatchLimits(max_batch_tokens, max_batch_size, max_queue_tokens, max_batch_padding)
     settings = EngineSettings(
         batch=limits,
         cache_bytes=cache_mb * 1024 * 1024,
@@ -129,8 +138,9 @@ def serve(
         shutdown=ShutdownSettings(drain_seconds=drain_seconds, grace_seconds=grace_seconds),
     )
     reload = partial(_reload, engine, config, model_options)
+    batch = BatchSettings(price_per_million_tokens, runner=RunnerSettings(chunk_inputs=batch_chunk_inputs))
     try:
-        code = run_server(engine, db, host, port, api, reload=reload)
+        code = run_server(engine, db, host, port, api, batch=batch, reload=reload)
     finally:
         db.close()
     sys.exit(code)

@@ -11,7 +11,8 @@ import numpy as np
 
 from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.catalog.versions import short_version
-from keepwarm.engine.jobs import Job, WorkItem
+from keepwarm.engine.background import BackgroundWorkers
+from keepwarm.engine.jobs import ONLINE
 from keepwarm.engine.scheduler import BatchLimits, Scheduler
 from keepwarm.engine.tokenization import ModelTokenizer
 from keepwarm.engine.worker import ModelWorker, pad_batch
@@ -37,9 +38,11 @@ class ServedModel:
     opened: OpenedRuntime
     scheduler: Scheduler
     worker: ModelWorker
+    fingerprint: str
     version: str
     created: int = 0
     load_seconds: float = 0.0
+    background: BackgroundWorkers | None = None
 
     @property
     def runtime(self):  # noqa: ANN201 - keepwarm.runtimes.base.Runtime
@@ -58,14 +61,15 @@ class ServedModel:
         for item in self.scheduler.close():
             item.job.fail(NotReady("the model is being unloaded or the server is stopping", retry_after=1))
         self.worker.join(timeout=30)
+        if self.background:
+            self.background.join(timeout=30)
 
 
 def probe_batches(tokenizer: ModelTokenizer) -> list[Batch]:
     """The probe texts, tokenized for this model, in padded batches."""
     tokenized = tokenizer.encode_texts(list(PROBE_TEXTS), overflow="truncate")
-    job = Job(len(tokenized.ids), 1)
-    items = [WorkItem(ids=ids, job=job, index=i) for i, ids in enumerate(tokenized.ids)]
-    return [pad_batch(items[i : i + _PROBE_BATCH], tokenizer.pad_id) for i in range(0, len(items), _PROBE_BATCH)]
+    rows = tokenized.ids
+    return [pad_batch(rows[i : i + _PROBE_BATCH], tokenizer.pad_id) for i in range(0, len(rows), _PROBE_BATCH)]
 
 
 def _warm_up(opened: OpenedRuntime, pad_id: int) -> None:
@@ -97,7 +101,10 @@ def load_model(
     label = f"{spec.name}@{short_version(version)}"
     scheduler = Scheduler(limits, on_dropped=metrics.inputs_dropped.labels(label).inc)
     metrics.track_queue(label, lambda: scheduler.queued_tokens)
-    worker = ModelWorker(spec.name, opened.runtime, scheduler, tokenizer.pad_id, partial(metrics.observe_batch, label))
+    observe = partial(metrics.observe_batch, label)
+    background = BackgroundWorkers.for_runtime(spec.name, opened.runtime, scheduler, tokenizer.pad_id, observe)
+    online_only = (ONLINE,) if background else None  # else this worker serves background work too
+    worker = ModelWorker(spec.name, opened.runtime, scheduler, tokenizer.pad_id, observe, priorities=online_only)
     worker.start()
     seconds = time.perf_counter() - started
     log.info(
@@ -110,7 +117,9 @@ def load_model(
         opened=opened,
         scheduler=scheduler,
         worker=worker,
+        fingerprint=fingerprint,
         version=version,
         created=int((spec.directory / "config.json").stat().st_mtime),
         load_seconds=seconds,
+        background=background,
     )

@@ -23,14 +23,14 @@ log = logging.getLogger(__name__)
 BatchObserver = Callable[[int, int, float, int], None]  # (rows, tokens, seconds, failed model calls)
 
 
-def pad_batch(items: list[WorkItem], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad the items' ids to the longest one; return input_ids and attention_mask."""
-    longest = max(item.length for item in items)
-    input_ids = np.full((len(items), longest), pad_id, dtype=np.int64)
-    attention_mask = np.zeros((len(items), longest), dtype=np.int64)
-    for row, item in enumerate(items):
-        input_ids[row, : item.length] = item.ids
-        attention_mask[row, : item.length] = 1
+def pad_batch(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token-id rows to the longest one; return input_ids and attention_mask."""
+    longest = max(len(ids) for ids in rows)
+    input_ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(rows), longest), dtype=np.int64)
+    for row, ids in enumerate(rows):
+        input_ids[row, : len(ids)] = ids
+        attention_mask[row, : len(ids)] = 1
     return input_ids, attention_mask
 
 
@@ -44,11 +44,16 @@ class ModelWorker:
         scheduler: Scheduler,
         pad_id: int,
         observe: BatchObserver | None = None,
+        *,
+        priorities: tuple[int, ...] | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.scheduler = scheduler
         self.pad_id = pad_id
+        self.priorities = priorities  # which priorities this worker serves (None: all)
         self._observe = observe
+        self._on_start = on_start
         self._thread = threading.Thread(target=self._loop, name=f"keepwarm-model-{name}", daemon=True)
 
     def start(self) -> None:
@@ -58,7 +63,9 @@ class ModelWorker:
         self._thread.join(timeout)
 
     def _loop(self) -> None:
-        while (batch := self.scheduler.next_batch()) is not None:
+        if self._on_start:
+            self._on_start()
+        while (batch := self.scheduler.next_batch(self.priorities)) is not None:
             started = time.perf_counter()
             for item in batch:
                 item.job.mark_started(started)
@@ -76,7 +83,7 @@ class ModelWorker:
         """
         started = time.perf_counter()
         try:
-            vectors = self.runtime.embed(*pad_batch(items, self.pad_id))
+            vectors = self.runtime.embed(*pad_batch([item.ids for item in items], self.pad_id))
         except Exception as exc:  # noqa: BLE001 - any runtime fault must stay inside this batch
             if len(items) > 1:
                 log.warning("a batch of %d inputs failed (%s); retrying it in halves", len(items), type(exc).__name__)

@@ -94,13 +94,18 @@ class _Base:
         return self.store.get(key) or self.store.build(key, builder)
 
 
+def onnx_fp32_artifact(spec: ModelSpec, store: ArtifactStore, fingerprint: str) -> tuple[Path, dict[str, Any]]:
+    """The verified fp32 ONNX export of the model (built once, then cached)."""
+    key = export_key(spec, fingerprint)
+    return store.get(key) or store.build(key, partial(export_onnx, spec))
+
+
 def open_runtime(spec: ModelSpec, store: ArtifactStore, fingerprint: str, probe: list[Batch]) -> OpenedRuntime:
     """Open the runtime for `spec`; `probe` batches measure every variant that is not exact."""
     family = resolve_runtime(spec)
     if family == "torch":
         return _open_torch(spec, probe)
-    key = export_key(spec, fingerprint)
-    folder, artifact = store.get(key) or store.build(key, partial(export_onnx, spec))
+    folder, artifact = onnx_fp32_artifact(spec, store, fingerprint)
     base = _Base(spec, store, folder, artifact, probe)
     if family == "auto":
         return _open_fastest(base)

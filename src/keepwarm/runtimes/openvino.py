@@ -42,6 +42,8 @@ class OpenVinoRuntime(Runtime):
     def __init__(self, spec: ModelSpec, model_path: Path, *, precision: str = "f32", threads: int | None = None) -> None:
         super().__init__(spec)
         core = ov.Core()
+        self.model_path = model_path
+        self.single_threaded_copies = True
         self.precision = precision
         config = {
             "PERFORMANCE_HINT": "LATENCY",  # one model call at a time, using every core
@@ -56,6 +58,10 @@ class OpenVinoRuntime(Runtime):
     @property
     def dimensions(self) -> int:
         return int(self._output.get_partial_shape()[-1].get_length())
+
+    def single_threaded_copy(self) -> OpenVinoRuntime:
+        # one inference thread: OpenVINO then computes on the calling thread (measured)
+        return OpenVinoRuntime(self.spec, self.model_path, precision=self.precision, threads=1)
 
     def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -51,6 +51,8 @@ class OnnxRuntime(Runtime):
 
     def __init__(self, spec: ModelSpec, model_path: Path, *, threads: int | None = None) -> None:
         super().__init__(spec)
+        self.model_path = model_path
+        self.single_threaded_copies = spec.device != "cuda"
         self.session = ort.InferenceSession(
             str(model_path), sess_options=session_options(threads), providers=providers(spec.device)
         )
@@ -60,6 +62,9 @@ class OnnxRuntime(Runtime):
     @property
     def dimensions(self) -> int:
         return int(self._output.shape[-1])
+
+    def single_threaded_copy(self) -> OnnxRuntime:
+        return OnnxRuntime(self.spec, self.model_path, threads=1)  # one intra-op thread: the caller's
 
     def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -1,0 +1,16 @@
+"""`keepwarm bench`: load generators, in-process baselines, statistics and the report."""
+
+from keepwarm.bench.corpus import CorpusError, default_corpus, load_corpus, sample
+from keepwarm.bench.report import build_report
+from keepwarm.bench.runner import MODES, BenchOptions, run_benchmark
+
+__all__ = [
+    "MODES",
+    "BenchOptions",
+    "CorpusError",
+    "build_report",
+    "default_corpus",
+    "load_corpus",
+    "run_benchmark",
+    "sample",
+]

@@ -1,0 +1,168 @@
+"""Load generators: many concurrent OpenAI-style clients against one keepwarm server.
+
+The client shares the machine with the server it measures, so it must cost little:
+aiohttp (C HTTP parser, keep-alive pool), request bodies serialised before the clock
+starts, base64 responses (what the `openai` client asks for) decoded with NumPy, and
+uvloop when installed. Every phase also records the client's own CPU time, so the
+report can show how much of the machine the load generator took.
+
+Three shapes of load:
+- closed loop: C clients, each sending its next request as soon as the last returns;
+- bursts: N requests at once, then silence until the next burst;
+- idle: one request at a time with a pause between, for latency at rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import aiohttp
+import numpy as np
+import orjson
+
+from keepwarm.bench.stats import Measurement
+
+Progress = Callable[[int], None]  # called with the number of texts just completed
+_HEADERS = {"content-type": "application/json"}
+
+
+class LoadError(RuntimeError):
+    """The server answered a benchmark request with something other than embeddings."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prepared request: which corpus texts it carries, and its encoded body."""
+
+    first: int
+    count: int
+    body: bytes
+
+
+def prepare(model: str, texts: list[str], batch: int) -> list[Request]:
+    """Cut the texts into requests of `batch` texts, bodies serialised once up front.
+
+    Long texts are truncated to the model's limit, as the in-process baselines do.
+    """
+    return [
+        Request(
+            start,
+            len(chunk),
+            orjson.dumps({"model": model, "input": chunk, "encoding_format": "base64", "truncate": True}),
+        )
+        for start in range(0, len(texts), batch)
+        if (chunk := texts[start : start + batch])
+    ]
+
+
+def _decode(payload: bytes, expected: int) -> tuple[np.ndarray, int]:
+    answer = orjson.loads(payload)
+    data = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(data, list) or len(data) != expected:
+        raise LoadError(f"expected {expected} embeddings, got: {payload[:300]!r}")
+    vectors = np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in data])
+    return vectors, int(answer["usage"]["prompt_tokens"])
+
+
+class LoadClient:
+    """A pool of keep-alive connections to one server, and the vectors it got back."""
+
+    def __init__(self, url: str, connections: int) -> None:
+        self.endpoint = f"{url.rstrip('/')}/v1/embeddings"
+        self.connections = connections
+        self.vectors: dict[int, np.ndarray] = {}  # first corpus index of a request -> its vectors
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> LoadClient:
+        connector = aiohttp.TCPConnector(limit=self.connections)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._session.close()
+
+    async def send(self, request: Request, result: Measurement) -> None:
+        """Post one request, check the answer and record its latency and tokens."""
+        started = time.perf_counter()
+        async with self._session.post(self.endpoint, data=request.body, headers=_HEADERS) as response:
+            payload = await response.read()
+            if response.status != 200:
+                raise LoadError(f"HTTP {response.status}: {payload[:500]!r}")
+        latency = time.perf_counter() - started
+        vectors, tokens = _decode(payload, request.count)
+        self.vectors[request.first] = vectors
+        result.add(request.count, tokens, latency)
+
+    async def warm_up(self, requests: list[Request]) -> None:
+        """Open every connection and wake the server with unrecorded requests."""
+        await asyncio.gather(*(self.send(request, Measurement()) for request in requests[: self.connections]))
+
+    async def closed_loop(
+        self, requests: list[Request], clients: int, progress: Progress, deadline: float
+    ) -> Measurement:
+        """`clients` workers share the request list, each sending as soon as its last answer arrives."""
+        pending: Iterator[Request] = iter(requests)
+        result = Measurement()
+
+        async def worker() -> None:
+            for request in pending:
+                if time.perf_counter() > deadline:
+                    return
+                await self.send(request, result)
+                progress(request.count)
+
+        with result.timed():
+            await asyncio.gather(*(worker() for _ in range(clients)))
+        return result
+
+    async def bursts(
+        self, requests: list[Request], size: int, gap: float, progress: Progress, deadline: float
+    ) -> Measurement:
+        """Send `size` requests at once, wait for all, stay silent `gap` seconds; throughput counts busy time only."""
+        result = Measurement()
+        busy = 0.0
+        with result.timed():
+            for start in range(0, len(requests), size):
+                if start:
+                    await asyncio.sleep(gap)
+                if time.perf_counter() > deadline:
+                    break
+                burst = requests[start : start + size]
+                began = time.perf_counter()
+                await asyncio.gather(*(self.send(request, result) for request in burst))
+                busy += time.perf_counter() - began
+                progress(sum(request.count for request in burst))
+        result.seconds = busy
+        return result
+
+    async def idle(self, request: Request, count: int, gap: float, progress: Progress) -> Measurement:
+        """`count` lone requests, `gap` seconds apart, so each meets an idle server."""
+        result = Measurement()
+        with result.timed():
+            for _ in range(count):
+                await asyncio.sleep(gap)
+                await self.send(request, result)
+                progress(request.count)
+        result.seconds = sum(result.latencies)
+        return result
+
+
+def run_phase(
+    url: str, connections: int, phase: Callable[[LoadClient], Awaitable[Measurement]]
+) -> tuple[Measurement, dict[int, np.ndarray]]:
+    """Run one load phase with a fresh, warmed-up client on a fresh event loop (uvloop when installed)."""
+
+    async def main() -> tuple[Measurement, dict[int, np.ndarray]]:
+        async with LoadClient(url, connections) as client:
+            result = await phase(client)
+            return result, client.vectors
+
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main())
+    return uvloop.run(main())

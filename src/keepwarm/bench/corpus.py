@@ -1,0 +1,64 @@
+"""The texts a benchmark sends: a JSONL file with one `{"text": ...}` object per line.
+
+Our own runs use the shared corpus next to the repository; anyone else passes a file.
+A sample is drawn with a fixed seed so that every phase of one run, and every run
+with the same options, embeds exactly the same texts.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import orjson
+
+import keepwarm
+
+_SHARED_CORPUS = Path("shared") / "data" / "bench-corpus.jsonl"
+
+
+class CorpusError(ValueError):
+    """The corpus file is missing or is not JSONL with a non-empty `text` on every line."""
+
+
+def default_corpus() -> Path | None:
+    """`../shared/data/bench-corpus.jsonl` beside the repository (or the working directory), if present."""
+    repository = Path(keepwarm.__file__).resolve().parents[2]
+    for base in (repository, Path.cwd()):
+        candidate = base.parent / _SHARED_CORPUS
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_corpus(path: Path) -> list[str]:
+    """Every `text` in the file, in file order; CorpusError names the first bad line."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise CorpusError(f"cannot read corpus {path}: {exc.strerror or exc}") from None
+    texts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            text = orjson.loads(line).get("text")
+        except (orjson.JSONDecodeError, AttributeError):
+            raise CorpusError(f"{path}:{number}: not a JSON object") from None
+        if not isinstance(text, str) or not text:
+            raise CorpusError(f"{path}:{number}: needs a non-empty string field 'text'")
+        texts.append(text)
+    if not texts:
+        raise CorpusError(f"{path}: no texts")
+    return texts
+
+
+def sample(texts: list[str], count: int | None, seed: int) -> list[str]:
+    """`count` texts in a seeded random order (all of them when count is None or larger).
+
+    Shuffling matters: a file grouped by source would hand the server runs of similar
+    lengths, which real traffic does not.
+    """
+    chosen = list(texts)
+    random.Random(seed).shuffle(chosen)
+    return chosen[:count] if count else chosen

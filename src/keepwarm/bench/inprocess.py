@@ -1,0 +1,139 @@
+"""The baselines: the same model called in-process, with no server and no scheduler.
+
+This is the best the hardware can do with a runtime: texts tokenized by the model's own
+tokenizer, sorted by length and run in batches of 32 (the sort keeps padding, wasted
+compute, to a minimum), straight on `runtime.embed`. Tokenization is inside the clock,
+as it is for the server. The baselines run in the benchmark's process, which has the
+same CPU affinity as the server it started, and never while the server is under load.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from keepwarm.bench.stats import Measurement
+from keepwarm.catalog import ArtifactStore, ModelSpec
+from keepwarm.engine import Engine
+from keepwarm.engine.model import ServedModel
+from keepwarm.engine.tokenization import ModelTokenizer
+from keepwarm.engine.worker import pad_batch
+from keepwarm.runtimes.base import Runtime
+from keepwarm.runtimes.factory import onnx_fp32_artifact
+from keepwarm.runtimes.ort import OnnxRuntime, available_cores
+
+Progress = Callable[[int], None]
+_WARM_UP_TEXTS = 64
+
+
+@dataclass
+class Baseline:
+    """A runtime measured in-process, and what it is called in the report."""
+
+    label: str
+    runtime: Runtime
+    tokenizer: ModelTokenizer
+
+
+def load_served(spec: ModelSpec, data_dir: Path) -> tuple[Engine, ServedModel]:
+    """Load the model exactly as `keepwarm serve` does (same artifact, runtime and settings)."""
+    engine = Engine([spec], data_dir)
+    engine.load()
+    return engine, engine.resolve(spec.name)
+
+
+def onnx_reference(served: ServedModel, data_dir: Path) -> Runtime:
+    """ONNX Runtime fp32 on the exported graph: the served runtime itself when that is what it is."""
+    folder, artifact = onnx_fp32_artifact(served.spec, ArtifactStore(data_dir), served.fingerprint)
+    if isinstance(served.runtime, OnnxRuntime) and served.opened.dtype == "fp32":
+        return served.runtime
+    return OnnxRuntime(served.spec, folder / artifact["file"])
+
+
+def throughput(
+    baseline: Baseline, texts: list[str], batch: int, progress: Progress
+) -> tuple[Measurement, np.ndarray]:
+    """Embed every text in length-sorted batches; the vectors come back in text order."""
+    _embed_sorted(baseline, texts[:_WARM_UP_TEXTS], batch, lambda _: None)
+    result = Measurement()
+    with result.timed():
+        vectors = _embed_sorted(baseline, texts, batch, progress, result)
+    return result, vectors
+
+
+def single_calls(baseline: Baseline, text: str, count: int, gap: float, progress: Progress) -> Measurement:
+    """Latency of one text, tokenized and embedded alone, `count` times `gap` seconds apart."""
+    result = Measurement()
+    for _ in range(count):
+        time.sleep(gap)
+        started = time.perf_counter()
+        ids = baseline.tokenizer.encode_texts([text], overflow="truncate").ids
+        baseline.runtime.embed(*pad_batch(ids, baseline.tokenizer.pad_id))
+        result.add(1, len(ids[0]), time.perf_counter() - started)
+        progress(1)
+    result.seconds = sum(result.latencies)
+    return result
+
+
+def sentence_transformers(
+    spec: ModelSpec, tokenizer: ModelTokenizer, texts: list[str], batch: int, progress: Progress
+) -> tuple[Measurement, np.ndarray]:
+    """sentence-transformers' own `encode` (PyTorch) on the same length-sorted batches, for comparison."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(available_cores())
+    model = SentenceTransformer(str(spec.directory), device="cpu")
+    model.encode(texts[:_WARM_UP_TEXTS], batch_size=batch)
+    lengths = [len(ids) for ids in tokenizer.encode_texts(texts, overflow="truncate").ids]
+    result = Measurement()
+    with result.timed():
+        vectors = _run_sorted(
+            lengths,
+            batch,
+            lambda rows: model.encode([texts[i] for i in rows], batch_size=batch),
+            progress,
+            result,
+        )
+    return result, vectors
+
+
+def _embed_sorted(
+    baseline: Baseline, texts: list[str], batch: int, progress: Progress, result: Measurement | None = None
+) -> np.ndarray:
+    ids = baseline.tokenizer.encode_texts(texts, overflow="truncate").ids
+    pad_id = baseline.tokenizer.pad_id
+    return _run_sorted(
+        [len(row) for row in ids],
+        batch,
+        lambda rows: baseline.runtime.embed(*pad_batch([ids[i] for i in rows], pad_id)),
+        progress,
+        result,
+    )
+
+
+def _run_sorted(
+    lengths: list[int],
+    batch: int,
+    embed: Callable[[list[int]], np.ndarray],
+    progress: Progress,
+    result: Measurement | None,
+) -> np.ndarray:
+    """Embed rows in batches of `batch` by ascending length; vectors come back in row order."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    vectors: np.ndarray | None = None
+    for start in range(0, len(order), batch):
+        rows = order[start : start + batch]
+        began = time.perf_counter()
+        embedded = embed(rows)
+        if vectors is None:
+            vectors = np.empty((len(lengths), embedded.shape[1]), dtype=np.float32)
+        vectors[rows] = embedded
+        if result is not None:
+            result.add(len(rows), sum(lengths[i] for i in rows), time.perf_counter() - began)
+        progress(len(rows))
+    return vectors

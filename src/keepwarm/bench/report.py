@@ -1,0 +1,189 @@
+"""The benchmark's findings as one JSON-ready dict: figures, ratios, accuracy, targets, cost.
+
+Absolute figures depend on the machine and on whatever else it runs; the ratios are
+measured within one run on the same cores and are what the targets are stated in.
+"""
+
+from __future__ import annotations
+
+import platform
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keepwarm.bench.cost import cost_report
+from keepwarm.bench.runner import BenchOptions, Measured
+from keepwarm.bench.stats import best, best_latency
+
+# CPU features that decide which runtimes and precisions are fast.
+_CPU_FEATURES = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_bf16",
+    "amx_int8",
+)
+
+
+def machine(cores: int) -> dict[str, Any]:
+    """The CPU the figures were measured on (model and the relevant instruction sets)."""
+    info = {
+        "cores": cores,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_features": [],
+        "gpu": None,
+    }
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return info
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)  # the last CPU's entry; all are alike
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    info["cpu"] = fields.get("model name", info["cpu"])
+    info["cpu_features"] = [flag for flag in _CPU_FEATURES if flag in fields.get("flags", "").split()]
+    return info
+
+
+def cosine_summary(actual: np.ndarray, expected: np.ndarray) -> dict[str, float] | None:
+    """Mean and minimum row-wise cosine over the rows both sides have."""
+    a, b = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    answered = ~np.isnan(a).any(axis=1) & ~np.isnan(b).any(axis=1)
+    if not answered.any():
+        return None
+    a, b = a[answered], b[answered]
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return {
+        "mean": round(float(cos.mean()), 6),
+        "min": round(float(cos.min()), 6),
+        "rows": int(answered.sum()),
+    }
+
+
+def build_report(
+    measured: Measured, options: BenchOptions, corpus: Path | None, price_per_hour: float | None = None
+) -> dict[str, Any]:
+    """Everything the run found, with each figure taken from the best of its repeats."""
+    cores = measured.server["cores"]
+    phases = {name: _phase(measured, name, cores) for name in measured.runs}
+    ratios = _ratios(measured)
+    report = {
+        "keepwarm": version("keepwarm"),
+        "model": options.spec.name,
+        "server_runtime": measured.server.get("runtime"),
+        "machine": machine(cores),
+        "corpus": {"path": str(corpus) if corpus else None, "texts": len(options.texts)},
+        "settings": {
+            "clients": options.clients,
+            "texts_per_request": options.batch,
+            "burst_requests": options.burst,
+            "burst_gap_s": options.burst_gap,
+            "idle_text": options.idle_text,
+            "idle_requests": options.idle_requests,
+            "baseline_batch": options.baseline_batch,
+            "repeat": options.repeat,
+            "server_args": list(options.server_args),
+        },
+        "server": {key: value for key, value in measured.server.items() if key not in ("runtime", "cores")},
+        "conditions": measured.conditions,
+        "phases": phases,
+        "ratios": ratios,
+        "accuracy": _accuracy(measured),
+        "targets": _targets(measured, ratios),
+    }
+    if price_per_hour is not None:
+        steady = measured.runs.get("closed") or measured.runs.get("bursts")
+        if steady:
+            report["cost"] = cost_report(price_per_hour, best(steady).tokens_per_second)
+    return report
+
+
+def _phase(measured: Measured, name: str, cores: int) -> dict[str, Any]:
+    runs = measured.runs[name]
+    chosen = best_latency(runs) if name in ("idle", "single_call") else best(runs)
+    index = runs.index(chosen)
+    figures = {"label": measured.labels.get(name, name), **chosen.summary()}
+    share_of = "client" if name in ("closed", "bursts", "idle") else "inprocess"
+    figures[f"{share_of}_cpu_share"] = chosen.cpu_share(chosen.cpu_seconds, cores)
+    if share_of == "client" and chosen.cpu_seconds is not None:
+        figures["client_cpu_us_per_request"] = round(chosen.cpu_seconds / len(chosen.latencies) * 1e6, 1)
+    figures["server_cpu_share"] = chosen.cpu_share(measured.server_cpu[name][index], cores)
+    if len(runs) > 1:
+        figures["runs"] = [run.summary() for run in runs]
+    return figures
+
+
+def _throughput(measured: Measured, name: str) -> float | None:
+    runs = measured.runs.get(name)
+    return best(runs).texts_per_second if runs else None
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return round(numerator / denominator, 4) if numerator and denominator else None
+
+
+def _ratios(measured: Measured) -> dict[str, float | None]:
+    closed, bursts = _throughput(measured, "closed"), _throughput(measured, "bursts")
+    served = _throughput(measured, "inprocess")
+    onnx = _throughput(measured, "onnx_fp32") or served  # the served runtime is ORT fp32 when absent
+    ratios = {
+        "closed_vs_inprocess": _ratio(closed, served),
+        "closed_vs_onnx_fp32": _ratio(closed, onnx),
+        "bursts_vs_closed": _ratio(bursts, closed),
+        "bursts_vs_inprocess": _ratio(bursts, served),
+        "inprocess_vs_onnx_fp32": _ratio(served, onnx),
+        "sentence_transformers_vs_onnx_fp32": _ratio(_throughput(measured, "sentence_transformers"), onnx),
+    }
+    idle, single = measured.runs.get("idle"), measured.runs.get("single_call")
+    if idle and single:
+        ratios["idle_p50_minus_single_call_ms"] = round(
+            best_latency(idle).percentile_ms(50) - best_latency(single).percentile_ms(50), 3
+        )
+    return {key: value for key, value in ratios.items() if value is not None}
+
+
+def _accuracy(measured: Measured) -> dict[str, Any]:
+    vectors = measured.vectors
+    reference = vectors.get("onnx_fp32", vectors.get("inprocess"))
+    pairs = {
+        "server_vs_onnx_fp32": ("server", reference),
+        "inprocess_vs_onnx_fp32": ("inprocess", reference if "onnx_fp32" in vectors else None),
+        "server_vs_sentence_transformers": ("server", vectors.get("sentence_transformers")),
+    }
+    found = {}
+    for name, (side, expected) in pairs.items():
+        if side in vectors and expected is not None and (summary := cosine_summary(vectors[side], expected)):
+            found[name] = summary
+    return found
+
+
+def _targets(measured: Measured, ratios: dict[str, float]) -> list[dict[str, Any]]:
+    """Issue 7's targets, each judged from this run's figures (absent when not measured)."""
+    server = measured.server
+    checks = [
+        ("throughput ≥ 0.95 × in-process, same runtime", ratios.get("closed_vs_inprocess"), 0.95, "min"),
+        ("throughput ≥ 2 × in-process ONNX Runtime fp32", ratios.get("closed_vs_onnx_fp32"), 2.0, "min"),
+        ("bursts ≥ 0.9 × steady closed loop", ratios.get("bursts_vs_closed"), 0.9, "min"),
+        (
+            "one short text at idle: p50 ≤ in-process + 2 ms",
+            ratios.get("idle_p50_minus_single_call_ms"),
+            2.0,
+            "max",
+        ),
+        ("ready in ≤ 3 s with the artifact cached", server.get("ready_seconds"), 3.0, "max"),
+        ("resident memory after warm-up ≤ 400 MB", server.get("rss_mb_after_ready"), 400.0, "max"),
+    ]
+    return [
+        {
+            "target": name,
+            "measured": value,
+            "limit": limit,
+            "met": value >= limit if kind == "min" else value <= limit,
+        }
+        for name, value, limit, kind in checks
+        if value is not None
+    ]

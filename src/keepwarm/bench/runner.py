@@ -1,0 +1,262 @@
+"""One benchmark run: start (or reach) the server, then measure every phase in turn.
+
+Phases alternate between the server and the in-process baselines and are repeated
+`repeat` times, so that a neighbour's load on a shared machine hits both sides alike;
+each figure is the best of its repeats, because noise only ever slows a run down.
+The server and the baselines never run at the same time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ContextManager
+
+import numpy as np
+import orjson
+
+from keepwarm.bench import client, inprocess
+from keepwarm.bench.client import LoadClient
+from keepwarm.bench.inprocess import Baseline
+from keepwarm.bench.process import ServerProcess
+from keepwarm.bench.stats import Measurement
+from keepwarm.catalog import ModelSpec
+from keepwarm.runtimes.ort import available_cores
+
+# A phase's progress: a context manager given (label, total texts) yielding an advance(n) callable.
+Tracker = Callable[[str, int], ContextManager[Callable[[int], None]]]
+MODES = ("closed", "bursts", "idle")
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What to measure and how hard to push."""
+
+    spec: ModelSpec
+    texts: list[str]
+    data_dir: Path
+    url: str | None = None  # an existing server; None starts one
+    server_args: tuple[str, ...] = ()
+    modes: tuple[str, ...] = MODES
+    clients: int = 16
+    batch: int = 8
+    burst: int = 64
+    burst_gap: float = 1.0
+    idle_text: str = "What is the capital of France?"
+    idle_requests: int = 50
+    idle_gap: float = 0.02
+    baseline_batch: int = 32
+    repeat: int = 1
+    max_seconds: float = 300.0
+    sentence_transformers: bool = False
+
+
+@dataclass
+class Measured:
+    """Raw measurements of a run, by phase, before they are turned into a report."""
+
+    server: dict[str, Any] = field(default_factory=dict)
+    runs: dict[str, list[Measurement]] = field(default_factory=dict)
+    server_cpu: dict[str, list[float | None]] = field(default_factory=dict)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    conditions: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, phase: str, result: Measurement, server_cpu: float | None = None) -> None:
+        self.runs.setdefault(phase, []).append(result)
+        self.server_cpu.setdefault(phase, []).append(server_cpu)
+
+
+def run_benchmark(options: BenchOptions, track: Tracker) -> Measured:
+    """Measure every requested phase; the result feeds `report.build_report`."""
+    measured = Measured()
+    measured.conditions["load_average_at_start"] = _load_average()
+    with _server(options, measured) as (url, process):
+        engine, served = inprocess.load_served(options.spec, options.data_dir)
+        try:
+            measured.server["runtime"] = _served_runtime(url, options.spec.name)
+            measured.labels["inprocess"] = f"in-process {served.runtime.name}"
+            baselines = {
+                "inprocess": Baseline(measured.labels["inprocess"], served.runtime, served.tokenizer)
+            }
+            reference = inprocess.onnx_reference(served, options.data_dir)
+            if reference is not served.runtime:
+                measured.labels["onnx_fp32"] = "in-process onnx fp32"
+                baselines["onnx_fp32"] = Baseline(measured.labels["onnx_fp32"], reference, served.tokenizer)
+            if {"closed", "bursts"} & set(options.modes):
+                for _ in range(options.repeat):
+                    _throughput_round(options, baselines, url, process, measured, track)
+            if "idle" in options.modes:
+                for _ in range(options.repeat):
+                    _idle_round(options, baselines["inprocess"], url, process, measured, track)
+            if options.sentence_transformers:
+                with track("sentence-transformers in-process", len(options.texts)) as advance:
+                    result, measured.vectors["sentence_transformers"] = inprocess.sentence_transformers(
+                        options.spec, served.tokenizer, options.texts, options.baseline_batch, advance
+                    )
+                measured.record("sentence_transformers", result)
+        finally:
+            engine.close()
+        if process:
+            measured.server.update(process.memory_mb() or {})
+    measured.conditions["load_average_at_end"] = _load_average()
+    return measured
+
+
+def _load_average() -> list[float] | None:
+    """1, 5 and 15-minute load averages: how busy the (possibly shared) machine was."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def _server(options: BenchOptions, measured: Measured) -> Iterator[tuple[str, ServerProcess | None]]:
+    """The server to drive: the given URL, or a fresh `keepwarm serve` (restarted once if it had to export)."""
+    measured.server["cores"] = available_cores()
+    if options.url:
+        measured.server["url"] = options.url
+        yield options.url.rstrip("/"), None
+        return
+    process = ServerProcess(options.data_dir, options.server_args)
+    try:
+        process.start()
+        if process.exported:  # the first start built the artifact: time a start that finds it cached
+            process.stop()
+            process = ServerProcess(options.data_dir, options.server_args)
+            process.start()
+        measured.server["ready_seconds"] = round(process.ready_seconds, 3)
+        measured.server.update(
+            {f"{key}_after_ready": value for key, value in (process.memory_mb() or {}).items()}
+        )
+        measured.server["args"] = list(options.server_args)
+        yield process.url, process
+    finally:
+        process.stop()
+
+
+def _served_runtime(url: str, model: str) -> str | None:
+    with urllib.request.urlopen(f"{url}/v1/models/{model}", timeout=10) as response:
+        return orjson.loads(response.read()).get("runtime")
+
+
+def _throughput_round(
+    options: BenchOptions,
+    baselines: dict[str, Baseline],
+    url: str,
+    process: ServerProcess | None,
+    measured: Measured,
+    track: Tracker,
+) -> None:
+    for name, baseline in baselines.items():
+        with track(baseline.label, len(options.texts)) as advance:
+            result, measured.vectors[name] = inprocess.throughput(
+                baseline, options.texts, options.baseline_batch, advance
+            )
+        measured.record(name, result)
+    requests = client.prepare(options.spec.name, options.texts, options.batch)
+    if "closed" in options.modes:
+        label = f"server: {options.clients} clients × {options.batch} texts"
+        _server_phase(
+            measured,
+            "closed",
+            label,
+            options,
+            url,
+            process,
+            track,
+            options.clients,
+            lambda c, advance, deadline: c.closed_loop(requests, options.clients, advance, deadline),
+        )
+    if "bursts" in options.modes:
+        label = f"server: bursts of {options.burst} × {options.batch} texts"
+        _server_phase(
+            measured,
+            "bursts",
+            label,
+            options,
+            url,
+            process,
+            track,
+            options.burst,
+            lambda c, advance, deadline: c.bursts(
+                requests, options.burst, options.burst_gap, advance, deadline
+            ),
+        )
+
+
+def _idle_round(
+    options: BenchOptions,
+    baseline: Baseline,
+    url: str,
+    process: ServerProcess | None,
+    measured: Measured,
+    track: Tracker,
+) -> None:
+    count, gap = options.idle_requests, options.idle_gap
+    measured.labels["single_call"] = f"{baseline.label}: one short text"
+    with track(measured.labels["single_call"], count) as advance:
+        measured.record(
+            "single_call", inprocess.single_calls(baseline, options.idle_text, count, gap, advance)
+        )
+    request = client.prepare(options.spec.name, [options.idle_text], 1)[0]
+    _server_phase(
+        measured,
+        "idle",
+        "server: one short text at idle",
+        options,
+        url,
+        process,
+        track,
+        1,
+        lambda c, advance, _deadline: c.idle(request, count, gap, advance),
+        total=count,
+    )
+
+
+def _server_phase(
+    measured: Measured,
+    phase: str,
+    label: str,
+    options: BenchOptions,
+    url: str,
+    process: ServerProcess | None,
+    track: Tracker,
+    connections: int,
+    load: Callable[[LoadClient, Callable[[int], None], float], Awaitable[Measurement]],
+    total: int | None = None,
+) -> None:
+    """Warm a fresh client up, then measure `load`, with the server's CPU time over the same span."""
+    server_cpu: list[float | None] = []
+
+    async def body(load_client: LoadClient) -> Measurement:
+        await load_client.warm_up(
+            client.prepare(options.spec.name, options.texts[: connections * options.batch], options.batch)
+        )
+        server_cpu.append(process.cpu_seconds() if process else None)
+        result = await load(load_client, advance, time.perf_counter() + options.max_seconds)
+        server_cpu.append(process.cpu_seconds() if process else None)
+        return result
+
+    measured.labels[phase] = label
+    with track(label, total or len(options.texts)) as advance:
+        result, vectors = client.run_phase(url, connections, body)
+    before, after = server_cpu
+    measured.record(phase, result, after - before if before is not None and after is not None else None)
+    if phase == "closed" and vectors:
+        measured.vectors["server"] = _in_text_order(vectors, len(options.texts))
+
+
+def _in_text_order(vectors: dict[int, np.ndarray], count: int) -> np.ndarray:
+    """Stack the vectors the server returned, by corpus position (rows never answered are NaN)."""
+    dims = next(iter(vectors.values())).shape[1]
+    ordered = np.full((count, dims), np.nan, dtype=np.float32)
+    for first, block in vectors.items():
+        ordered[first : first + len(block)] = block
+    return ordered

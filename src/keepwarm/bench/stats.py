@@ -1,0 +1,81 @@
+"""What one measured phase produced, and the figures reported for it."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Measurement:
+    """Work done in `seconds` of wall time, with one latency per request (or call)."""
+
+    texts: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    cpu_seconds: float | None = None  # the measuring process's own CPU time, all threads...
+    wall_seconds: float | None = None  # ...over this span (bursts and idle phases include their pauses)
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[None]:
+        """Set the wall time and this process's CPU time (all its threads) of the enclosed work."""
+        cpu, began = time.process_time(), time.perf_counter()
+        yield
+        self.seconds = self.wall_seconds = time.perf_counter() - began
+        self.cpu_seconds = time.process_time() - cpu
+
+    def add(self, texts: int, tokens: int, latency: float) -> None:
+        self.texts += texts
+        self.tokens += tokens
+        self.latencies.append(latency)
+
+    @property
+    def texts_per_second(self) -> float:
+        return self.texts / self.seconds if self.seconds else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def percentile_ms(self, q: float) -> float | None:
+        return float(np.percentile(self.latencies, q) * 1000) if self.latencies else None
+
+    def summary(self) -> dict[str, Any]:
+        """The reported figures: throughput, latency percentiles in ms, and CPU used."""
+        return {
+            "texts": self.texts,
+            "tokens": self.tokens,
+            "seconds": round(self.seconds, 4),
+            "calls": len(self.latencies),
+            "texts_per_s": round(self.texts_per_second, 2),
+            "tokens_per_s": round(self.tokens_per_second, 1),
+            "p50_ms": _round(self.percentile_ms(50)),
+            "p95_ms": _round(self.percentile_ms(95)),
+            "p99_ms": _round(self.percentile_ms(99)),
+            "cpu_seconds": _round(self.cpu_seconds),
+        }
+
+    def cpu_share(self, cpu_seconds: float | None, cores: int) -> float | None:
+        """`cpu_seconds` as a share of what `cores` cores could do over this measurement's span."""
+        span = self.wall_seconds or self.seconds
+        return round(cpu_seconds / (span * cores), 4) if cpu_seconds is not None and span else None
+
+
+def best(runs: list[Measurement]) -> Measurement:
+    """The fastest of repeated runs: on a shared machine, noise only ever slows a run down."""
+    return max(runs, key=lambda run: run.texts_per_second)
+
+
+def best_latency(runs: list[Measurement]) -> Measurement:
+    """The repeat with the lowest median latency (same reasoning as `best`)."""
+    return min(runs, key=lambda run: run.percentile_ms(50) or float("inf"))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -1,0 +1,216 @@
+"""`keepwarm bench`: measure a keepwarm server against the same model in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from keepwarm.cli.options import DATA_DIR_OPTION, model_entries
+from keepwarm.errors import ConfigError
+
+
+@click.command()
+@click.option(
+    "--url", help="Benchmark this running server instead of starting one (e.g. http://127.0.0.1:8000)."
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Model catalog TOML: passed to the server it starts, and used for the in-process baselines.",
+)
+@click.option("--model", "model_name", help="Which configured model to measure (default: the first).")
+@DATA_DIR_OPTION
+@click.option(
+    "--server-arg",
+    "server_args",
+    multiple=True,
+    metavar="ARG",
+    help="Extra argument for the `keepwarm serve` it starts, e.g. --server-arg=--max-batch-tokens=4096. Repeatable.",
+)
+@click.option(
+    "--corpus",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSONL file with a 'text' field per line. Default: ../shared/data/bench-corpus.jsonl beside the repository.",
+)
+@click.option(
+    "--texts",
+    "text_count",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Texts per throughput phase, a seeded sample of the corpus (0: all of it).",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the sample's order.")
+@click.option(
+    "--mode",
+    "modes",
+    multiple=True,
+    type=click.Choice(["closed", "bursts", "idle"]),
+    help="Phases to run against the server (repeatable; default: all).",
+)
+@click.option(
+    "--clients",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Closed loop: concurrent clients.",
+)
+@click.option(
+    "--batch", default=8, show_default=True, type=click.IntRange(1, 2048), help="Texts per request."
+)
+@click.option(
+    "--burst",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Bursts: requests sent at once.",
+)
+@click.option(
+    "--burst-gap",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Bursts: seconds of silence between bursts.",
+)
+@click.option(
+    "--idle-requests",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Idle latency: requests, one at a time.",
+)
+@click.option(
+    "--idle-text",
+    default="What is the capital of France?",
+    show_default=True,
+    help="Idle latency: the short text sent.",
+)
+@click.option(
+    "--baseline-batch",
+    default=32,
+    show_default=True,
+    type=click.IntRange(1),
+    help="In-process baselines: texts per length-sorted batch.",
+)
+@click.option(
+    "--repeat",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="Run every phase this many times; report the best.",
+)
+@click.option(
+    "--max-seconds",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Upper bound on each load phase.",
+)
+@click.option(
+    "--sentence-transformers",
+    "with_st",
+    is_flag=True,
+    help="Also measure sentence-transformers in-process (PyTorch).",
+)
+@click.option(
+    "--price-per-hour",
+    type=click.FloatRange(0, min_open=True),
+    help="Machine price in USD/hour: report $ per million tokens.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the results to this JSON file.",
+)
+def bench(
+    url: str | None,
+    config: Path | None,
+    model_name: str | None,
+    data_dir: Path,
+    server_args: tuple[str, ...],
+    corpus: Path | None,
+    text_count: int,
+    seed: int,
+    modes: tuple[str, ...],
+    clients: int,
+    batch: int,
+    burst: int,
+    burst_gap: float,
+    idle_requests: int,
+    idle_text: str,
+    baseline_batch: int,
+    repeat: int,
+    max_seconds: float,
+    with_st: bool,
+    price_per_hour: float | None,
+    json_path: Path | None,
+) -> None:
+    """Measure throughput and latency of a keepwarm server against the same model in-process.
+
+    Unless --url is given, starts `keepwarm serve` on a free loopback port (with --config),
+    then runs, in turn: the model in-process on the server's runtime (and on ONNX Runtime
+    fp32 for reference), a closed loop of concurrent clients, bursts of requests, and
+    single short requests at idle. The server and the load generator share this machine's
+    cores: the report shows how much CPU the generator itself used.
+    """
+    import orjson
+    from rich.console import Console
+
+    from keepwarm.bench import (
+        MODES,
+        BenchOptions,
+        CorpusError,
+        build_report,
+        default_corpus,
+        load_corpus,
+        run_benchmark,
+        sample,
+    )
+    from keepwarm.bench.client import LoadError
+    from keepwarm.bench.process import ServerFailed
+    from keepwarm.bench.terminal import ProgressTracker, render
+
+    if url and server_args:
+        raise click.UsageError(
+            "--server-arg applies to the server bench starts; it cannot change the one at --url"
+        )
+    corpus = corpus or default_corpus()
+    if corpus is None:
+        raise click.UsageError("no corpus: pass --corpus FILE (JSONL with a 'text' field per line)")
+    try:
+        entries = model_entries(config, ())
+        entry = next((e for e in entries if model_name in (None, e.name, *e.aliases)), None)
+        if entry is None:
+            raise click.UsageError(f"--model {model_name!r} is not in the configured models")
+        texts = sample(load_corpus(corpus), text_count or None, seed)
+        options = BenchOptions(
+            spec=entry.to_spec(),
+            texts=texts,
+            data_dir=data_dir,
+            url=url,
+            server_args=(("--config", str(config)) if config else ()) + server_args,
+            modes=modes or MODES,
+            clients=clients,
+            batch=batch,
+            burst=burst,
+            burst_gap=burst_gap,
+            idle_text=idle_text,
+            idle_requests=idle_requests,
+            baseline_batch=baseline_batch,
+            repeat=repeat,
+            max_seconds=max_seconds,
+            sentence_transformers=with_st,
+        )
+    except (ConfigError, CorpusError) as exc:
+        raise click.UsageError(str(exc)) from None
+    console = Console(stderr=True)
+    try:
+        measured = run_benchmark(options, ProgressTracker(console))
+    except (ServerFailed, LoadError) as exc:
+        raise click.ClickException(str(exc)) from None
+    report = build_report(measured, options, corpus, price_per_hour)
+    render(report, Console())
+    if json_path:
+        json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))

@@ -1,0 +1,190 @@
+"""`keepwarm bench`: a tiny real run (server, load, baselines) reports sane figures.
+
+Speeds are never asserted: only that every figure is there, consistent and plausible.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keepwarm.bench.cost import cost_report
+
+TEXTS = [
+    "What is the capital of France?",
+    "def add(a, b):\n    return a + b",
+    "Embeddings map text to vectors so that similar meanings land close together.",
+    "SELECT name, count(*) FROM users GROUP BY name HAVING count(*) > 1;",
+    "short",
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "Returns the number of items in a container; raises TypeError for objects without a length.",
+    "A very long document that goes on and on. " * 60,  # over the model's limit: truncated
+    "Résumé, naïve café — unicode survives the round trip.",
+    "HTTP/1.1 keeps connections alive between requests, which a load generator relies on.",
+    "import numpy as np\nx = np.zeros((3, 4))\nprint(x.shape)",
+    "Tokens per second is the figure that decides what an embedding service costs.",
+]
+
+
+def _bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "keepwarm", "bench", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bench") / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": text}) + "\n" for i, text in enumerate(TEXTS)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tiny_corpus: Path, data_dir: Path) -> tuple[dict[str, Any], subprocess.CompletedProcess]:
+    """One small run of every phase against a server that bench starts itself."""
+    output = tiny_corpus.parent / "report.json"
+    finished = _bench(
+        "--corpus",
+        str(tiny_corpus),
+        "--data-dir",
+        str(data_dir),
+        "--texts",
+        "0",
+        "--clients",
+        "2",
+        "--batch",
+        "3",
+        "--burst",
+        "3",
+        "--burst-gap",
+        "0.05",
+        "--idle-requests",
+        "3",
+        "--server-arg=--max-batch-size=16",
+        "--sentence-transformers",
+        "--price-per-hour",
+        "0.5",
+        "--json",
+        str(output),
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return json.loads(output.read_text()), finished
+
+
+def test_every_phase_embeds_the_whole_tiny_corpus(run) -> None:  # noqa: ANN001
+    phases = run[0]["phases"]
+    required = {"inprocess", "closed", "bursts", "single_call", "idle", "sentence_transformers"}
+    # onnx_fp32: the ONNX Runtime fp32 reference, measured apart when the server runs another runtime
+    assert required <= set(phases) <= required | {"onnx_fp32"}
+    for name in ("inprocess", "closed", "bursts", "sentence_transformers"):
+        assert phases[name]["texts"] == len(TEXTS), name
+        assert phases[name]["texts_per_s"] > 0 and phases[name]["tokens_per_s"] > phases[name]["texts_per_s"]
+
+
+def test_server_and_in_process_count_the_same_tokens(run) -> None:  # noqa: ANN001
+    phases = run[0]["phases"]
+    assert phases["closed"]["tokens"] == phases["bursts"]["tokens"] == phases["inprocess"]["tokens"]
+    assert phases["idle"]["tokens"] == phases["single_call"]["tokens"]
+
+
+def test_latency_percentiles_are_ordered_and_plausible(run) -> None:  # noqa: ANN001
+    for name, phase in run[0]["phases"].items():
+        assert 0 < phase["p50_ms"] <= phase["p95_ms"] <= phase["p99_ms"] < 60_000, name
+
+
+def test_server_vectors_match_the_in_process_reference_and_sentence_transformers(run) -> None:  # noqa: ANN001
+    accuracy = run[0]["accuracy"]
+    assert accuracy["server_vs_onnx_fp32"]["rows"] == len(TEXTS)
+    assert accuracy["server_vs_onnx_fp32"]["min"] >= 0.9999
+    assert accuracy["server_vs_sentence_transformers"]["min"] >= 0.9999
+
+
+def test_ratios_come_from_the_same_run(run) -> None:  # noqa: ANN001
+    report = run[0]
+    phases, ratios = report["phases"], report["ratios"]
+    expected = phases["closed"]["texts_per_s"] / phases["inprocess"]["texts_per_s"]
+    assert ratios["closed_vs_inprocess"] == pytest.approx(expected, rel=0.01)
+    assert ratios["idle_p50_minus_single_call_ms"] == pytest.approx(
+        phases["idle"]["p50_ms"] - phases["single_call"]["p50_ms"], abs=0.01
+    )
+    assert {t["target"] for t in report["targets"]} >= {"bursts ≥ 0.9 × steady closed loop"}
+
+
+def test_client_and_server_cpu_are_reported_as_shares_of_the_machine(run) -> None:  # noqa: ANN001
+    report = run[0]
+    assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
+    for name in ("closed", "bursts", "idle"):
+        assert 0 <= report["phases"][name]["client_cpu_share"] <= 1, name
+        assert 0 <= report["phases"][name]["server_cpu_share"] <= 1.5, name
+    # the idle phase is a few milliseconds of work, below the kernel's CPU-time resolution
+    assert report["phases"]["closed"]["server_cpu_share"] > 0
+
+
+def test_server_start_and_memory_are_reported(run) -> None:  # noqa: ANN001
+    server = run[0]["server"]
+    assert 0 < server["ready_seconds"] < 300
+    assert 50 < server["rss_mb_after_ready"] <= server["peak_rss_mb"]
+    assert server["args"] == ["--max-batch-size=16"]
+
+
+def test_cost_is_priced_beside_openai(run) -> None:  # noqa: ANN001
+    cost = run[0]["cost"]
+    tokens_per_s = run[0]["phases"]["closed"]["tokens_per_s"]
+    assert cost["usd_per_million_tokens"] == pytest.approx(0.5 / (tokens_per_s * 3600) * 1e6, rel=0.01)
+    assert [offer["usd_per_million_tokens"] for offer in cost["openai"]] == [0.02, 0.01]
+
+
+def test_terminal_shows_progress_and_tables(run) -> None:  # noqa: ANN001
+    _, finished = run
+    assert "server: 2 clients × 3 texts" in finished.stderr
+    for title in ("throughput and latency", "ratio (same run)", "issue 7 targets", "cost at $0.5/hour"):
+        assert title in finished.stdout
+
+
+def test_break_even_utilisation_is_where_the_prices_meet() -> None:
+    # 1000 tokens/s for $0.036/hour is $0.01 per million tokens at full use
+    report = cost_report(0.036, 1000.0)
+    assert report["usd_per_million_tokens"] == pytest.approx(0.01)
+    by_offer = {offer["usd_per_million_tokens"]: offer for offer in report["openai"]}
+    assert by_offer[0.02]["break_even_utilisation"] == pytest.approx(0.5) and by_offer[0.02]["breaks_even"]
+    assert by_offer[0.01]["break_even_utilisation"] == pytest.approx(1.0) and by_offer[0.01]["breaks_even"]
+    assert not cost_report(0.072, 1000.0)["openai"][1]["breaks_even"]
+
+
+def test_existing_server_is_driven_by_url(server, tiny_corpus, data_dir, tmp_path) -> None:  # noqa: ANN001
+    output = tmp_path / "idle.json"
+    finished = _bench(
+        "--url",
+        server.url,
+        "--corpus",
+        str(tiny_corpus),
+        "--data-dir",
+        str(data_dir),
+        "--mode",
+        "idle",
+        "--idle-requests",
+        "3",
+        "--json",
+        str(output),
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert set(report["phases"]) == {"single_call", "idle"}
+    assert report["server"]["url"] == server.url and report["server_runtime"]
+
+
+def test_corpus_line_without_text_is_refused_with_its_line_number(tmp_path) -> None:  # noqa: ANN001
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text('{"text": "fine"}\n{"title": "no text here"}\n')
+    finished = _bench("--corpus", str(corpus), "--data-dir", str(tmp_path))
+    assert finished.returncode == 2 and f"{corpus}:2" in finished.stderr and "'text'" in finished.stderr
+
+
+def test_missing_corpus_file_is_a_usage_error(tmp_path) -> None:  # noqa: ANN001
+    finished = _bench("--corpus", str(tmp_path / "none.jsonl"), "--data-dir", str(tmp_path))
+    assert finished.returncode == 2 and "cannot read corpus" in finished.stderr
