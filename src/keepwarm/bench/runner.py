@@ -162,7 +162,7 @@ def _throughput_round(
         measured.record(name, result)
     requests = client.prepare(options.spec.name, options.texts, options.batch)
     if "closed" in options.modes:
-        label = f"server: {options.clients} clients × {options.batch} texts"
+        label = f"server, {options.clients} clients × {options.batch} texts"
         _server_phase(
             measured,
             "closed",
@@ -175,7 +175,7 @@ def _throughput_round(
             lambda c, advance, deadline: c.closed_loop(requests, options.clients, advance, deadline),
         )
     if "bursts" in options.modes:
-        label = f"server: bursts of {options.burst} × {options.batch} texts"
+        label = f"server, bursts of {options.burst} × {options.batch} texts"
         _server_phase(
             measured,
             "bursts",
@@ -200,7 +200,7 @@ def _idle_round(
     track: Tracker,
 ) -> None:
     count, gap = options.idle_requests, options.idle_gap
-    measured.labels["single_call"] = f"{baseline.label}: one short text"
+    measured.labels["single_call"] = f"{baseline.label}, one short text"
     with track(measured.labels["single_call"], count) as advance:
         measured.record(
             "single_call", inprocess.single_calls(baseline, options.idle_text, count, gap, advance)
@@ -209,7 +209,7 @@ def _idle_round(
     _server_phase(
         measured,
         "idle",
-        "server: one short text at idle",
+        "server, one short text at idle",
         options,
         url,
         process,

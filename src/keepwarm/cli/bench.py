@@ -170,7 +170,7 @@ def bench(
     )
     from keepwarm.bench.client import LoadError
     from keepwarm.bench.process import ServerFailed
-    from keepwarm.bench.terminal import ProgressTracker, render
+    from keepwarm.bench.terminal import ProgressTracker, render, report_console
 
     if url and server_args:
         raise click.UsageError(
@@ -211,6 +211,6 @@ def bench(
     except (ServerFailed, LoadError) as exc:
         raise click.ClickException(str(exc)) from None
     report = build_report(measured, options, corpus, price_per_hour)
-    render(report, Console())
+    render(report, report_console())
     if json_path:
         json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))

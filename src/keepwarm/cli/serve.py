@@ -24,7 +24,7 @@ from keepwarm.errors import ConfigError
 )
 @click.option("--config", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Model catalog TOML file.")
 @DATA_DIR_OPTION
-@click.option("--max-batch-tokens", default=8192, show_default=True, type=click.IntRange(1), help="Padded tokens per model call.")
+@click.option("--max-batch-tokens", default=2048, show_default=True, type=click.IntRange(1), help="Padded tokens per model call.")
 @click.option("--max-batch-size", default=64, show_default=True, type=click.IntRange(1), help="Rows per model call.")
 @click.option("--max-batch-padding", default=0.1, show_default=True, type=click.FloatRange(0, 1),
               help="Largest share of a model call's padded tokens that may be padding.")

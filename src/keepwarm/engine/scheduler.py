@@ -9,7 +9,9 @@ Policy, in order of importance:
    unused on short ones. Padding costs as much compute as real tokens, and filling the
    budget with whatever is queued was measured to pad ~40 % of every batch under a
    16-client load (half the in-process throughput); stopping before padding passes
-   10 % kept the server within a few percent of in-process (docs/benchmarks.md).
+   10 % kept the server within a few percent of in-process. A budget of 2048 padded
+   tokens was as fast as 4096 or 8192 on the benchmark corpus, with lower latency and
+   well under half the peak memory (docs/benchmarks.md).
 
 There is no waiting to fill a batch: when the model is free, whatever is queued runs.
 Inputs that arrive meanwhile form the next batch, so batches grow with load by
@@ -34,7 +36,7 @@ from keepwarm.errors import NotReady, Overloaded
 class BatchLimits:
     """How big one model call and the waiting queue may get."""
 
-    max_batch_tokens: int = 8192
+    max_batch_tokens: int = 2048
     max_batch_items: int = 64
     max_queue_tokens: int = 600_000
     max_padding: float = 0.1
