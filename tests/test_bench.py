@@ -137,7 +137,7 @@ def test_cost_is_priced_beside_openai(run) -> None:  # noqa: ANN001
 
 def test_terminal_shows_progress_and_tables(run) -> None:  # noqa: ANN001
     _, finished = run
-    assert "server: 2 clients × 3 texts" in finished.stderr
+    assert "server, 2 clients × 3 texts" in finished.stderr
     for title in ("throughput and latency", "ratio (same run)", "issue 7 targets", "cost at $0.5/hour"):
         assert title in finished.stdout
 
