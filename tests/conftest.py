@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -43,6 +44,7 @@ class RunningServer:
     process: subprocess.Popen
     url: str
     log: Path
+    data_dir: Path
 
     @property
     def v1(self) -> str:
@@ -72,10 +74,50 @@ def start_server(data_dir: Path, log_dir: Path, *args: str, wait: bool = True) -
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    server = RunningServer(process, f"http://127.0.0.1:{port}", log)
+    server = RunningServer(process, f"http://127.0.0.1:{port}", log, data_dir)
     if wait:
         wait_ready(server)
     return server
+
+
+def keepwarm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the `keepwarm` command line, as a user would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "keepwarm", *args], capture_output=True, text=True, timeout=120
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"keepwarm {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+    return result
+
+
+def create_key(data_dir: Path, name: str, *options: str) -> str:
+    """A new API key's secret, made with `keepwarm keys create`."""
+    return keepwarm("keys", "create", "--name", name, *options, "--data-dir", str(data_dir)).stdout.strip()
+
+
+def state_dir(data_dir: Path, path: Path) -> Path:
+    """A data directory with its own, empty state database that reuses `data_dir`'s built artifacts.
+
+    Tests that create keys use one, so the shared servers keep running without keys.
+    """
+    path.mkdir(parents=True)
+    (path / "artifacts").symlink_to(data_dir / "artifacts", target_is_directory=True)
+    shutil.copy(data_dir / "digests.json", path / "digests.json")
+    return path
+
+
+def metric(server: RunningServer, name: str) -> float:
+    """The sum of a metric's series on the server's /metrics page."""
+    text = httpx.get(f"{server.url}/metrics").text
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+def wait_for(predicate, timeout: float = 60) -> bool:  # noqa: ANN001
+    """Poll `predicate` until it is true or `timeout` seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
 
 
 def wait_ready(server: RunningServer) -> None:
@@ -107,6 +149,19 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(data_dir: Path, log_dir: Path) -> Iterator[RunningServer]:
     """The default server: bundled model, default settings."""
     running = start_server(data_dir, log_dir)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def keyed_server(server, data_dir: Path, log_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
+    """A server that requires API keys, with JSON logs and a price; tests create the keys they need.
+
+    `server` comes first so the bundled model's artifact is built before it is shared.
+    """
+    state = state_dir(data_dir, tmp_path_factory.mktemp("keyed") / "data")
+    create_key(state, "owner", "--admin")
+    running = start_server(state, log_dir, "--log-format", "json", "--price-per-million-tokens", "2")
     yield running
     running.stop()
 

@@ -78,7 +78,9 @@ def run(tiny_corpus: Path, data_dir: Path) -> tuple[dict[str, Any], subprocess.C
 
 def test_every_phase_embeds_the_whole_tiny_corpus(run) -> None:  # noqa: ANN001
     phases = run[0]["phases"]
-    assert set(phases) == {"inprocess", "closed", "bursts", "single_call", "idle", "sentence_transformers"}
+    required = {"inprocess", "closed", "bursts", "single_call", "idle", "sentence_transformers"}
+    # onnx_fp32: the ONNX Runtime fp32 reference, measured apart when the server runs another runtime
+    assert required <= set(phases) <= required | {"onnx_fp32"}
     for name in ("inprocess", "closed", "bursts", "sentence_transformers"):
         assert phases[name]["texts"] == len(TEXTS), name
         assert phases[name]["texts_per_s"] > 0 and phases[name]["tokens_per_s"] > phases[name]["texts_per_s"]
@@ -118,7 +120,9 @@ def test_client_and_server_cpu_are_reported_as_shares_of_the_machine(run) -> Non
     assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
     for name in ("closed", "bursts", "idle"):
         assert 0 <= report["phases"][name]["client_cpu_share"] <= 1, name
-        assert 0 < report["phases"][name]["server_cpu_share"] <= 1.5, name
+        assert 0 <= report["phases"][name]["server_cpu_share"] <= 1.5, name
+    # the idle phase is a few milliseconds of work, below the kernel's CPU-time resolution
+    assert report["phases"]["closed"]["server_cpu_share"] > 0
 
 
 def test_server_start_and_memory_are_reported(run) -> None:  # noqa: ANN001

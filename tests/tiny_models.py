@@ -31,16 +31,112 @@ def _write_sentence_transformers_files(directory: Path, pooling: str, normalize:
     (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
 
 
+def _copy_wordpiece_tokenizer(source: Path, directory: Path) -> None:
+    """Reuse MiniLM's WordPiece tokenizer (vocabulary 30522) for an encoder built here."""
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(source / name, directory / name)
+
+
 def tiny_bert(directory: Path, tokenizer_source: Path, *, pooling: str = "mean", normalize: bool = False,
-              max_seq_length: int = 128, seed: int = 0) -> Path:
-    """A 2-layer BERT with MiniLM's tokenizer and random weights."""
+              max_seq_length: int = 128, seed: int = 0, vocab_size: int = 30522) -> Path:
+    """A 2-layer BERT with MiniLM's tokenizer and random weights.
+
+    A `vocab_size` below the tokenizer's 30522 makes a model that fails at run time on
+    the ids it has no embedding for: a real way for one input to break a batch.
+    """
     torch.manual_seed(seed)
     config = transformers.BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=64, max_position_embeddings=512,
     )
     transformers.BertModel(config).eval().save_pretrained(directory)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        shutil.copy(tokenizer_source / name, directory / name)
+    _copy_wordpiece_tokenizer(tokenizer_source, directory)
     _write_sentence_transformers_files(directory, pooling, normalize, max_seq_length)
+    return directory
+
+
+_QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def _bpe_tokenizer(directory: Path, padding_side: str) -> int:
+    """Train a small byte-level BPE tokenizer shaped like Qwen2's, appending an end-of-text token.
+
+    The normalizer and pre-tokenizer are Qwen2's own (transformers rebuilds them by model
+    type, so the tokenizer.json must carry the same ones, as real Qwen2 checkpoints do).
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    from keepwarm.runtimes.probe import PROBE_TEXTS
+
+    tokenizer = Tokenizer(models.BPE(unk_token=None))
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_QWEN2_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, special_tokens=["<|pad|>", "<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(list(PROBE_TEXTS) * 3, trainer)
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A <|endoftext|>", special_tokens=[("<|endoftext|>", eos)]
+    )
+    tokenizer.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>", "pad_token": "<|pad|>",
+        "padding_side": padding_side, "model_max_length": 512,
+    }))
+    return tokenizer.get_vocab_size()
+
+
+def tiny_decoder(directory: Path, *, architecture: str = "qwen2", padding_side: str = "left", seed: int = 0) -> Path:
+    """A 2-layer Qwen2 or Mistral decoder with last-token pooling and an instruction prompt."""
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = _bpe_tokenizer(directory, padding_side)
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, intermediate_size=64, max_position_embeddings=512, pad_token_id=0)
+    if architecture == "qwen2":
+        model = transformers.Qwen2Model(transformers.Qwen2Config(**common))
+    else:
+        model = transformers.MistralModel(transformers.MistralConfig(**common, sliding_window=None))
+    model.eval().save_pretrained(directory)
+    _write_sentence_transformers_files(directory, "lasttoken", True, 512)
+    (directory / "config_sentence_transformers.json").write_text(json.dumps({
+        "prompts": {"query": "Instruct: Given a question, retrieve passages that answer it\nQuery: ", "document": ""},
+        "default_prompt_name": None,
+    }))
+    return directory
+
+
+def tiny_xlm_roberta(directory: Path, tokenizer_source: Path, *, seed: int = 0) -> Path:
+    """A 2-layer XLM-RoBERTa (positions offset by the padding index) with CLS pooling."""
+    torch.manual_seed(seed)
+    config = transformers.XLMRobertaConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=514, pad_token_id=0, type_vocab_size=1,
+    )
+    transformers.XLMRobertaModel(config).eval().save_pretrained(directory)
+    _copy_wordpiece_tokenizer(tokenizer_source, directory)
+    _write_sentence_transformers_files(directory, "cls", True, 256)
+    return directory
+
+
+def tiny_modernbert(directory: Path, tokenizer_source: Path, *, seed: int = 0) -> Path:
+    """A 2-layer ModernBERT with an 8K context (local and global attention) and mean pooling."""
+    torch.manual_seed(seed)
+    config = transformers.ModernBertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=8192, pad_token_id=0, cls_token_id=101, sep_token_id=102, bos_token_id=101,
+        eos_token_id=102, local_attention=16, global_attn_every_n_layers=2,
+    )
+    transformers.ModernBertModel(config).eval().save_pretrained(directory)
+    _copy_wordpiece_tokenizer(tokenizer_source, directory)
+    _write_sentence_transformers_files(directory, "mean", True, 8192)
     return directory

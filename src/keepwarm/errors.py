@@ -22,12 +22,14 @@ class KeepwarmError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code if code is not None else self.default_code
         self.retry_after = retry_after
+        self.headers = headers or {}
 
 
 class InvalidRequest(KeepwarmError):
@@ -60,12 +62,50 @@ class ModelNotFound(KeepwarmError):
     type = "invalid_request_error"
     default_code = "model_not_found"
 
-    def __init__(self, model: str, available: list[str]) -> None:
+    def __init__(self, model: str, available: list[str], detail: str = "") -> None:
         names = ", ".join(sorted(available)) or "none"
         super().__init__(
-            f"The model '{model}' does not exist on this server. Available models: {names}.",
+            f"The model '{model}' does not exist on this server{detail}. Available models: {names}.",
             param="model",
         )
+
+
+class InvalidApiKey(KeepwarmError):
+    """No API key, or one that is unknown or revoked (401). The message never echoes the key."""
+
+    status = 401
+    type = "invalid_request_error"
+    default_code = "invalid_api_key"
+
+
+class PermissionDenied(KeepwarmError):
+    """A valid key asked for something it may not do: another model, an admin route (403)."""
+
+    status = 403
+    type = "invalid_request_error"
+    default_code = "permission_denied"
+
+
+class NotFound(KeepwarmError):
+    """A file, batch or other object the request names does not exist (404)."""
+
+    status = 404
+    type = "invalid_request_error"
+
+
+class Conflict(KeepwarmError):
+    """The object exists but its state does not allow this operation (409)."""
+
+    status = 409
+    type = "invalid_request_error"
+
+
+class VersionConflict(KeepwarmError):
+    """The model name now resolves to another version than the caller's index was built with (409)."""
+
+    status = 409
+    type = "invalid_request_error"
+    default_code = "model_version_mismatch"
 
 
 class PayloadTooLarge(KeepwarmError):
@@ -84,12 +124,39 @@ class Overloaded(KeepwarmError):
     default_code = "server_overloaded"
 
 
+class RateLimited(KeepwarmError):
+    """The caller's key used up its requests or tokens per minute (429).
+
+    As OpenAI does, `type` names the limit that was hit ("requests" or "tokens").
+    """
+
+    status = 429
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, limit: str, retry_after: float | None, headers: dict[str, str]) -> None:
+        super().__init__(message, retry_after=retry_after, headers=headers)
+        self.type = limit
+
+
 class NotReady(KeepwarmError):
     """The server is starting, stopping or the model failed in a retryable way (503)."""
 
     status = 503
     type = "server_error"
     default_code = "service_unavailable"
+
+
+class DeadlineExceeded(NotReady):
+    """A request waited in the queue past the server's deadline and was dropped uncomputed (503)."""
+
+    default_code = "deadline_exceeded"
+
+    def __init__(self, waited: float, limit: float, retry_after: float) -> None:
+        super().__init__(
+            f"This request waited {waited:.1f}s in the queue, longer than this server's limit of "
+            f"{limit:g}s, so it was dropped without being computed. The server is busy; retry later.",
+            retry_after=retry_after,
+        )
 
 
 class ConfigError(Exception):

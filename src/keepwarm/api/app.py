@@ -1,7 +1,7 @@
 """The HTTP layer: OpenAI-compatible routes over the engine.
 
-Nothing here knows how vectors are made. Routes parse, call the engine once, and
-encode the answer; every failure leaves as OpenAI's error envelope.
+Nothing here knows how vectors are made. Routes authenticate, parse, call the engine
+once, meter the answer, and encode it; every failure leaves as OpenAI's error envelope.
 """
 
 from __future__ import annotations
@@ -9,19 +9,37 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from keepwarm.api.responses import JSONResponse, embeddings_body, error_body, error_response, model_body
+from keepwarm.api.admin import admin_router
+from keepwarm.api.auth import Auth, check_model_allowed
+from keepwarm.api.lifecycle import Lifecycle, ShutdownSettings
+from keepwarm.api.limits import RateLimiter
+from keepwarm.api.middleware import RequestMiddleware, record_of
+from keepwarm.api.responses import (
+    JSONResponse,
+    embeddings_body,
+    embeddings_headers,
+    error_body,
+    error_response,
+    model_body,
+)
 from keepwarm.api.schemas import EmbeddingRequest, parse_embedding_request
-from keepwarm.engine import Engine
-from keepwarm.errors import KeepwarmError, NotReady, PayloadTooLarge
+from keepwarm.api.store import StoreAccess
+from keepwarm.engine import ONLINE, EmbedOptions, Engine
+from keepwarm.errors import ConfigError, InvalidRequest, KeepwarmError, NotReady, PayloadTooLarge
+from keepwarm.store import ApiKey, Database, Pricing, UsageEvent
+
+if TYPE_CHECKING:
+    from keepwarm.batches import BatchService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,9 +50,13 @@ CLIENT_CLOSED = 499
 
 @dataclass(frozen=True)
 class ApiSettings:
-    """Limits the HTTP layer enforces before the engine sees a request."""
+    """What the HTTP layer enforces and reports around the engine."""
 
     max_body_bytes: int = 16 * 1024 * 1024
+    # serve callers without a key while no active key exists (loopback, or --allow-unauthenticated)
+    open_when_keyless: bool = True
+    pricing: Pricing = field(default_factory=Pricing)
+    shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
 
 
 class ClientDisconnected(Exception):
@@ -66,6 +88,9 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     watcher = asyncio.ensure_future(_wait_for_disconnect(request))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()  # the request itself was cancelled (server stopping): drop its work too
+        raise
     finally:
         watcher.cancel()
     if not task.done():
@@ -74,9 +99,21 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
+def embed_options(body: EmbeddingRequest, expect_version: str | None = None, priority: int = ONLINE) -> EmbedOptions:
+    """What an embeddings body asks of the engine (the HTTP route and batch lines alike)."""
+    return EmbedOptions(
+        truncate=body.truncate,
+        dimensions=body.dimensions,
+        prompt_name=body.prompt,
+        expect_version=body.expect_version or expect_version,
+        priority=priority,
+    )
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KeepwarmError)
-    async def keepwarm_error(_: Request, exc: KeepwarmError) -> Response:
+    async def keepwarm_error(request: Request, exc: KeepwarmError) -> Response:
+        record_of(request).error = exc.code or exc.type
         return error_response(exc)
 
     @app.exception_handler(ClientDisconnected)
@@ -85,7 +122,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        record_of(request).error = "invalid_request_error"
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "path", "query")) or None
         return JSONResponse(error_body(f"Invalid request: {first['msg']}", "invalid_request_error", param), 400)
@@ -96,6 +134,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             message, code = f"Unknown request URL: {request.method} {request.url.path}.", "unknown_url"
         else:
             message, code = str(exc.detail), None
+        record_of(request).error = code or "invalid_request_error"
         return JSONResponse(error_body(message, "invalid_request_error", None, code), exc.status_code)
 
     @app.exception_handler(Exception)
@@ -104,12 +143,29 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("The server had an internal error.", "server_error"), 500)
 
 
-def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
-    """The ASGI application serving `engine`."""
+def create_app(
+    engine: Engine, db: Database, settings: ApiSettings | None = None, batches: BatchService | None = None
+) -> FastAPI:
+    """The ASGI application serving `engine`, with keys and usage in `db` (and, given, the Batch API).
+
+    `app.state.lifecycle` is how the server drains it; `app.state.store.close()` must run
+    at shutdown, after the last request, so every usage write is committed.
+    """
     settings = settings or ApiSettings()
     app = FastAPI(title="keepwarm", summary="OpenAI-compatible embeddings", default_response_class=JSONResponse)
-    app.state.engine = engine
+    store = StoreAccess(db)
+    auth = Auth(store, open_when_keyless=settings.open_when_keyless)
+    limiter = RateLimiter()
+    lifecycle = Lifecycle(settings.shutdown)
+    app.state.engine, app.state.store, app.state.lifecycle = engine, store, lifecycle
+    app.add_middleware(RequestMiddleware, lifecycle=lifecycle, metrics=engine.metrics)
+    if batches is not None:
+        from keepwarm.batches.routes import batch_router
+
+        app.include_router(batch_router(batches), dependencies=[Depends(auth.caller)])
     _install_error_handlers(app)
+    app.include_router(admin_router(auth, store, settings.pricing))
+    served_names = list(dict.fromkeys(name for spec in engine.specs for name in spec.names))
 
     @app.post(
         "/v1/embeddings",
@@ -120,26 +176,45 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
             }
         },
     )
-    async def create_embeddings(request: Request) -> Response:
+    async def create_embeddings(request: Request, key: ApiKey = Depends(auth.caller)) -> Response:
         """Embed text or token ids (OpenAI's `POST /v1/embeddings`)."""
+        record = record_of(request)
+        limiter.check_request(key)
         body = parse_embedding_request(await read_body(request, settings.max_body_bytes))
-        result = await unless_disconnected(
-            request,
-            engine.embed(body.model, body.input, truncate=body.truncate, dimensions=body.dimensions),
+        view, _ = engine.describe(body.model)
+        check_model_allowed(key, body.model, view.spec.names)
+        record.model = view.spec.name
+        options = embed_options(body, request.headers.get("x-expect-model-version"))
+        admit = partial(limiter.check_tokens, key) if key.tpm is not None else None
+        result = await unless_disconnected(request, engine.embed(body.model, body.input, options, admit=admit))
+        event = UsageEvent(
+            key.id, view.spec.name, result.model.short_version, result.tokens, result.cached_inputs,
+            result.timings.compute,
         )
+        await store.call(store.usage.record, event)  # committed before the answer leaves
+        record.result = result
+        record.headers |= limiter.headers(key)
         return JSONResponse(
-            embeddings_body(result, requested_model=body.model, encoding_format=body.encoding_format or "float")
+            embeddings_body(result, requested_model=body.model, encoding_format=body.encoding_format or "float"),
+            headers=embeddings_headers(result),
         )
 
     @app.get("/v1/models")
-    async def list_models() -> Response:
-        """Every model this server serves (OpenAI's `GET /v1/models`)."""
-        return JSONResponse({"object": "list", "data": [model_body(m) for m in engine.models]})
+    async def list_models(key: ApiKey = Depends(auth.caller)) -> Response:
+        """The models this server serves and the caller's key may use (OpenAI's `GET /v1/models`)."""
+        views = engine.catalog()
+        current = [view for view in views if view.current and key.may_use(view.spec.names)]
+        data = [model_body(view, [v for v in views if v.spec.name == view.spec.name]) for view in current]
+        return JSONResponse({"object": "list", "data": data})
 
     @app.get("/v1/models/{model_id:path}")
-    async def retrieve_model(model_id: str) -> Response:
+    async def retrieve_model(
+        model_id: str = Path(examples=served_names), key: ApiKey = Depends(auth.caller)
+    ) -> Response:
         """One model by name or alias (OpenAI's `GET /v1/models/{id}`)."""
-        return JSONResponse(model_body(engine.resolve(model_id)))
+        view, versions = engine.describe(model_id)
+        check_model_allowed(key, model_id, view.spec.names)
+        return JSONResponse(model_body(view, versions))
 
     @app.get("/health")
     async def health() -> Response:
@@ -149,27 +224,47 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
     @app.get("/ready")
     async def ready() -> Response:
         """Every model is loaded and warmed up (503 until then, and while shutting down)."""
+        if lifecycle.draining:
+            raise NotReady("keepwarm is shutting down", retry_after=1)
         if not engine.ready:
             raise NotReady("keepwarm is not ready: models are still loading or the server is stopping", retry_after=1)
         return JSONResponse({"status": "ready", "models": [m.spec.name for m in engine.models]})
+
+    @app.post("/admin/reload")
+    async def reload_catalog(_: ApiKey = Depends(auth.admin)) -> Response:
+        """Re-read the model catalog and swap models without dropping in-flight requests (like SIGHUP)."""
+        reload = getattr(app.state, "reload", None)
+        if reload is None:
+            raise NotReady("this server was started without a reloadable catalog")
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, reload)
+        except ConfigError as exc:
+            raise InvalidRequest(f"the new catalog was refused, the old one keeps serving: {exc}") from None
+        views = engine.catalog()
+        return JSONResponse({"status": "reloaded", "models": [model_body(v, [v]) for v in views if v.current]})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         """Prometheus metrics."""
         return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    _register_request_schema(app)
+    _register_request_schema(app, served_names)
     return app
 
 
-def _register_request_schema(app: FastAPI) -> None:
-    """Publish EmbeddingRequest in the OpenAPI document (the route reads raw bytes itself)."""
+def _register_request_schema(app: FastAPI, model_names: list[str]) -> None:
+    """Publish EmbeddingRequest in the OpenAPI document (the route reads raw bytes itself).
+
+    The served model names are given as examples, so readers of /docs and API fuzzers
+    see requests that reach a model.
+    """
     original = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = original()
             defs = EmbeddingRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            defs["properties"]["model"]["examples"] = model_names
             schema.setdefault("components", {}).setdefault("schemas", {})["EmbeddingRequest"] = defs
             app.openapi_schema = schema
         return app.openapi_schema

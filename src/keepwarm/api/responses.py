@@ -17,7 +17,8 @@ import orjson
 from starlette.responses import Response
 
 from keepwarm.engine import Embeddings
-from keepwarm.engine.model import ServedModel
+from keepwarm.catalog.versions import short_version
+from keepwarm.engine.engine import ModelView
 from keepwarm.errors import KeepwarmError
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
@@ -47,27 +48,59 @@ def embeddings_body(result: Embeddings, *, requested_model: str, encoding_format
         "data": [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)],
         "model": requested_model,
         "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
+        # extensions (ignored by OpenAI's clients): which version made these vectors, what the cache saved
+        "model_version": result.model.short_version,
+        "cache": {"cached_inputs": result.cached_inputs, "cached_tokens": result.cached_tokens},
     }
 
 
-def model_body(model: ServedModel) -> dict[str, Any]:
-    """One entry of `/v1/models`: OpenAI's fields, then keepwarm's details."""
-    spec = model.spec
-    return {
-        "id": spec.name,
-        "object": "model",
-        "created": model.created,
-        "owned_by": "keepwarm",
-        "version": model.short_version,
-        "full_version": model.version,
-        "aliases": list(spec.aliases),
-        "dimensions": model.dimensions,
+def _version_body(view: ModelView) -> dict[str, Any]:
+    """What one version of a model is: its identity, settings and, when loaded, runtime facts."""
+    spec, model = view.spec, view.model
+    body: dict[str, Any] = {
+        "version": short_version(view.version),
+        "full_version": view.version,
+        "current": view.current,
+        "loaded": model is not None,
+        "source": str(spec.directory),
         "max_tokens": spec.max_tokens,
         "pooling": spec.pooling,
         "normalize": spec.normalize,
+        "prompts": spec.prompts,
+        "default_prompt": spec.default_prompt,
+        "overflow": spec.overflow,
+        "matryoshka_dims": list(spec.matryoshka_dims),
         "token_ids": spec.token_ids,
-        "runtime": model.runtime.name,
+        "device": spec.device,
+        "dtype": spec.dtype,
+        "load": spec.load,
     }
+    if model is not None:
+        body.update(
+            dimensions=model.dimensions,
+            runtime=model.runtime.name,
+            accuracy=model.opened.accuracy,
+        )
+    return body
+
+
+def model_body(view: ModelView, versions: list[ModelView]) -> dict[str, Any]:
+    """One entry of `/v1/models`: OpenAI's fields, the version it resolves to, and all versions."""
+    created = int((view.spec.directory / "config.json").stat().st_mtime)
+    return {
+        "id": view.spec.name,
+        "object": "model",
+        "created": view.model.created if view.model else created,
+        "owned_by": "keepwarm",
+        "aliases": list(view.spec.aliases),
+        **_version_body(view),
+        "versions": [_version_body(v) for v in versions],
+    }
+
+
+def embeddings_headers(result: Embeddings) -> dict[str, str]:
+    """Response headers naming the exact model version that made the vectors."""
+    return {"X-Model-Version": result.model.short_version}
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -76,8 +109,10 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
 
 
 def error_response(error: KeepwarmError) -> JSONResponse:
-    """Render a keepwarm error with its status and, when known, a Retry-After header."""
-    headers = {"Retry-After": str(math.ceil(error.retry_after))} if error.retry_after else None
+    """Render a keepwarm error with its status, its own headers and, when known, Retry-After."""
+    headers = dict(error.headers)
+    if error.retry_after:
+        headers["Retry-After"] = str(math.ceil(error.retry_after))
     return JSONResponse(
         error_body(error.message, error.type, error.param, error.code), status_code=error.status, headers=headers
     )

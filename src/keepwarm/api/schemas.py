@@ -7,23 +7,35 @@ are easier to explain in one clear message than through a union's error list.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StrictInt, StrictStr, ValidationError, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from keepwarm.errors import InvalidRequest
 
 MAX_INPUTS = 2048
+Body = TypeVar("Body", bound=BaseModel)
 
 _INPUT_SHAPES = "a string, an array of strings, an array of token ids, or an array of token-id arrays"
 _INPUT_SCHEMA = {
     "anyOf": [
         {"type": "string", "minLength": 1},
         {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": MAX_INPUTS},
-        {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+        {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
         {
             "type": "array",
-            "items": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+            "items": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
             "minItems": 1,
             "maxItems": MAX_INPUTS,
         },
@@ -91,10 +103,36 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] | None = "float"
     dimensions: StrictInt | None = Field(default=None, ge=1)
     user: StrictStr | None = None
-    truncate: StrictBool = Field(
-        default=False,
-        description="keepwarm extension: embed only the first tokens of inputs over the model's limit.",
+    truncate: StrictBool | None = Field(
+        default=None,
+        description="keepwarm extension: true embeds only the first tokens of inputs over the model's limit; "
+        "false refuses them; absent follows the model's `overflow` setting.",
     )
+    input_type: Literal["query", "document"] | None = Field(
+        default=None, description="keepwarm extension: apply the model's `query` or `document` prompt."
+    )
+    prompt_name: StrictStr | None = Field(
+        default=None, description="keepwarm extension: apply any of the model's named prompts."
+    )
+    expect_version: StrictStr | None = Field(
+        default=None,
+        description="keepwarm extension: the model version your index was built with; 409 if `model` "
+        "now resolves to another (same as the X-Expect-Model-Version header).",
+    )
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> EmbeddingRequest:
+        if self.input_type and self.prompt_name and self.input_type != self.prompt_name:
+            raise InvalidRequest(
+                f"input_type '{self.input_type}' and prompt_name '{self.prompt_name}' disagree; send one of them",
+                param="input_type",
+            )
+        return self
+
+    @property
+    def prompt(self) -> str | None:
+        """The prompt to apply, from either spelling."""
+        return self.input_type or self.prompt_name
 
 
 def _describe(error: dict[str, Any]) -> tuple[str, str | None]:
@@ -113,12 +151,17 @@ def _describe(error: dict[str, Any]) -> tuple[str, str | None]:
     return f"Invalid value for '{param}': {error['msg']}.", param
 
 
-def parse_embedding_request(body: bytes) -> EmbeddingRequest:
-    """Parse and validate a request body, raising InvalidRequest with a clear message."""
+def parse_json_body(schema: type[Body], body: bytes) -> Body:
+    """Parse and validate a JSON request body into `schema`, raising InvalidRequest with a clear message."""
     if not body.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
-        return EmbeddingRequest.model_validate_json(body)
+        return schema.model_validate_json(body)
     except ValidationError as exc:
         message, param = _describe(exc.errors(include_url=False)[0])
         raise InvalidRequest(message, param=param) from None
+
+
+def parse_embedding_request(body: bytes) -> EmbeddingRequest:
+    """Parse and validate a `/v1/embeddings` body (HTTP route and batch lines alike)."""
+    return parse_json_body(EmbeddingRequest, body)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from keepwarm.engine.model import ServedModel
 from keepwarm.engine.tokenization import ModelTokenizer
 from keepwarm.engine.worker import pad_batch
 from keepwarm.runtimes.base import Runtime
-from keepwarm.runtimes.export import export_key, export_onnx
+from keepwarm.runtimes.factory import onnx_fp32_artifact
 from keepwarm.runtimes.ort import OnnxRuntime, available_cores
 
 Progress = Callable[[int], None]
@@ -49,10 +48,8 @@ def load_served(spec: ModelSpec, data_dir: Path) -> tuple[Engine, ServedModel]:
 
 def onnx_reference(served: ServedModel, data_dir: Path) -> Runtime:
     """ONNX Runtime fp32 on the exported graph: the served runtime itself when that is what it is."""
-    store = ArtifactStore(data_dir)
-    key = export_key(served.spec, served.fingerprint)
-    folder, artifact = store.get(key) or store.build(key, partial(export_onnx, served.spec))
-    if isinstance(served.runtime, OnnxRuntime) and artifact == served.artifact:
+    folder, artifact = onnx_fp32_artifact(served.spec, ArtifactStore(data_dir), served.fingerprint)
+    if isinstance(served.runtime, OnnxRuntime) and served.opened.dtype == "fp32":
         return served.runtime
     return OnnxRuntime(served.spec, folder / artifact["file"])
 
@@ -74,7 +71,7 @@ def single_calls(baseline: Baseline, text: str, count: int, gap: float, progress
     for _ in range(count):
         time.sleep(gap)
         started = time.perf_counter()
-        ids = baseline.tokenizer.encode_texts([text], truncate=True)
+        ids = baseline.tokenizer.encode_texts([text], overflow="truncate").ids
         baseline.runtime.embed(*pad_batch(ids, baseline.tokenizer.pad_id))
         result.add(1, len(ids[0]), time.perf_counter() - started)
         progress(1)
@@ -92,7 +89,7 @@ def sentence_transformers(
     torch.set_num_threads(available_cores())
     model = SentenceTransformer(str(spec.directory), device="cpu")
     model.encode(texts[:_WARM_UP_TEXTS], batch_size=batch)
-    lengths = [len(ids) for ids in tokenizer.encode_texts(texts, truncate=True)]
+    lengths = [len(ids) for ids in tokenizer.encode_texts(texts, overflow="truncate").ids]
     result = Measurement()
     with result.timed():
         vectors = _run_sorted(
@@ -108,7 +105,7 @@ def sentence_transformers(
 def _embed_sorted(
     baseline: Baseline, texts: list[str], batch: int, progress: Progress, result: Measurement | None = None
 ) -> np.ndarray:
-    ids = baseline.tokenizer.encode_texts(texts, truncate=True)
+    ids = baseline.tokenizer.encode_texts(texts, overflow="truncate").ids
     pad_id = baseline.tokenizer.pad_id
     return _run_sorted(
         [len(row) for row in ids],

@@ -7,22 +7,90 @@ model and the key it belongs to, so a typo never surfaces as a failure at reques
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from keepwarm.catalog.sources import DEFAULT_MODEL_NAME, DEFAULT_MODEL_SOURCE, resolve_source
-from keepwarm.catalog.spec import POOLING_MODES, TOKEN_ID_INPUTS, ModelSpec, read_model_spec
+from keepwarm.catalog.spec import (
+    DEVICES,
+    DTYPES,
+    LOAD_POLICIES,
+    OVERFLOWS,
+    POOLING_MODES,
+    RUNTIMES,
+    TOKEN_ID_INPUTS,
+    ModelSpec,
+    read_model_spec,
+)
 from keepwarm.errors import ConfigError
 
-# key -> (accepted python type, description used in error messages)
-_OVERRIDE_KEYS: dict[str, tuple[type, str]] = {
-    "pooling": (str, f"one of {', '.join(POOLING_MODES)}"),
-    "normalize": (bool, "true or false"),
-    "max_tokens": (int, "a positive integer"),
-    "token_ids": (str, f"one of {', '.join(TOKEN_ID_INPUTS)}"),
+Check = Callable[[Any], Any]  # returns the normalised value, or raises ValueError
+
+
+def _choice(options: tuple[str, ...]) -> tuple[Check, str]:
+    def check(value: Any) -> Any:
+        if value not in options:
+            raise ValueError
+        return value
+
+    return check, f"one of {', '.join(options)}"
+
+
+def _positive_int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError
+    return value
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError
+    return float(value)
+
+
+def _prompts(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError
+    return dict(value)
+
+
+def _dims(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError
+    return tuple(sorted({_positive_int(v) for v in value}))
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError
+    return value
+
+
+# key -> (check, description used in error messages); all override the model's own files
+_OVERRIDE_KEYS: dict[str, tuple[Check, str]] = {
+    "runtime": _choice(RUNTIMES),
+    "dtype": _choice(DTYPES),
+    "device": _choice(DEVICES),
+    "pooling": _choice(POOLING_MODES),
+    "normalize": (_boolean, "true or false"),
+    "prompts": (_prompts, 'a table of prompt names to text, e.g. {query = "query: "}'),
+    "default_prompt": (_text, "the name of one of the model's prompts"),
+    "max_tokens": (_positive_int, "a positive integer"),
+    "overflow": _choice(OVERFLOWS),
+    "matryoshka_dims": (_dims, "a non-empty list of positive integers"),
+    "token_ids": _choice(TOKEN_ID_INPUTS),
+    "load": _choice(LOAD_POLICIES),
+    "idle_timeout": (_seconds, "a number of seconds >= 0 (0: never unload)"),
 }
-_CHOICES = {"pooling": POOLING_MODES, "token_ids": TOKEN_ID_INPUTS}
+KNOWN_KEYS = ("name", "source", "aliases", "current", *_OVERRIDE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -33,27 +101,26 @@ class ModelEntry:
     source: str
     aliases: tuple[str, ...] = ()
     overrides: tuple[tuple[str, Any], ...] = ()
+    current: bool | None = None  # with several entries of one name: the version `name` means
 
     def to_spec(self) -> ModelSpec:
         """Resolve the source and read the model's own files into a spec."""
         try:
             spec = read_model_spec(self.name, resolve_source(self.source), overrides=dict(self.overrides))
-        except ConfigError as exc:
+        except (ConfigError, TypeError) as exc:
             raise ConfigError(f"model '{self.name}': {exc}") from None
-        return ModelSpec(**{**spec.__dict__, "aliases": self.aliases})
+        return replace(spec, aliases=self.aliases, current=self.current is not False)
 
 
 DEFAULT_ENTRY = ModelEntry(name=DEFAULT_MODEL_NAME, source=DEFAULT_MODEL_SOURCE)
 
 
 def _check_override(model: str, key: str, value: Any) -> Any:
-    expected, description = _OVERRIDE_KEYS[key]
-    type_ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-    if not type_ok or (key in _CHOICES and value not in _CHOICES[key]) or (
-        key == "max_tokens" and value < 1
-    ):
-        raise ConfigError(f"model '{model}': key '{key}' must be {description}, got {value!r}")
-    return value
+    check, description = _OVERRIDE_KEYS[key]
+    try:
+        return check(value)
+    except ValueError:
+        raise ConfigError(f"model '{model}': key '{key}' must be {description}, got {value!r}") from None
 
 
 def _entry_from_table(position: int, table: Any) -> ModelEntry:
@@ -66,23 +133,25 @@ def _entry_from_table(position: int, table: Any) -> ModelEntry:
     if not isinstance(source, str) or not source:
         raise ConfigError(f"model '{name}': key 'source' must be a directory or package name")
     aliases = table.get("aliases", [])
-    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
-        raise ConfigError(f"model '{name}': key 'aliases' must be a list of names")
-    unknown = set(table) - {"name", "source", "aliases", *_OVERRIDE_KEYS}
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a and "@" not in a for a in aliases):
+        raise ConfigError(f"model '{name}': key 'aliases' must be a list of names without '@'")
+    current = table.get("current")
+    if current is not None and not isinstance(current, bool):
+        raise ConfigError(f"model '{name}': key 'current' must be true or false")
+    unknown = set(table) - set(KNOWN_KEYS)
     if unknown:
-        allowed = ", ".join(["name", "source", "aliases", *_OVERRIDE_KEYS])
-        raise ConfigError(f"model '{name}': unknown key(s) {sorted(unknown)}; allowed: {allowed}")
+        raise ConfigError(f"model '{name}': unknown key(s) {sorted(unknown)}; allowed: {', '.join(KNOWN_KEYS)}")
     overrides = tuple(
         (key, _check_override(name, key, table[key])) for key in _OVERRIDE_KEYS if key in table
     )
-    return ModelEntry(name=name, source=source, aliases=tuple(aliases), overrides=overrides)
+    return ModelEntry(name=name, source=source, aliases=tuple(aliases), overrides=overrides, current=current)
 
 
 def load_config(path: Path) -> list[ModelEntry]:
     """Read a catalog file into model entries, rejecting anything unclear."""
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     unknown = set(document) - {"models"}
     if unknown:
@@ -102,10 +171,24 @@ def parse_model_option(option: str) -> ModelEntry:
 
 
 def check_unique_names(entries: list[ModelEntry]) -> None:
-    """Refuse two models answering to the same name or alias."""
-    seen: dict[str, str] = {}
+    """Refuse ambiguity: a name or alias on two models, or several versions and no single current one.
+
+    Several entries may share a `name`: they are versions of one model, all servable by
+    pin (`name@version`), and the one marked `current = true` is what `name` means.
+    """
+    owner: dict[str, str] = {}
+    versions: dict[str, list[ModelEntry]] = {}
     for entry in entries:
+        versions.setdefault(entry.name, []).append(entry)
         for alias in (entry.name, *entry.aliases):
-            if alias in seen:
-                raise ConfigError(f"name '{alias}' is used by both '{seen[alias]}' and '{entry.name}'")
-            seen[alias] = entry.name
+            if owner.setdefault(alias, entry.name) != entry.name:
+                raise ConfigError(f"name '{alias}' is used by both '{owner[alias]}' and '{entry.name}'")
+    for name, group in versions.items():
+        current = [entry for entry in group if entry.current]
+        if len(group) > 1 and len(current) != 1:
+            raise ConfigError(
+                f"model '{name}' is configured {len(group)} times (versions): mark exactly one with "
+                f"current = true (found {len(current)})"
+            )
+        if len(group) == 1 and group[0].current is False:
+            raise ConfigError(f"model '{name}': key 'current' is false, but it is the only version")

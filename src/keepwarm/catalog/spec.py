@@ -18,8 +18,18 @@ from keepwarm.errors import ConfigError
 
 Pooling = Literal["mean", "cls", "max", "lasttoken"]
 TokenIdInput = Literal["cl100k", "model"]
+RuntimeName = Literal["auto", "onnx", "torch", "openvino"]
+DType = Literal["fp32", "fp16", "bf16", "int8"]
+Device = Literal["cpu", "cuda"]
+Overflow = Literal["error", "truncate", "chunk"]
+LoadPolicy = Literal["eager", "lazy"]
 POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max", "lasttoken")
 TOKEN_ID_INPUTS: tuple[str, ...] = ("cl100k", "model")
+RUNTIMES: tuple[str, ...] = ("auto", "onnx", "torch", "openvino")
+DTYPES: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+OVERFLOWS: tuple[str, ...] = ("error", "truncate", "chunk")
+LOAD_POLICIES: tuple[str, ...] = ("eager", "lazy")
 
 _ST_POOLING_KEYS = {
     "pooling_mode_mean_tokens": "mean",
@@ -40,11 +50,33 @@ class ModelSpec:
     max_tokens: int
     token_ids: TokenIdInput = "cl100k"
     aliases: tuple[str, ...] = field(default=())
+    runtime: RuntimeName = "auto"
+    dtype: DType = "fp32"
+    device: Device = "cpu"
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt: str | None = None
+    overflow: Overflow = "error"
+    matryoshka_dims: tuple[int, ...] = ()
+    load: LoadPolicy = "eager"
+    idle_timeout: float = 0.0
+    current: bool = True  # the version the bare name resolves to
 
     @property
     def names(self) -> tuple[str, ...]:
         """The name and every alias this model answers to."""
         return (self.name, *self.aliases)
+
+    def apply_prompt(self, text: str, prompt_name: str | None) -> str:
+        """`text` with the named prompt (or the model's default) applied.
+
+        A prompt is a prefix, as in sentence-transformers, or an instruction template
+        holding `{text}` where the input goes.
+        """
+        name = prompt_name or self.default_prompt
+        if name is None:
+            return text
+        prompt = self.prompts[name]
+        return prompt.replace("{text}", text) if "{text}" in prompt else prompt + text
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -80,6 +112,17 @@ def _pooling_from_modules(directory: Path, modules: list[dict[str, Any]]) -> Poo
                 )
             return chosen[0]  # type: ignore[return-value]
     return "mean"  # what sentence-transformers uses for a plain transformers model
+
+
+def _check_pooling_includes_prompt(directory: Path, modules: list[dict[str, Any]]) -> None:
+    for module in modules:
+        if str(module.get("type", "")).endswith(".Pooling"):
+            config = _read_json(directory / str(module.get("path", "")) / "config.json")
+            if config.get("include_prompt") is False:
+                raise ConfigError(
+                    f"{directory}: pooling excludes prompt tokens (include_prompt = false), "
+                    "which keepwarm does not support yet; its vectors would not match the reference"
+                )
 
 
 def _unsupported_modules(modules: list[dict[str, Any]]) -> list[str]:
@@ -119,10 +162,32 @@ def read_model_spec(
     unsupported = _unsupported_modules(modules)
     if unsupported:
         raise ConfigError(f"model '{name}': unsupported sentence-transformers modules {unsupported}")
+    _check_pooling_includes_prompt(directory, modules)
+    st_config = _read_json(directory / "config_sentence_transformers.json")
+    prompts = st_config.get("prompts") if isinstance(st_config.get("prompts"), dict) else {}
     values: dict[str, Any] = {
         "pooling": _pooling_from_modules(directory, modules),
         "normalize": any(str(m.get("type", "")).endswith(".Normalize") for m in modules),
         "max_tokens": _default_max_tokens(directory),
+        "prompts": {str(k): str(v) for k, v in prompts.items()},
+        "default_prompt": st_config.get("default_prompt_name") or None,
     }
     values.update(overrides or {})
-    return ModelSpec(name=name, directory=directory, **values)
+    spec = ModelSpec(name=name, directory=directory, **values)
+    _check_combination(spec)
+    return spec
+
+
+def _check_combination(spec: ModelSpec) -> None:
+    """Refuse settings that cannot work together, saying which key to change."""
+    if spec.default_prompt is not None and spec.default_prompt not in spec.prompts:
+        raise ConfigError(f"key 'default_prompt': '{spec.default_prompt}' is not one of the prompts {sorted(spec.prompts)}")
+    if spec.dtype == "int8" and spec.runtime == "torch":
+        raise ConfigError("key 'dtype': int8 needs runtime 'onnx', 'openvino' or 'auto' (not 'torch')")
+    if spec.dtype in ("fp16", "bf16") and spec.runtime == "onnx":
+        raise ConfigError(
+            f"key 'dtype': {spec.dtype} needs runtime 'torch', 'openvino' or 'auto'; "
+            "keepwarm's ONNX Runtime path is fp32/int8"
+        )
+    if spec.device == "cuda" and spec.runtime == "openvino":
+        raise ConfigError("key 'device': runtime 'openvino' runs on the CPU here; use 'onnx' or 'torch' for cuda")

@@ -16,8 +16,21 @@ SHORT_LENGTH = 12
 
 
 def vector_settings(spec: ModelSpec) -> dict[str, object]:
-    """The settings of `spec` that change the vectors it produces."""
-    return {"pooling": spec.pooling, "normalize": spec.normalize, "max_tokens": spec.max_tokens}
+    """The settings of `spec` that change the vectors it produces.
+
+    fp32 on any runtime gives fp32-equivalent vectors (every runtime is checked against
+    PyTorch), so the runtime only counts for reduced precision, where each rounds
+    differently. `auto` records its measured choice beside the artifact, so it stays put.
+    """
+    return {
+        "pooling": spec.pooling,
+        "normalize": spec.normalize,
+        "max_tokens": spec.max_tokens,
+        "overflow": spec.overflow,
+        "prompts": spec.prompts,
+        "default_prompt": spec.default_prompt,
+        "precision": "fp32" if spec.dtype == "fp32" else f"{spec.runtime}-{spec.dtype}",
+    }
 
 
 def model_version(spec: ModelSpec, files_fingerprint: str) -> str:
@@ -29,3 +42,14 @@ def model_version(spec: ModelSpec, files_fingerprint: str) -> str:
 def short_version(version: str) -> str:
     """The 12-hex-character form shown to users."""
     return version[:SHORT_LENGTH]
+
+
+def split_pin(model: str) -> tuple[str, str | None]:
+    """`name@version` → (name, version); a bare name → (name, None)."""
+    name, sep, version = model.partition("@")
+    return name, (version.lower() if sep else None)
+
+
+def matches(version: str, pin: str) -> bool:
+    """True when `pin` is this full version or its 12-character short form."""
+    return pin in (version, short_version(version))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import platformdirs
 
-from keepwarm.catalog import DEFAULT_ENTRY, ModelEntry, check_unique_names, load_config, parse_model_option
+from keepwarm.catalog import DEFAULT_ENTRY, ModelEntry, ModelSpec, check_unique_names, load_config, parse_model_option
+from keepwarm.errors import ConfigError
 
 DATA_DIR_OPTION = click.option(
     "--data-dir",
@@ -19,6 +22,36 @@ DATA_DIR_OPTION = click.option(
 )
 
 
+def pricing_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--price-per-million-tokens and --price-per-hour, for commands that report cost."""
+    command = click.option(
+        "--price-per-hour", type=click.FloatRange(0), default=0.0, envvar="KEEPWARM_PRICE_PER_HOUR",
+        show_default=True, help="Price of one hour of model compute time (env KEEPWARM_PRICE_PER_HOUR).",
+    )(command)
+    return click.option(
+        "--price-per-million-tokens", type=click.FloatRange(0), default=0.0,
+        envvar="KEEPWARM_PRICE_PER_MILLION_TOKENS", show_default=True,
+        help="Price of one million embedded tokens (env KEEPWARM_PRICE_PER_MILLION_TOKENS).",
+    )(command)
+
+
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Left-aligned columns, wide enough for their longest cell."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows))
+    return "\n".join(lines)
+
+
+def open_database(data_dir: Path):  # noqa: ANN201 - keepwarm.store.Database, imported lazily
+    """The state database in `data_dir`, or a clean CLI error."""
+    from keepwarm.store import Database, StoreError
+
+    try:
+        return Database.in_data_dir(data_dir)
+    except (StoreError, OSError) as exc:
+        raise click.ClickException(f"cannot open the state database in {data_dir}: {exc}") from None
+
+
 def model_entries(config: Path | None, models: tuple[str, ...]) -> list[ModelEntry]:
     """The models to serve: from the config file and `--model` options, else the bundled one."""
     entries = load_config(config) if config else []
@@ -26,3 +59,60 @@ def model_entries(config: Path | None, models: tuple[str, ...]) -> list[ModelEnt
     entries = entries or [DEFAULT_ENTRY]
     check_unique_names(entries)
     return entries
+
+
+def load_specs(config: Path | None, models: tuple[str, ...]) -> list[ModelSpec]:
+    """The configured models' specs, devices checked; ConfigError names the model and key."""
+    from keepwarm.runtimes.factory import check_device
+
+    specs = [entry.to_spec() for entry in model_entries(config, models)]
+    for spec in specs:
+        try:
+            check_device(spec)
+        except ConfigError as exc:
+            raise ConfigError(f"model '{spec.name}': {exc}") from None
+    return specs
+
+
+def model_specs(config: Path | None, models: tuple[str, ...]) -> list[ModelSpec]:
+    """`load_specs` for a command line: a configuration problem becomes a usage error (exit 2)."""
+    try:
+        return load_specs(config, models)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def CONFIG_OPTIONS(command):  # noqa: ANN001, ANN201, N802 - a decorator, named like the options it adds
+    """`--config FILE` and repeatable `--model NAME=PATH`, as `keepwarm serve` takes them."""
+    command = click.option(
+        "--model",
+        "model_options",
+        multiple=True,
+        metavar="NAME=PATH",
+        help="Serve the model in directory (or installed package) PATH as NAME. Repeatable. "
+        "Default: the bundled all-minilm-l6-v2.",
+    )(command)
+    return click.option(
+        "--config", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Model catalog TOML file."
+    )(command)
+
+
+def engine_for(names: list[str], config: Path | None, models: tuple[str, ...], data_dir: Path):  # noqa: ANN201
+    """An in-process Engine, loaded, with the models `names` refer to (names, aliases or pins).
+
+    Models come from `--config` and NAME=PATH options; the bundled model is always at hand.
+    """
+    from keepwarm.catalog.versions import split_pin
+    from keepwarm.engine import Engine
+
+    specs = load_specs(config, models)
+    if not any(spec.name == DEFAULT_ENTRY.name for spec in specs):
+        specs.append(DEFAULT_ENTRY.to_spec())
+    wanted = {split_pin(name)[0] for name in names}
+    chosen = [spec for spec in specs if wanted & set(spec.names)]
+    missing = wanted - {alias for spec in chosen for alias in spec.names}
+    if missing:
+        raise ConfigError(f"model(s) {sorted(missing)} not in the catalog; add them as NAME=PATH or with --config")
+    engine = Engine(chosen, data_dir)
+    engine.load()
+    return engine

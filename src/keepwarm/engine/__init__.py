@@ -1,7 +1,7 @@
 """The engine: tokenization, batching and scheduling between callers and runtimes."""
 
-from keepwarm.engine.engine import Embeddings, Engine, EngineSettings
+from keepwarm.engine.engine import EmbedOptions, Embeddings, Engine, EngineSettings, Timings
 from keepwarm.engine.jobs import BACKGROUND, ONLINE
 from keepwarm.engine.scheduler import BatchLimits
 
-__all__ = ["BACKGROUND", "ONLINE", "BatchLimits", "Embeddings", "Engine", "EngineSettings"]
+__all__ = ["BACKGROUND", "ONLINE", "BatchLimits", "EmbedOptions", "Embeddings", "Engine", "EngineSettings", "Timings"]

@@ -9,6 +9,7 @@ an awaiting request (a client that hung up) cancels the job too.
 from __future__ import annotations
 
 import itertools
+import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
@@ -21,26 +22,50 @@ _sequence = itertools.count()
 
 
 class Job:
-    """Collects the vectors of one request, in input order."""
+    """Collects the vectors of one request, in input order, and when its work happened.
 
-    def __init__(self, count: int, dimensions: int, *, priority: int = ONLINE) -> None:
+    Times are `time.perf_counter()` readings: `submitted` when queued, `started` when the
+    first of its inputs went into a model call, `completed` when the last vector landed.
+    `compute_seconds` is this job's share of the model calls it took part in (each call's
+    time split across its inputs by their tokens), what per-hour pricing charges for.
+    """
+
+    def __init__(
+        self, count: int, dimensions: int, *, priority: int = ONLINE, queue_timeout: float | None = None
+    ) -> None:
         self.future: Future[np.ndarray] = Future()
         self.vectors = np.empty((count, dimensions), dtype=np.float32)
         self.remaining = count
         self.priority = priority
+        self.queue_timeout = queue_timeout
+        self.submitted = time.perf_counter()
+        self.started: float | None = None
+        self.completed: float | None = None
+        self.compute_seconds = 0.0
+
+    def mark_started(self, now: float) -> None:
+        """Note that a model call with one of this job's inputs begins (worker thread only)."""
+        if self.started is None:
+            self.started = now
+
+    def overdue(self, now: float) -> bool:
+        """True if the job has waited longer than its queue timeout without any work started."""
+        return self.started is None and self.queue_timeout is not None and now - self.submitted > self.queue_timeout
 
     @property
     def finished(self) -> bool:
         """True once the job succeeded, failed or was cancelled: its items need no work."""
         return self.future.done()
 
-    def deliver(self, index: int, vector: np.ndarray) -> None:
-        """Store one input's vector (worker thread only)."""
+    def deliver(self, index: int, vector: np.ndarray, compute_seconds: float = 0.0) -> None:
+        """Store one input's vector and its share of model time (worker thread only)."""
         if self.finished:
             return
         self.vectors[index] = vector
+        self.compute_seconds += compute_seconds
         self.remaining -= 1
         if self.remaining == 0:
+            self.completed = time.perf_counter()
             self._settle(lambda: self.future.set_result(self.vectors))
 
     def fail(self, error: BaseException) -> None:

@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import numpy as np
 
-from keepwarm.catalog import ArtifactStore, DigestCache, ModelSpec, directory_fingerprint
-from keepwarm.catalog.versions import model_version, short_version
+from keepwarm.catalog import ArtifactStore, ModelSpec
+from keepwarm.catalog.versions import short_version
+from keepwarm.engine.background import BackgroundWorkers
+from keepwarm.engine.jobs import ONLINE
 from keepwarm.engine.scheduler import BatchLimits, Scheduler
 from keepwarm.engine.tokenization import ModelTokenizer
-from keepwarm.engine.worker import ModelWorker
-from keepwarm.errors import NotReady
+from keepwarm.engine.worker import ModelWorker, pad_batch
+from keepwarm.errors import ConfigError, NotReady
 from keepwarm.metrics import Metrics
-from keepwarm.runtimes.base import Runtime
-from keepwarm.runtimes.export import export_key, export_onnx
+from keepwarm.runtimes.accuracy import Batch
+from keepwarm.runtimes.factory import OpenedRuntime, open_runtime
+from keepwarm.runtimes.probe import PROBE_TEXTS
 
 log = logging.getLogger(__name__)
 
 # (rows, tokens) shapes run once after loading so the first request is not slow
 _WARMUP_SHAPES = ((1, 8), (8, 64), (32, 16))
+_PROBE_BATCH = 16
 
 
 @dataclass
@@ -32,22 +35,22 @@ class ServedModel:
 
     spec: ModelSpec
     tokenizer: ModelTokenizer
-    runtime: Runtime
+    opened: OpenedRuntime
     scheduler: Scheduler
     worker: ModelWorker
     fingerprint: str
-    artifact: dict[str, Any] = field(default_factory=dict)
+    version: str
     created: int = 0
     load_seconds: float = 0.0
+    background: BackgroundWorkers | None = None
+
+    @property
+    def runtime(self):  # noqa: ANN201 - keepwarm.runtimes.base.Runtime
+        return self.opened.runtime
 
     @property
     def dimensions(self) -> int:
         return self.runtime.dimensions
-
-    @property
-    def version(self) -> str:
-        """Full version of the vectors this model produces (see catalog.versions)."""
-        return model_version(self.spec, self.fingerprint)
 
     @property
     def short_version(self) -> str:
@@ -56,47 +59,67 @@ class ServedModel:
     def close(self) -> None:
         """Stop taking work, fail what is still queued, and let the worker finish."""
         for item in self.scheduler.close():
-            item.job.fail(NotReady("the server is shutting down", retry_after=1))
+            item.job.fail(NotReady("the model is being unloaded or the server is stopping", retry_after=1))
         self.worker.join(timeout=30)
+        if self.background:
+            self.background.join(timeout=30)
 
 
-def _warm_up(runtime: Runtime, pad_id: int) -> None:
+def probe_batches(tokenizer: ModelTokenizer) -> list[Batch]:
+    """The probe texts, tokenized for this model, in padded batches."""
+    tokenized = tokenizer.encode_texts(list(PROBE_TEXTS), overflow="truncate")
+    rows = tokenized.ids
+    return [pad_batch(rows[i : i + _PROBE_BATCH], tokenizer.pad_id) for i in range(0, len(rows), _PROBE_BATCH)]
+
+
+def _warm_up(opened: OpenedRuntime, pad_id: int) -> None:
     for rows, tokens in _WARMUP_SHAPES:
         ids = np.full((rows, tokens), pad_id, dtype=np.int64)
-        runtime.embed(ids, np.ones_like(ids))
+        opened.runtime.embed(ids, np.ones_like(ids))
+
+
+def _check_matryoshka(spec: ModelSpec, dimensions: int) -> None:
+    too_big = [d for d in spec.matryoshka_dims if d > dimensions]
+    if too_big:
+        raise ConfigError(f"model '{spec.name}': key 'matryoshka_dims' has {too_big}, above the model's {dimensions}")
 
 
 def load_model(
     spec: ModelSpec,
+    fingerprint: str,
+    version: str,
     store: ArtifactStore,
-    digests: DigestCache,
     limits: BatchLimits,
     metrics: Metrics,
 ) -> ServedModel:
-    """Build (or reuse) the model's ONNX artifact, load it, warm it up and start its worker."""
-    from keepwarm.runtimes.ort import OnnxRuntime
-
+    """Build (or reuse) the model's artifacts, open its runtime, warm it up and start its worker."""
     started = time.perf_counter()
-    fingerprint = directory_fingerprint(spec.directory, digests)
-    key = export_key(spec, fingerprint)
-    folder, artifact = store.get(key) or store.build(key, partial(export_onnx, spec))
-    runtime = OnnxRuntime(spec, folder / artifact["file"])
     tokenizer = ModelTokenizer(spec)
-    _warm_up(runtime, tokenizer.pad_id)
-    scheduler = Scheduler(limits, on_dropped=metrics.inputs_dropped.labels(spec.name).inc)
-    metrics.track_queue(spec.name, lambda: scheduler.queued_tokens)
-    worker = ModelWorker(spec.name, runtime, scheduler, tokenizer.pad_id, partial(metrics.observe_batch, spec.name))
+    opened = open_runtime(spec, store, fingerprint, probe_batches(tokenizer))
+    _check_matryoshka(spec, opened.runtime.dimensions)
+    _warm_up(opened, tokenizer.pad_id)
+    label = f"{spec.name}@{short_version(version)}"
+    scheduler = Scheduler(limits, on_dropped=metrics.inputs_dropped.labels(label).inc)
+    metrics.track_queue(label, lambda: scheduler.queued_tokens)
+    observe = partial(metrics.observe_batch, label)
+    background = BackgroundWorkers.for_runtime(spec.name, opened.runtime, scheduler, tokenizer.pad_id, observe)
+    online_only = (ONLINE,) if background else None  # else this worker serves background work too
+    worker = ModelWorker(spec.name, opened.runtime, scheduler, tokenizer.pad_id, observe, priorities=online_only)
     worker.start()
     seconds = time.perf_counter() - started
-    log.info("model '%s' loaded in %.2fs (%s, %d dims)", spec.name, seconds, runtime.name, runtime.dimensions)
+    log.info(
+        "model '%s@%s' loaded in %.2fs (%s %s, %d dims)",
+        spec.name, short_version(version), seconds, opened.runtime.name, opened.dtype, opened.runtime.dimensions,
+    )
     return ServedModel(
         spec=spec,
         tokenizer=tokenizer,
-        runtime=runtime,
+        opened=opened,
         scheduler=scheduler,
         worker=worker,
         fingerprint=fingerprint,
-        artifact=artifact,
+        version=version,
         created=int((spec.directory / "config.json").stat().st_mtime),
         load_seconds=seconds,
+        background=background,
     )

@@ -13,6 +13,10 @@ Policy, in order of importance:
    tokens was as fast as 4096 or 8192 on the benchmark corpus, with lower latency and
    well under half the peak memory (docs/benchmarks.md).
 
+Deadlines: an online job that waited longer than its queue timeout before any of its
+inputs reached the model is failed (DeadlineExceeded) when it comes up, not computed
+for a caller that has likely given up; its inputs are dropped.
+
 There is no waiting to fill a batch: when the model is free, whatever is queued runs.
 Inputs that arrive meanwhile form the next batch, so batches grow with load by
 themselves. The queue is bounded in tokens: when full, submissions are refused with a
@@ -24,12 +28,13 @@ from __future__ import annotations
 import bisect
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from keepwarm.engine.jobs import WorkItem
-from keepwarm.errors import NotReady, Overloaded
+from keepwarm.errors import DeadlineExceeded, NotReady, Overloaded
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,11 @@ class Scheduler:
     def queued_tokens(self) -> int:
         return self._queued_tokens
 
+    @property
+    def tokens_per_second(self) -> float:
+        """Recent model throughput (moving average over batches)."""
+        return self._tokens_per_second
+
     def submit(self, items: list[WorkItem]) -> None:
         """Queue all of one request's items, or none of them (Overloaded/NotReady)."""
         tokens = sum(item.length for item in items)
@@ -131,13 +141,13 @@ class Scheduler:
             for item in items:
                 self._lanes.setdefault(item.job.priority, _Lane()).add(item)
             self._queued_tokens += tokens
-            self._condition.notify()
+            self._condition.notify_all()  # workers may serve different priorities
 
-    def next_batch(self) -> list[WorkItem] | None:
-        """Block until a batch is available and return it; None once closed and empty."""
+    def next_batch(self, priorities: tuple[int, ...] | None = None) -> list[WorkItem] | None:
+        """Block until a batch of one of `priorities` (default: any) is available; None once closed."""
         with self._condition:
             while True:
-                batch = self._select()
+                batch = self._select(priorities)
                 if batch:
                     return batch
                 if self._closed:
@@ -177,19 +187,30 @@ class Scheduler:
         rate = self._tokens_per_second or 1000.0
         return max(1, math.ceil(self._queued_tokens / rate))
 
-    def _select(self) -> list[WorkItem]:
+    def _select(self, priorities: tuple[int, ...] | None) -> list[WorkItem]:
         for priority in sorted(self._lanes):
+            if priorities is not None and priority not in priorities:
+                continue
             lane = self._lanes[priority]
             while (anchor := lane.oldest()) is not None:
                 position = bisect.bisect_left(lane.by_length, anchor.sort_key)
                 start, stop = _window(lane.by_length, position, self.limits)
                 batch = lane.take(start, stop)
                 self._queued_tokens -= sum(item.length for item in batch)
+                self._expire_overdue(batch)
                 live = [item for item in batch if not item.job.finished]
                 self._dropped(len(batch) - len(live))
                 if live:
                     return live
         return []
+
+    def _expire_overdue(self, batch: list[WorkItem]) -> None:
+        """Fail jobs that waited past their deadline: nobody should pay for late work."""
+        now = time.perf_counter()
+        for item in batch:
+            if item.job.overdue(now):
+                waited = now - item.job.submitted
+                item.job.fail(DeadlineExceeded(waited, item.job.queue_timeout or 0, self._drain_seconds()))
 
     def _dropped(self, count: int) -> None:
         if count and self._on_dropped:

@@ -13,6 +13,8 @@ with `token_ids = "model"` takes ids in its own vocabulary instead, as they are.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -44,6 +46,18 @@ def _pad_token_id(tokenizer_file: Path, tokenizer: Tokenizer) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Tokenized:
+    """Token ids ready to queue. With chunking, several windows can belong to one input."""
+
+    ids: list[np.ndarray]
+    owners: list[int] | None = None  # input index of each window; None when one window per input
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(ids) for ids in self.ids)
+
+
 class ModelTokenizer:
     """Tokenizes one model's inputs and enforces its maximum length."""
 
@@ -52,40 +66,60 @@ class ModelTokenizer:
         self._tokenizer = Tokenizer.from_file(str(path))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=spec.max_tokens)
+        self.spec = spec
         self.max_tokens = spec.max_tokens
-        self.token_ids = spec.token_ids
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
         self.pad_id = _pad_token_id(path, self._tokenizer)
 
-    def encode_texts(self, texts: list[str], *, truncate: bool, first_index: int = 0) -> list[np.ndarray]:
-        """Token ids for each text; InputTooLong unless `truncate` for texts over the limit."""
-        limit = self.max_tokens * _PREFIX_CHARS_PER_TOKEN
-        clipped = [text[:limit] for text in texts]
-        encodings = self._encode_batch(clipped, first_index)
-        result = []
-        for offset, (text, encoding) in enumerate(zip(texts, encodings, strict=True)):
-            if len(text) > limit and len(encoding.overflowing) < 2:
-                # the prefix was not clearly over the limit: only the whole text can tell
-                encoding = self._encode_batch([text], first_index + offset)[0]
-            if encoding.overflowing and not truncate:
-                raise InputTooLong(first_index + offset, None, self.max_tokens)
-            result.append(np.asarray(encoding.ids, dtype=np.int64))
-        return result
+    def encode(self, inputs: Sequence[str] | Sequence[Sequence[int]], *, overflow: str,
+               prompt_name: str | None = None) -> Tokenized:
+        """Tokenize texts or token-id lists; `overflow` is error, truncate or chunk."""
+        if isinstance(inputs[0], str):
+            texts = [self.spec.apply_prompt(t, prompt_name) for t in inputs]  # type: ignore[arg-type]
+            return self.encode_texts(texts, overflow=overflow)
+        arrays = [list(ids) for ids in inputs]  # type: ignore[arg-type]
+        if self.spec.token_ids == "cl100k":
+            texts = [self.spec.apply_prompt(_decode_cl100k(ids, i), prompt_name) for i, ids in enumerate(arrays)]
+            return self.encode_texts(texts, overflow=overflow)
+        if prompt_name is not None:
+            raise InvalidRequest(
+                "input_type/prompt_name need text input: this model takes token ids in its own vocabulary "
+                "as they are, so a prompt cannot be added to them",
+                param="input_type",
+            )
+        return self._model_ids(arrays, overflow)
 
-    def encode_token_ids(self, arrays: list[list[int]], *, truncate: bool) -> list[np.ndarray]:
-        """Token ids for token-id inputs, as configured for this model (see module docs)."""
-        if self.token_ids == "cl100k":
-            texts = [_decode_cl100k(ids, index) for index, ids in enumerate(arrays)]
-            return self.encode_texts(texts, truncate=truncate)
-        result = []
-        for index, ids in enumerate(arrays):
-            array = _as_id_array(ids, index, self.vocab_size, "this model's vocabulary")
-            if len(array) > self.max_tokens:
-                if not truncate:
-                    raise InputTooLong(index, len(array), self.max_tokens)
-                array = array[: self.max_tokens]
-            result.append(array)
-        return result
+    def encode_texts(self, texts: list[str], *, overflow: str) -> Tokenized:
+        """Token ids for each text, applying the overflow policy to texts over the limit."""
+        limit = self.max_tokens * _PREFIX_CHARS_PER_TOKEN
+        clip = overflow != "chunk"  # chunking needs every token
+        encodings = self._encode_batch([text[:limit] if clip else text for text in texts], 0)
+        ids: list[np.ndarray] = []
+        owners: list[int] = []
+        for index, (text, encoding) in enumerate(zip(texts, encodings, strict=True)):
+            if clip and len(text) > limit and len(encoding.overflowing) < 2:
+                # the prefix was not clearly over the limit: only the whole text can tell
+                encoding = self._encode_batch([text], index)[0]
+            if encoding.overflowing and overflow == "error":
+                raise InputTooLong(index, None, self.max_tokens)
+            windows = [encoding, *encoding.overflowing] if overflow == "chunk" else [encoding]
+            ids.extend(np.asarray(w.ids, dtype=np.int64) for w in windows)
+            owners.extend([index] * len(windows))
+        return Tokenized(ids, owners if len(owners) != len(texts) else None)
+
+    def _model_ids(self, arrays: list[list[int]], overflow: str) -> Tokenized:
+        ids: list[np.ndarray] = []
+        owners: list[int] = []
+        for index, values in enumerate(arrays):
+            array = _as_id_array(values, index, self.vocab_size, "this model's vocabulary")
+            if len(array) > self.max_tokens and overflow == "error":
+                raise InputTooLong(index, len(array), self.max_tokens)
+            step = self.max_tokens if overflow == "chunk" else len(array)
+            windows = [array[start : start + step] for start in range(0, len(array), step)]
+            kept = windows if overflow == "chunk" else [array[: self.max_tokens]]
+            ids.extend(kept)
+            owners.extend([index] * len(kept))
+        return Tokenized(ids, owners if len(owners) != len(arrays) else None)
 
     def _encode_batch(self, texts: list[str], first_index: int) -> list[Encoding]:
         try:

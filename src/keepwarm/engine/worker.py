@@ -20,7 +20,7 @@ from keepwarm.runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
 
-BatchObserver = Callable[[int, int, float], None]  # (rows, tokens, seconds)
+BatchObserver = Callable[[int, int, float, int], None]  # (rows, tokens, seconds, failed model calls)
 
 
 def pad_batch(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,11 +44,16 @@ class ModelWorker:
         scheduler: Scheduler,
         pad_id: int,
         observe: BatchObserver | None = None,
+        *,
+        priorities: tuple[int, ...] | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.scheduler = scheduler
         self.pad_id = pad_id
+        self.priorities = priorities  # which priorities this worker serves (None: all)
         self._observe = observe
+        self._on_start = on_start
         self._thread = threading.Thread(target=self._loop, name=f"keepwarm-model-{name}", daemon=True)
 
     def start(self) -> None:
@@ -58,27 +63,36 @@ class ModelWorker:
         self._thread.join(timeout)
 
     def _loop(self) -> None:
-        while (batch := self.scheduler.next_batch()) is not None:
+        if self._on_start:
+            self._on_start()
+        while (batch := self.scheduler.next_batch(self.priorities)) is not None:
             started = time.perf_counter()
-            self._run(batch)
+            for item in batch:
+                item.job.mark_started(started)
+            failures = self._run(batch)
             elapsed = time.perf_counter() - started
             tokens = sum(item.length for item in batch)
             self.scheduler.record_throughput(tokens, elapsed)
             if self._observe:
-                self._observe(len(batch), tokens, elapsed)
+                self._observe(len(batch), tokens, elapsed, failures)
 
-    def _run(self, items: list[WorkItem]) -> None:
-        """Embed and deliver; on a runtime error, retry in halves to isolate the culprit."""
+    def _run(self, items: list[WorkItem]) -> int:
+        """Embed and deliver; on a runtime error, retry in halves to isolate the culprit.
+
+        Returns how many model calls failed (0 when the batch simply worked).
+        """
+        started = time.perf_counter()
         try:
             vectors = self.runtime.embed(*pad_batch([item.ids for item in items], self.pad_id))
         except Exception as exc:  # noqa: BLE001 - any runtime fault must stay inside this batch
             if len(items) > 1:
+                log.warning("a batch of %d inputs failed (%s); retrying it in halves", len(items), type(exc).__name__)
                 middle = len(items) // 2
-                self._run(items[:middle])
-                self._run(items[middle:])
-                return
+                return 1 + self._run(items[:middle]) + self._run(items[middle:])
             log.exception("inference failed for one input of %d tokens", items[0].length)
             items[0].job.fail(NotReady(f"inference failed: {type(exc).__name__}; retry", retry_after=1))
-            return
+            return 1
+        seconds_per_token = (time.perf_counter() - started) / sum(item.length for item in items)
         for item, vector in zip(items, vectors, strict=True):
-            item.job.deliver(item.index, vector)
+            item.job.deliver(item.index, vector, seconds_per_token * item.length)
+        return 0

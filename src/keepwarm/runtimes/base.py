@@ -23,6 +23,13 @@ class Runtime(ABC):
     def dimensions(self) -> int:
         """Length of the vectors this model produces."""
 
+    # True where `single_threaded_copy` works: then background work runs on low-priority copies
+    single_threaded_copies: bool = False
+
+    def single_threaded_copy(self) -> Runtime:
+        """Another instance of this model that computes on its caller's thread only."""
+        raise NotImplementedError(f"{self.name} cannot make single-threaded copies")
+
     @abstractmethod
     def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Last hidden states [batch, tokens, dim] as float32 for right-padded int64 inputs."""

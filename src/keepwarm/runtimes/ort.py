@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from keepwarm.catalog.spec import ModelSpec
+from keepwarm.errors import ConfigError
 from keepwarm.runtimes.base import Runtime
 
 
@@ -31,6 +32,18 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
+def providers(device: str) -> list[str]:
+    """Execution providers for `device`, refusing cuda where this onnxruntime cannot use it."""
+    if device != "cuda":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise ConfigError(
+            "key 'device': cuda was requested but this onnxruntime has no CUDA provider "
+            "(install onnxruntime-gpu on a machine with an NVIDIA GPU)"
+        )
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
 class OnnxRuntime(Runtime):
     """Runs an exported graph whose inputs are input_ids and attention_mask."""
 
@@ -38,8 +51,10 @@ class OnnxRuntime(Runtime):
 
     def __init__(self, spec: ModelSpec, model_path: Path, *, threads: int | None = None) -> None:
         super().__init__(spec)
+        self.model_path = model_path
+        self.single_threaded_copies = spec.device != "cuda"
         self.session = ort.InferenceSession(
-            str(model_path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            str(model_path), sess_options=session_options(threads), providers=providers(spec.device)
         )
         self._output = self.session.get_outputs()[0]
         self._input_names = {i.name for i in self.session.get_inputs()}
@@ -47,6 +62,9 @@ class OnnxRuntime(Runtime):
     @property
     def dimensions(self) -> int:
         return int(self._output.shape[-1])
+
+    def single_threaded_copy(self) -> OnnxRuntime:
+        return OnnxRuntime(self.spec, self.model_path, threads=1)  # one intra-op thread: the caller's
 
     def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Soak test: a real keepwarm server under mixed traffic for a bounded time, then three verdicts.
+
+Clients send valid requests, invalid ones (bad JSON, bad values, unknown model, wrong
+key), oversized bodies, requests over a key's rate limit, and requests whose client
+hangs up before the answer. Afterwards:
+
+1. no response was a 5xx;
+2. no usage was lost: the usage the admin route reports for each key equals the tokens
+   its answered requests reported (the hang-up key is only bounded: an answer can be
+   computed and metered just as its client leaves);
+3. memory stayed flat: the server's RSS grew by at most --max-rss-growth-mb between the
+   end of warm-up and the end of the run. (The server's embedding cache is set to 1 MiB,
+   so it fills and evicts during the run instead of growing towards its default 256 MiB.)
+
+All traffic goes to 127.0.0.1, every loop is bounded in time, and the server is stopped
+at the end. Exit status 0 when all checks pass. Run it on a scratch data directory:
+
+    python scripts/soak.py --seconds 180
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+MODEL = "all-minilm-l6-v2"
+WORDS = ("embedding vector service queue batch token model latency memory request answer server client "
+         "error limit usage metric shutdown deadline cache index search query document").split()
+
+
+@dataclass
+class Tally:
+    """What the clients saw; shared by all client threads."""
+
+    statuses: Counter = field(default_factory=Counter)
+    server_errors: list[str] = field(default_factory=list)
+    tokens: Counter = field(default_factory=Counter)  # per key name, from answered requests
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def saw(self, scenario: str, response: httpx.Response, key_name: str | None = None) -> None:
+        with self.lock:
+            self.statuses[(scenario, response.status_code)] += 1
+            if response.status_code >= 500:
+                self.server_errors.append(f"{scenario}: {response.status_code} {response.text[:200]}")
+            elif response.status_code == 200 and key_name:
+                self.tokens[key_name] += response.json()["usage"]["total_tokens"]
+
+
+class Soak:
+    def __init__(self, url: str, keys: dict[str, str], tally: Tally, seed: int) -> None:
+        self.url = url
+        self.keys = keys
+        self.tally = tally
+        self.random = random.Random(seed)
+
+    def text(self, words: int) -> str:
+        return " ".join(self.random.choice(WORDS) for _ in range(words))
+
+    def post(self, client: httpx.Client, key: str | None, body: bytes | dict) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.keys[key]}"} if key else {}
+        if isinstance(body, dict):
+            return client.post("/v1/embeddings", json=body, headers=headers)
+        return client.post("/v1/embeddings", content=body, headers={**headers, "content-type": "application/json"})
+
+    def valid(self, client: httpx.Client) -> None:
+        inputs = [self.text(self.random.randint(1, 300)) for _ in range(self.random.randint(1, 16))]
+        body = {"model": MODEL, "input": inputs, "encoding_format": self.random.choice(["float", "base64"]),
+                "truncate": True}
+        if self.random.random() < 0.3:
+            body["dimensions"] = self.random.randint(1, 384)
+        self.tally.saw("valid", self.post(client, "soak", body), "soak")
+
+    def invalid(self, client: httpx.Client) -> None:
+        choice = self.random.randrange(6)
+        bodies: list[tuple[str | None, bytes | dict]] = [
+            ("soak", b'{"model": "all-minilm-l6-v2", "input": ["unterminated'),
+            ("soak", {"model": MODEL, "input": ["ok", ""]}),
+            ("soak", {"model": MODEL, "input": [[1, 2], "mixed"]}),
+            ("soak", {"model": "no-such-model", "input": "x"}),
+            ("soak", {"model": MODEL, "input": ["x"] * 2049}),
+            (None, {"model": MODEL, "input": "no key"}),
+        ]
+        key, body = bodies[choice]
+        self.tally.saw("invalid", self.post(client, key, body))
+
+    def oversized(self, client: httpx.Client) -> None:
+        body = {"model": MODEL, "input": [self.text(40)] * 4000}  # ~1.2 MB: over --max-body-mb 1
+        self.tally.saw("oversized", self.post(client, "soak", body))
+
+    def limited(self, client: httpx.Client) -> None:
+        body = {"model": MODEL, "input": self.text(10)}
+        self.tally.saw("limited", self.post(client, "limited", body), "limited")
+
+    def hang_up(self, _: httpx.Client) -> None:
+        body = json.dumps({"model": MODEL, "input": [self.text(100) for _ in range(32)]}).encode()
+        host, port = self.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(
+                f"POST /v1/embeddings HTTP/1.1\r\nHost: soak\r\nAuthorization: Bearer {self.keys['hangup']}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+            )
+            time.sleep(self.random.uniform(0, 0.05))
+        with self.tally.lock:
+            self.tally.statuses[("hang_up", 0)] += 1
+
+    def run(self, until: float) -> None:
+        """Each scenario once (so even a short run has them all), then a weighted random mix."""
+        kinds = [self.valid, self.invalid, self.oversized, self.limited, self.hang_up]
+        mix = [self.valid] * 10 + [self.invalid] * 4 + [self.oversized] + [self.limited] * 2 + [self.hang_up] * 2
+        self.random.shuffle(kinds)
+        with httpx.Client(base_url=self.url, timeout=120) as client:
+            while time.monotonic() < until:
+                try:
+                    (kinds.pop() if kinds else self.random.choice(mix))(client)
+                except httpx.TransportError as exc:
+                    with self.tally.lock:
+                        self.tally.server_errors.append(f"transport error: {exc!r}")
+
+
+def keepwarm(*args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "keepwarm", *args], check=True, capture_output=True, text=True).stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def start_server(data_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keepwarm", "serve", "--port", str(port), "--data-dir", str(data_dir),
+         "--max-body-mb", "1", "--cache-mb", "1", "--log-level", "warning"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit(f"server did not become ready:\n{log.read_text()[-3000:]}")
+
+
+def warm_up(url: str, key: str) -> None:
+    """Run the largest batch shape (32 distinct rows of 256 tokens) once: the runtime's memory
+    arena grows to its working size here, not during the measured run."""
+    body = {"model": MODEL, "input": [f"{n} " + " ".join(WORDS) * 20 for n in range(32)], "truncate": True}
+    response = httpx.post(f"{url}/v1/embeddings", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=300)
+    response.raise_for_status()
+
+
+def soak(data_dir: Path, seconds: float, clients: int, max_growth_mb: float, seed: int) -> dict:
+    names = {"soak": [], "limited": ["--rpm", "120"], "hangup": [], "admin": ["--admin"]}
+    keys = {name: keepwarm("keys", "create", "--name", f"soak-{name}", *flags, "--data-dir", str(data_dir)).strip()
+            for name, flags in names.items()}
+    process, url = start_server(data_dir, data_dir / "soak-server.log")
+    warm_up(url, keys["hangup"])  # its usage is not compared exactly
+    tally = Tally()
+    started = time.monotonic()
+    until = started + seconds
+    workers = [threading.Thread(target=Soak(url, keys, tally, seed + n).run, args=(until,)) for n in range(clients)]
+    try:
+        for worker in workers:
+            worker.start()
+        time.sleep(seconds * 0.3)  # warm-up: arenas, caches and thread pools reach their working size
+        baseline = rss_mb(process.pid)
+        samples = [baseline]
+        while time.monotonic() < until:
+            time.sleep(min(1.0, max(0.0, until - time.monotonic())))
+            samples.append(rss_mb(process.pid))
+        for worker in workers:
+            worker.join(timeout=180)
+        final = rss_mb(process.pid)
+        admin = {"Authorization": f"Bearer {keys['admin']}"}
+        metered = {
+            name: httpx.get(f"{url}/admin/usage", params={"key": f"soak-{name}"}, headers=admin).json()["total"]
+            for name in ("soak", "limited", "hangup")
+        }
+    finally:
+        process.send_signal(signal.SIGTERM)
+        exit_code = process.wait(timeout=120)
+    answered = {name: tally.tokens[name] for name in ("soak", "limited")}
+    checks = {
+        "no_5xx": not tally.server_errors,
+        "no_lost_usage": all(metered[name]["tokens"] == answered[name] for name in answered),
+        "flat_memory": final - baseline <= max_growth_mb,
+        "clean_exit": exit_code == 0,
+    }
+    return {
+        "seconds": round(time.monotonic() - started, 1),
+        "requests": sum(tally.statuses.values()),
+        "statuses": {f"{scenario} {status}": n for (scenario, status), n in sorted(tally.statuses.items())},
+        "server_errors": tally.server_errors[:20],
+        "answered_tokens": answered,
+        "metered": metered,
+        "rss_mb": {"after_warm_up": round(baseline, 1), "peak": round(max(samples), 1), "final": round(final, 1),
+                   "every_10_s": [round(v, 1) for v in samples[::10]]},
+        "checks": checks,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=180, help="how long to send traffic (default 180)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent client threads (default 8)")
+    parser.add_argument("--max-rss-growth-mb", type=float, default=64, help="allowed RSS growth after warm-up")
+    parser.add_argument("--data-dir", type=Path, help="scratch data directory (default: a new temporary one)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="keepwarm-soak-"))
+    result = soak(data_dir, args.seconds, args.clients, args.max_rss_growth_mb, args.seed)
+    print(json.dumps(result, indent=2))
+    return 0 if all(result["checks"].values()) else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Per-key rate limits: requests and tokens per minute, as token buckets.
+
+Each limited key has one bucket per limit, holding up to a minute's allowance and
+refilling continuously, so a key can burst up to its limit and then proceeds at its
+steady rate. Responses carry OpenAI's `x-ratelimit-*` headers; a refusal is a 429
+`rate_limit_exceeded` with `Retry-After`. Buckets live in this process's memory: with
+several replicas, each enforces the limits on its own.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from keepwarm.errors import RateLimited
+from keepwarm.store import ApiKey
+
+
+@dataclass
+class _Bucket:
+    capacity: float
+    level: float
+    updated: float
+
+    @property
+    def rate(self) -> float:
+        return self.capacity / 60.0
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until `amount` is available (0 if it is now)."""
+        return max(0.0, (amount - self.level) / self.rate)
+
+    def reset_seconds(self) -> float:
+        """Seconds until the bucket is full again."""
+        return (self.capacity - self.level) / self.rate
+
+
+def format_duration(seconds: float) -> str:
+    """OpenAI's reset format: `20ms`, `1.5s`, `6m0s`."""
+    if seconds < 1:
+        return f"{math.ceil(seconds * 1000)}ms"
+    if seconds < 60:
+        return f"{math.ceil(seconds * 1000) / 1000:g}s"
+    minutes, rest = divmod(math.ceil(seconds), 60)
+    return f"{minutes}m{rest}s"
+
+
+_UNITS = {"requests": "requests per min (RPM)", "tokens": "tokens per min (TPM)"}
+
+
+class RateLimiter:
+    """Token buckets for every key that has limits; thread-safe."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[tuple[int, str], _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def check_request(self, key: ApiKey) -> None:
+        """Count one request against the key's RPM, or raise RateLimited."""
+        self._take(key, "requests", key.rpm, 1)
+
+    def check_tokens(self, key: ApiKey, tokens: int) -> None:
+        """Count a request's tokens against the key's TPM, or raise RateLimited."""
+        self._take(key, "tokens", key.tpm, tokens)
+
+    def headers(self, key: ApiKey) -> dict[str, str]:
+        """The `x-ratelimit-*` headers for the key's limits (none for an unlimited key)."""
+        with self._lock:
+            return self._headers(key, self._clock())
+
+    def _take(self, key: ApiKey, kind: str, limit: int | None, amount: int) -> None:
+        if limit is None:
+            return
+        with self._lock:
+            now = self._clock()
+            bucket = self._bucket(key.id, kind, limit, now)
+            if amount > limit:
+                raise RateLimited(
+                    f"Request too large for key '{key.name}' on {_UNITS[kind]}: Limit {limit}, "
+                    f"Requested {amount}. Send fewer {kind} per request; waiting will not help.",
+                    limit=kind, retry_after=None, headers=self._headers(key, now),
+                )
+            wait = bucket.wait_for(amount)
+            if wait > 0:
+                used = limit - math.floor(bucket.level)
+                raise RateLimited(
+                    f"Rate limit reached for key '{key.name}' on {_UNITS[kind]}: Limit {limit}, Used {used}, "
+                    f"Requested {amount}. Please try again in {format_duration(wait)}.",
+                    limit=kind, retry_after=wait, headers=self._headers(key, now),
+                )
+            bucket.level -= amount
+
+    def _bucket(self, key_id: int, kind: str, limit: int, now: float) -> _Bucket:
+        bucket = self._buckets.get((key_id, kind))
+        if bucket is None:
+            bucket = self._buckets[(key_id, kind)] = _Bucket(float(limit), float(limit), now)
+        bucket.refill(now)
+        return bucket
+
+    def _headers(self, key: ApiKey, now: float) -> dict[str, str]:
+        result: dict[str, str] = {}
+        for kind, limit in (("requests", key.rpm), ("tokens", key.tpm)):
+            if limit is not None:
+                bucket = self._bucket(key.id, kind, limit, now)
+                result[f"x-ratelimit-limit-{kind}"] = str(limit)
+                result[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(bucket.level)))
+                result[f"x-ratelimit-reset-{kind}"] = format_duration(bucket.reset_seconds())
+        return result

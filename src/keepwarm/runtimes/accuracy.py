@@ -1,0 +1,30 @@
+"""How close one runtime's vectors are to another's, on the same token batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from keepwarm.runtimes.base import Runtime
+from keepwarm.runtimes.pooling import l2_normalize
+
+Batch = tuple[np.ndarray, np.ndarray]  # input_ids, attention_mask
+
+
+def embed_all(runtime: Runtime, batches: Iterable[Batch]) -> np.ndarray:
+    """Vectors for every row of every batch, stacked."""
+    return np.concatenate([runtime.embed(ids, mask) for ids, mask in batches])
+
+
+def cosine_stats(expected: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    """Mean and minimum row-wise cosine between two stacks of vectors."""
+    a = l2_normalize(expected.astype(np.float64))
+    b = l2_normalize(actual.astype(np.float64))
+    cosines = (a * b).sum(axis=1)
+    return {"mean_cosine": float(cosines.mean()), "min_cosine": float(cosines.min())}
+
+
+def cosine_agreement(reference: Runtime, candidate: Runtime, batches: list[Batch]) -> dict[str, float]:
+    """Mean and minimum cosine between the two runtimes' vectors over all rows."""
+    return cosine_stats(embed_all(reference, batches), embed_all(candidate, batches))

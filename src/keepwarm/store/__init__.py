@@ -1,0 +1,22 @@
+"""Durable state in one SQLite file in the data directory: API keys and usage.
+
+`Database` owns the file (connections, migrations); each kind of state has its own
+module over it. The schema evolves only through `migrations.MIGRATIONS`.
+"""
+
+from keepwarm.store.database import Database, StoreError
+from keepwarm.store.keys import ANONYMOUS, ApiKey, KeyStore
+from keepwarm.store.usage import Pricing, UsageEvent, UsageRow, UsageStore, usage_report
+
+__all__ = [
+    "ANONYMOUS",
+    "ApiKey",
+    "Database",
+    "KeyStore",
+    "Pricing",
+    "StoreError",
+    "UsageEvent",
+    "UsageRow",
+    "UsageStore",
+    "usage_report",
+]

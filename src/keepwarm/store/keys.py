@@ -1,0 +1,143 @@
+"""API keys: created once, shown once, stored only as a SHA-256 hash, compared in constant time.
+
+A key looks like `kw-` followed by 43 URL-safe characters (256 random bits). Its first
+11 characters are its public id (`prefix`): shown by `keepwarm keys list`, used to find
+the row, and never enough to use the key. The rest is checked against the stored hash
+with `hmac.compare_digest`. A plain SHA-256 is enough for 256-bit random secrets; slow
+password hashes exist for low-entropy passwords and would cost every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from keepwarm.store.database import Database, StoreError
+
+SECRET_PREFIX = "kw-"
+_ID_LENGTH = len(SECRET_PREFIX) + 8
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key's settings; never its secret."""
+
+    id: int
+    name: str
+    prefix: str
+    models: tuple[str, ...] | None = None  # None: every served model
+    rpm: int | None = None  # requests per minute, None: unlimited
+    tpm: int | None = None  # tokens per minute, None: unlimited
+    admin: bool = False
+    created_at: float = 0.0
+    revoked_at: float | None = None
+
+    def may_use(self, model_names: Iterable[str]) -> bool:
+        """True if the key allows a model known by any of `model_names` (name or alias)."""
+        return self.models is None or any(name in self.models for name in model_names)
+
+    @property
+    def label(self) -> str:
+        """How logs and reports name the key: its name and public id, nothing secret."""
+        return f"{self.name} ({self.prefix})" if self.id else self.name
+
+
+# The caller when no keys exist and the server runs open (loopback only, or by explicit flag).
+ANONYMOUS = ApiKey(id=0, name="(no key)", prefix="")
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def _from_row(row: sqlite3.Row) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        models=tuple(json.loads(row["models"])) if row["models"] is not None else None,
+        rpm=row["rpm"],
+        tpm=row["tpm"],
+        admin=bool(row["admin"]),
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+class KeyStore:
+    """Create, list, revoke and check API keys."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(
+        self,
+        name: str,
+        *,
+        models: tuple[str, ...] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        admin: bool = False,
+    ) -> tuple[ApiKey, str]:
+        """A new key and its secret (the only time the secret exists outside the caller)."""
+        if not name.strip():
+            raise StoreError("a key needs a non-empty name")
+        models_json = json.dumps(list(models)) if models is not None else None
+        while True:
+            secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+            try:
+                with self.db.transaction() as conn:
+                    if conn.execute(
+                        "SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,)
+                    ).fetchone():
+                        raise StoreError(f"an active key named '{name}' already exists; revoke it or pick another name")
+                    cursor = conn.execute(
+                        "INSERT INTO api_keys (name, prefix, secret_hash, models, rpm, tpm, admin, created_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (name, secret[:_ID_LENGTH], hash_secret(secret), models_json, rpm, tpm, int(admin), time.time()),
+                    )
+            except sqlite3.IntegrityError:
+                continue  # two keys drew the same public id (1 in 2**48): draw again
+            return self._get(cursor.lastrowid), secret
+
+    def list(self) -> list[ApiKey]:
+        """Every key, revoked ones included, oldest first."""
+        rows = self.db.connection().execute("SELECT * FROM api_keys ORDER BY id").fetchall()
+        return [_from_row(row) for row in rows]
+
+    def revoke(self, ident: str) -> ApiKey:
+        """Revoke the active key with this name or public id; StoreError if none matches."""
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT * FROM api_keys WHERE (name = ? OR prefix = ?) AND revoked_at IS NULL", (ident, ident)
+            ).fetchall()
+            if not rows:
+                raise StoreError(f"no active key has the name or id '{ident}'")
+            if len(rows) > 1:
+                raise StoreError(f"'{ident}' matches several keys; revoke by id ({', '.join(r['prefix'] for r in rows)})")
+            conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (time.time(), rows[0]["id"]))
+        return self._get(rows[0]["id"])
+
+    def find(self, secret: str) -> ApiKey | None:
+        """The active key whose secret this is, or None."""
+        if not secret.startswith(SECRET_PREFIX) or len(secret) <= _ID_LENGTH:
+            return None
+        row = self.db.connection().execute(
+            "SELECT * FROM api_keys WHERE prefix = ? AND revoked_at IS NULL", (secret[:_ID_LENGTH],)
+        ).fetchone()
+        if row is None or not hmac.compare_digest(row["secret_hash"], hash_secret(secret)):
+            return None
+        return _from_row(row)
+
+    def has_active(self) -> bool:
+        """True if at least one key is not revoked (the server then requires keys)."""
+        return self.db.connection().execute("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1").fetchone() is not None
+
+    def _get(self, key_id: int | None) -> ApiKey:
+        return _from_row(self.db.connection().execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone())

@@ -1,0 +1,113 @@
+"""Usage metering: requests, tokens, cache hits and compute time per key, model, version and day.
+
+One row per (UTC day, key, model, version), updated in place by each answered request,
+so the table stays small however much traffic there is. The HTTP layer commits the
+update before it sends the response: an answered request is never missing from usage,
+even if the process is killed right after.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from keepwarm.store.database import Database
+
+
+@dataclass(frozen=True)
+class UsageEvent:
+    """One answered request."""
+
+    key_id: int
+    model: str
+    version: str
+    tokens: int
+    cache_hits: int = 0
+    compute_seconds: float = 0.0
+    at: float = field(default_factory=time.time)
+
+    @property
+    def day(self) -> str:
+        return datetime.fromtimestamp(self.at, UTC).date().isoformat()
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """Usage of one key on one model version on one day."""
+
+    day: str
+    key_id: int
+    key_name: str
+    model: str
+    version: str
+    requests: int
+    tokens: int
+    cache_hits: int
+    compute_seconds: float
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """What usage costs: per million tokens, per hour of model compute, or both (summed).
+
+    Compute time is each batch's model time split across its inputs by their tokens, so
+    a key pays for the share of the machine its requests used.
+    """
+
+    per_million_tokens: float = 0.0
+    per_hour: float = 0.0
+
+    def cost(self, tokens: int, compute_seconds: float) -> float:
+        return tokens / 1e6 * self.per_million_tokens + compute_seconds / 3600 * self.per_hour
+
+
+_UPSERT = """
+INSERT INTO usage (day, key_id, model, version, requests, tokens, cache_hits, compute_seconds)
+VALUES (?, ?, ?, ?, 1, ?, ?, ?)
+ON CONFLICT (day, key_id, model, version) DO UPDATE SET
+    requests = requests + 1,
+    tokens = tokens + excluded.tokens,
+    cache_hits = cache_hits + excluded.cache_hits,
+    compute_seconds = compute_seconds + excluded.compute_seconds
+"""
+
+_REPORT = """
+SELECT u.day, u.key_id, COALESCE(k.name, '(no key)') AS key_name, u.model, u.version,
+       u.requests, u.tokens, u.cache_hits, u.compute_seconds
+FROM usage u LEFT JOIN api_keys k ON k.id = u.key_id
+WHERE u.day >= ? AND u.day <= ? AND (? IS NULL OR k.name = ? OR k.prefix = ?)
+ORDER BY u.day, key_name, u.model, u.version
+"""
+
+
+class UsageStore:
+    """Record answered requests and report them."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def record(self, event: UsageEvent) -> None:
+        """Add one answered request; committed (durable against a process kill) on return."""
+        with self.db.transaction() as conn:
+            conn.execute(
+                _UPSERT,
+                (event.day, event.key_id, event.model, event.version, event.tokens, event.cache_hits,
+                 event.compute_seconds),
+            )
+
+    def report(self, since: date | None = None, until: date | None = None, key: str | None = None) -> list[UsageRow]:
+        """Rows between two UTC days (inclusive), optionally for one key (name or id)."""
+        first = since.isoformat() if since else "0000-00-00"
+        last = until.isoformat() if until else "9999-99-99"
+        rows = self.db.connection().execute(_REPORT, (first, last, key, key, key)).fetchall()
+        return [UsageRow(**dict(row)) for row in rows]
+
+
+def usage_report(rows: list[UsageRow], pricing: Pricing) -> dict[str, Any]:
+    """Rows with their cost, and totals: the shape of `keepwarm usage --json` and `/admin/usage`."""
+    data = [{**asdict(row), "cost": round(pricing.cost(row.tokens, row.compute_seconds), 6)} for row in rows]
+    total = {name: sum(row[name] for row in data) for name in ("requests", "tokens", "cache_hits")}
+    total |= {name: round(sum(row[name] for row in data), 6) for name in ("compute_seconds", "cost")}
+    return {"object": "list", "data": data, "total": total, "pricing": asdict(pricing)}

