@@ -142,7 +142,8 @@ def _ratios(measured: Measured, phases: dict[str, dict[str, Any]]) -> dict[str, 
         "closed_vs_inprocess": _ratio(closed, served),
         "closed_vs_onnx_fp32": _ratio(closed, onnx),
         "closed_vs_inprocess_per_cpu_second": _ratio(
-            _phase_figure(phases, "closed", "texts_per_cpu_s"), _phase_figure(phases, "inprocess", "texts_per_cpu_s")
+            _phase_figure(phases, "closed", "texts_per_cpu_s"),
+            _phase_figure(phases, "inprocess", "texts_per_cpu_s"),
         ),
         "bursts_vs_closed": _ratio(bursts, closed),
         "bursts_vs_inprocess": _ratio(bursts, served),

@@ -51,6 +51,15 @@ def render(report: dict[str, Any], console: Console) -> None:
         f"({', '.join(machine['cpu_features']) or 'no vector extensions found'}) · no GPU used"
     )
     console.print(_phases_table(report["phases"]))
+    cached = {
+        figures["label"]: figures["cached_texts"]
+        for figures in report["phases"].values()
+        if figures.get("cached_texts")
+    }
+    if cached:
+        console.print(
+            f"[red]The server answered texts from its embedding cache, so those figures are not compute: {cached}"
+        )
     console.print(_pairs_table("ratio (same run)", report["ratios"], 3))
     if report["accuracy"]:
         console.print(_accuracy_table(report["accuracy"]))
