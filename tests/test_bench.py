@@ -92,6 +92,11 @@ def test_server_and_in_process_count_the_same_tokens(run) -> None:  # noqa: ANN0
     assert phases["idle"]["tokens"] == phases["single_call"]["tokens"]
 
 
+def test_server_computes_every_text_rather_than_answering_from_its_cache(run) -> None:  # noqa: ANN001
+    phases = run[0]["phases"]  # bursts resend the closed loop's texts: a cache would answer them
+    assert [phases[name]["cached_texts"] for name in ("closed", "bursts", "idle")] == [0, 0, 0]
+
+
 def test_latency_percentiles_are_ordered_and_plausible(run) -> None:  # noqa: ANN001
     for name, phase in run[0]["phases"].items():
         assert 0 < phase["p50_ms"] <= phase["p95_ms"] <= phase["p99_ms"] < 60_000, name
@@ -141,7 +146,7 @@ def test_cost_is_priced_beside_openai(run) -> None:  # noqa: ANN001
 
 def test_terminal_shows_progress_and_tables(run) -> None:  # noqa: ANN001
     _, finished = run
-    assert "server: 2 clients × 3 texts" in finished.stderr
+    assert "server, 2 clients × 3 texts" in finished.stderr
     for title in ("throughput and latency", "ratio (same run)", "issue 7 targets", "cost at $0.5/hour"):
         assert title in finished.stdout
 

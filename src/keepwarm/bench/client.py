@@ -59,21 +59,24 @@ def prepare(model: str, texts: list[str], batch: int) -> list[Request]:
     ]
 
 
-def _decode(payload: bytes, expected: int) -> tuple[np.ndarray, int]:
+def _decode(payload: bytes, expected: int) -> tuple[np.ndarray, int, int]:
+    """Vectors, tokens, and how many inputs the server answered from its cache (not computed)."""
     answer = orjson.loads(payload)
     data = answer.get("data") if isinstance(answer, dict) else None
     if not isinstance(data, list) or len(data) != expected:
         raise LoadError(f"expected {expected} embeddings, got: {payload[:300]!r}")
     vectors = np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in data])
-    return vectors, int(answer["usage"]["prompt_tokens"])
+    cached = (answer.get("cache") or {}).get("cached_inputs") or 0
+    return vectors, int(answer["usage"]["prompt_tokens"]), int(cached)
 
 
 class LoadClient:
     """A pool of keep-alive connections to one server, and the vectors it got back."""
 
-    def __init__(self, url: str, connections: int) -> None:
+    def __init__(self, url: str, connections: int, api_key: str | None = None) -> None:
         self.endpoint = f"{url.rstrip('/')}/v1/embeddings"
         self.connections = connections
+        self.headers = {**_HEADERS, **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
         self.vectors: dict[int, np.ndarray] = {}  # first corpus index of a request -> its vectors
         self._session: aiohttp.ClientSession | None = None
 
@@ -88,14 +91,15 @@ class LoadClient:
     async def send(self, request: Request, result: Measurement) -> None:
         """Post one request, check the answer and record its latency and tokens."""
         started = time.perf_counter()
-        async with self._session.post(self.endpoint, data=request.body, headers=_HEADERS) as response:
+        async with self._session.post(self.endpoint, data=request.body, headers=self.headers) as response:
             payload = await response.read()
             if response.status != 200:
                 raise LoadError(f"HTTP {response.status}: {payload[:500]!r}")
         latency = time.perf_counter() - started
-        vectors, tokens = _decode(payload, request.count)
+        vectors, tokens, cached = _decode(payload, request.count)
         self.vectors[request.first] = vectors
         result.add(request.count, tokens, latency)
+        result.cached += cached
 
     async def warm_up(self, requests: list[Request]) -> None:
         """Open every connection and wake the server with unrecorded requests."""
@@ -152,12 +156,12 @@ class LoadClient:
 
 
 def run_phase(
-    url: str, connections: int, phase: Callable[[LoadClient], Awaitable[Measurement]]
+    url: str, connections: int, api_key: str | None, phase: Callable[[LoadClient], Awaitable[Measurement]]
 ) -> tuple[Measurement, dict[int, np.ndarray]]:
     """Run one load phase with a fresh, warmed-up client on a fresh event loop (uvloop when installed)."""
 
     async def main() -> tuple[Measurement, dict[int, np.ndarray]]:
-        async with LoadClient(url, connections) as client:
+        async with LoadClient(url, connections, api_key) as client:
             result = await phase(client)
             return result, client.vectors
 

@@ -48,9 +48,9 @@ def load_served(spec: ModelSpec, data_dir: Path) -> tuple[Engine, ServedModel]:
 
 def onnx_reference(served: ServedModel, data_dir: Path) -> Runtime:
     """ONNX Runtime fp32 on the exported graph: the served runtime itself when that is what it is."""
-    folder, artifact = onnx_fp32_artifact(served.spec, ArtifactStore(data_dir), served.fingerprint)
     if isinstance(served.runtime, OnnxRuntime) and served.opened.dtype == "fp32":
         return served.runtime
+    folder, artifact = onnx_fp32_artifact(served.spec, ArtifactStore(data_dir), served.fingerprint)
     return OnnxRuntime(served.spec, folder / artifact["file"])
 
 

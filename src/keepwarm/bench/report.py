@@ -70,7 +70,7 @@ def build_report(
     """Everything the run found, with each figure taken from the best of its repeats."""
     cores = measured.server["cores"]
     phases = {name: _phase(measured, name, cores) for name in measured.runs}
-    ratios = _ratios(measured)
+    ratios = _ratios(measured, phases)
     report = {
         "keepwarm": version("keepwarm"),
         "model": options.spec.name,
@@ -111,7 +111,11 @@ def _phase(measured: Measured, name: str, cores: int) -> dict[str, Any]:
     figures[f"{share_of}_cpu_share"] = chosen.cpu_share(chosen.cpu_seconds, cores)
     if share_of == "client" and chosen.cpu_seconds is not None:
         figures["client_cpu_us_per_request"] = round(chosen.cpu_seconds / len(chosen.latencies) * 1e6, 1)
-    figures["server_cpu_share"] = chosen.cpu_share(measured.server_cpu[name][index], cores)
+    server_cpu = measured.server_cpu[name][index]
+    figures["server_cpu_share"] = chosen.cpu_share(server_cpu, cores)
+    work_cpu = server_cpu if share_of == "client" else chosen.cpu_seconds
+    if work_cpu and name not in ("idle", "single_call"):
+        figures["texts_per_cpu_s"] = round(chosen.texts / work_cpu, 2)
     if len(runs) > 1:
         figures["runs"] = [run.summary() for run in runs]
     return figures
@@ -126,13 +130,21 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 4) if numerator and denominator else None
 
 
-def _ratios(measured: Measured) -> dict[str, float | None]:
+def _phase_figure(phases: dict[str, dict[str, Any]], name: str, key: str) -> float | None:
+    return phases.get(name, {}).get(key)
+
+
+def _ratios(measured: Measured, phases: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     closed, bursts = _throughput(measured, "closed"), _throughput(measured, "bursts")
     served = _throughput(measured, "inprocess")
     onnx = _throughput(measured, "onnx_fp32") or served  # the served runtime is ORT fp32 when absent
     ratios = {
         "closed_vs_inprocess": _ratio(closed, served),
         "closed_vs_onnx_fp32": _ratio(closed, onnx),
+        "closed_vs_inprocess_per_cpu_second": _ratio(
+            _phase_figure(phases, "closed", "texts_per_cpu_s"),
+            _phase_figure(phases, "inprocess", "texts_per_cpu_s"),
+        ),
         "bursts_vs_closed": _ratio(bursts, closed),
         "bursts_vs_inprocess": _ratio(bursts, served),
         "inprocess_vs_onnx_fp32": _ratio(served, onnx),

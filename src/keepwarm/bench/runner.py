@@ -31,6 +31,9 @@ from keepwarm.runtimes.ort import available_cores
 # A phase's progress: a context manager given (label, total texts) yielding an advance(n) callable.
 Tracker = Callable[[str, int], ContextManager[Callable[[int], None]]]
 MODES = ("closed", "bursts", "idle")
+# The server measures compute: its embedding cache would answer repeated texts for free
+# (a --server-arg=--cache-mb=N given by the user comes later and wins).
+_SERVER_DEFAULTS = ("--cache-mb", "0")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class BenchOptions:
     texts: list[str]
     data_dir: Path
     url: str | None = None  # an existing server; None starts one
+    api_key: str | None = None
     server_args: tuple[str, ...] = ()
     modes: tuple[str, ...] = MODES
     clients: int = 16
@@ -79,14 +83,14 @@ def run_benchmark(options: BenchOptions, track: Tracker) -> Measured:
     with _server(options, measured) as (url, process):
         engine, served = inprocess.load_served(options.spec, options.data_dir)
         try:
-            measured.server["runtime"] = _served_runtime(url, options.spec.name)
-            measured.labels["inprocess"] = f"in-process {served.runtime.name}"
+            measured.server["runtime"] = _served_runtime(url, options.spec.name, options.api_key)
+            measured.labels["inprocess"] = f"in-process {served.runtime.name} {served.opened.dtype}"
             baselines = {
                 "inprocess": Baseline(measured.labels["inprocess"], served.runtime, served.tokenizer)
             }
             reference = inprocess.onnx_reference(served, options.data_dir)
             if reference is not served.runtime:
-                measured.labels["onnx_fp32"] = "in-process onnx fp32"
+                measured.labels["onnx_fp32"] = "in-process onnx fp32 (reference)"
                 baselines["onnx_fp32"] = Baseline(measured.labels["onnx_fp32"], reference, served.tokenizer)
             if {"closed", "bursts"} & set(options.modes):
                 for _ in range(options.repeat):
@@ -124,12 +128,13 @@ def _server(options: BenchOptions, measured: Measured) -> Iterator[tuple[str, Se
         measured.server["url"] = options.url
         yield options.url.rstrip("/"), None
         return
-    process = ServerProcess(options.data_dir, options.server_args)
+    args = (*_SERVER_DEFAULTS, *options.server_args)
+    process = ServerProcess(options.data_dir, args)
     try:
         process.start()
         if process.exported:  # the first start built the artifact: time a start that finds it cached
             process.stop()
-            process = ServerProcess(options.data_dir, options.server_args)
+            process = ServerProcess(options.data_dir, args)
             process.start()
         measured.server["ready_seconds"] = round(process.ready_seconds, 3)
         measured.server.update(
@@ -141,9 +146,13 @@ def _server(options: BenchOptions, measured: Measured) -> Iterator[tuple[str, Se
         process.stop()
 
 
-def _served_runtime(url: str, model: str) -> str | None:
-    with urllib.request.urlopen(f"{url}/v1/models/{model}", timeout=10) as response:
-        return orjson.loads(response.read()).get("runtime")
+def _served_runtime(url: str, model: str, api_key: str | None) -> str | None:
+    """The runtime and dtype the server reports for the model, e.g. "openvino fp32"."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    request = urllib.request.Request(f"{url}/v1/models/{model}", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = orjson.loads(response.read())
+    return " ".join(str(body[key]) for key in ("runtime", "dtype") if body.get(key))
 
 
 def _throughput_round(
@@ -162,7 +171,7 @@ def _throughput_round(
         measured.record(name, result)
     requests = client.prepare(options.spec.name, options.texts, options.batch)
     if "closed" in options.modes:
-        label = f"server: {options.clients} clients × {options.batch} texts"
+        label = f"server, {options.clients} clients × {options.batch} texts"
         _server_phase(
             measured,
             "closed",
@@ -175,7 +184,7 @@ def _throughput_round(
             lambda c, advance, deadline: c.closed_loop(requests, options.clients, advance, deadline),
         )
     if "bursts" in options.modes:
-        label = f"server: bursts of {options.burst} × {options.batch} texts"
+        label = f"server, bursts of {options.burst} × {options.batch} texts"
         _server_phase(
             measured,
             "bursts",
@@ -200,7 +209,7 @@ def _idle_round(
     track: Tracker,
 ) -> None:
     count, gap = options.idle_requests, options.idle_gap
-    measured.labels["single_call"] = f"{baseline.label}: one short text"
+    measured.labels["single_call"] = f"{baseline.label}, one short text"
     with track(measured.labels["single_call"], count) as advance:
         measured.record(
             "single_call", inprocess.single_calls(baseline, options.idle_text, count, gap, advance)
@@ -209,7 +218,7 @@ def _idle_round(
     _server_phase(
         measured,
         "idle",
-        "server: one short text at idle",
+        "server, one short text at idle",
         options,
         url,
         process,
@@ -246,7 +255,7 @@ def _server_phase(
 
     measured.labels[phase] = label
     with track(label, total or len(options.texts)) as advance:
-        result, vectors = client.run_phase(url, connections, body)
+        result, vectors = client.run_phase(url, connections, options.api_key, body)
     before, after = server_cpu
     measured.record(phase, result, after - before if before is not None and after is not None else None)
     if phase == "closed" and vectors:

@@ -19,6 +19,7 @@ class Measurement:
     tokens: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    cached: int = 0  # texts a server answered from its embedding cache instead of computing them
     cpu_seconds: float | None = None  # the measuring process's own CPU time, all threads...
     wall_seconds: float | None = None  # ...over this span (bursts and idle phases include their pauses)
 
@@ -59,6 +60,7 @@ class Measurement:
             "p95_ms": _round(self.percentile_ms(95)),
             "p99_ms": _round(self.percentile_ms(99)),
             "cpu_seconds": _round(self.cpu_seconds),
+            "cached_texts": self.cached,
         }
 
     def cpu_share(self, cpu_seconds: float | None, cores: int) -> float | None:

@@ -36,15 +36,30 @@ def _figure(value: Any, digits: int = 1) -> str:
     return f"{value:,.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def report_console() -> Console:
+    """Standard output, at least 120 columns wide even when redirected (for files and docs)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
+
+
 def render(report: dict[str, Any], console: Console) -> None:
     """Print the phases, ratios, accuracy, targets and cost tables."""
     machine = report["machine"]
     console.print(
         f"\n[bold]{report['model']}[/bold] served by [bold]{report['server_runtime']}[/bold] · "
         f"{report['corpus']['texts']} texts · {machine['cores']} cores · {machine['cpu']} "
-        f"({', '.join(machine['cpu_features']) or 'no AVX-512'}) · no GPU used"
+        f"({', '.join(machine['cpu_features']) or 'no vector extensions found'}) · no GPU used"
     )
     console.print(_phases_table(report["phases"]))
+    cached = {
+        figures["label"]: figures["cached_texts"]
+        for figures in report["phases"].values()
+        if figures.get("cached_texts")
+    }
+    if cached:
+        console.print(
+            f"[red]The server answered texts from its embedding cache, so those figures are not compute: {cached}"
+        )
     console.print(_pairs_table("ratio (same run)", report["ratios"], 3))
     if report["accuracy"]:
         console.print(_accuracy_table(report["accuracy"]))
@@ -56,17 +71,12 @@ def render(report: dict[str, Any], console: Console) -> None:
 
 
 def _phases_table(phases: dict[str, dict[str, Any]]) -> Table:
-    table = Table(title="throughput and latency (best of repeats)")
-    for column in (
-        "phase",
-        "texts/s",
-        "tokens/s",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "client CPU",
-        "server (or in-process) CPU",
-    ):
+    table = Table(
+        title="throughput and latency (best of repeats)",
+        caption="latency in ms · CPU: share of all cores used by the server (server rows) or by the "
+        "in-process baseline · client CPU: the load generator's own share",
+    )
+    for column in ("phase", "texts/s", "tokens/s", "p50", "p95", "p99", "CPU", "client CPU"):
         table.add_column(column, justify="left" if column == "phase" else "right")
     for figures in phases.values():
         table.add_row(
@@ -76,8 +86,8 @@ def _phases_table(phases: dict[str, dict[str, Any]]) -> Table:
             _figure(figures["p50_ms"], 2),
             _figure(figures["p95_ms"], 2),
             _figure(figures["p99_ms"], 2),
-            _share(figures.get("client_cpu_share")),
             _share(figures.get("server_cpu_share") or figures.get("inprocess_cpu_share")),
+            _share(figures.get("client_cpu_share")),
         )
     return table
 

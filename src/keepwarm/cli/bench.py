@@ -15,6 +15,11 @@ from keepwarm.errors import ConfigError
     "--url", help="Benchmark this running server instead of starting one (e.g. http://127.0.0.1:8000)."
 )
 @click.option(
+    "--api-key",
+    envvar="KEEPWARM_API_KEY",
+    help="Bearer key for a server that requires one (env KEEPWARM_API_KEY).",
+)
+@click.option(
     "--config",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Model catalog TOML: passed to the server it starts, and used for the in-process baselines.",
@@ -126,6 +131,7 @@ from keepwarm.errors import ConfigError
 )
 def bench(
     url: str | None,
+    api_key: str | None,
     config: Path | None,
     model_name: str | None,
     data_dir: Path,
@@ -170,7 +176,7 @@ def bench(
     )
     from keepwarm.bench.client import LoadError
     from keepwarm.bench.process import ServerFailed
-    from keepwarm.bench.terminal import ProgressTracker, render
+    from keepwarm.bench.terminal import ProgressTracker, render, report_console
 
     if url and server_args:
         raise click.UsageError(
@@ -190,6 +196,7 @@ def bench(
             texts=texts,
             data_dir=data_dir,
             url=url,
+            api_key=api_key,
             server_args=(("--config", str(config)) if config else ()) + server_args,
             modes=modes or MODES,
             clients=clients,
@@ -211,6 +218,6 @@ def bench(
     except (ServerFailed, LoadError) as exc:
         raise click.ClickException(str(exc)) from None
     report = build_report(measured, options, corpus, price_per_hour)
-    render(report, Console())
+    render(report, report_console())
     if json_path:
         json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
