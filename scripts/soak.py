@@ -195,6 +195,7 @@ def soak(data_dir: Path, seconds: float, clients: int, max_growth_mb: float, see
             for name, flags in names.items()}
     process, url = start_server(data_dir, data_dir / "soak-server.log")
     warm_up(url, keys["hangup"])  # its usage is not compared exactly
+    served = httpx.get(f"{url}/v1/models/{MODEL}", headers={"Authorization": f"Bearer {keys['soak']}"}).json()
     counted_before = server_errors_counted(url)  # /ready said 503 while the model loaded
     tally = Tally()
     started = time.monotonic()
@@ -234,6 +235,7 @@ def soak(data_dir: Path, seconds: float, clients: int, max_growth_mb: float, see
     }
     return {
         "seconds": round(time.monotonic() - started, 1),
+        "runtime": f"{served.get('runtime')} {served.get('dtype')}",
         "requests": sum(tally.statuses.values()),
         "statuses": {f"{scenario} {status}": n for (scenario, status), n in sorted(tally.statuses.items())},
         "server_errors": tally.server_errors[:20],

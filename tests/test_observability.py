@@ -100,13 +100,19 @@ def test_request_counter_and_tokens_count_each_answer(keyed_server, key) -> None
 
 
 def _log_lines(server) -> list[dict]:  # noqa: ANN001
-    return [json.loads(line) for line in server.logs().splitlines() if line.strip()]
+    # split on "\n" only: a JSON string may hold U+2028 or U+0085 unescaped (the fuzz test sends
+    # such paths), and str.splitlines() would cut the line there
+    return [json.loads(line) for line in server.logs().split("\n") if line.strip()]
 
 
 def test_every_log_line_is_json(keyed_server, key) -> None:  # noqa: ANN001
     _embed(keyed_server.url, key)
+    for odd in ("%E2%80%A8", "%C2%85", "%0A", "%22%5C"):  # line and paragraph separators, newline, quote
+        httpx.get(f"{keyed_server.url}/v1/models/x{odd}y", headers={"Authorization": f"Bearer {key}"})
+    time.sleep(0.2)  # the access line is written after the answer
     lines = _log_lines(keyed_server)
     assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    assert any(line.get("path") == "/v1/models/x\u2028y" for line in lines)
 
 
 def test_each_request_logs_one_line_without_key_or_input_text(keyed_server, key) -> None:  # noqa: ANN001

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import assert_same_vectors
@@ -59,6 +60,32 @@ def test_openvino_int8_reports_its_accuracy(data_dir, reference, texts) -> None:
         assert accuracy["reference"] == "onnx fp32"
         assert 0.9 <= accuracy["min_cosine"] <= accuracy["mean_cosine"] < 1.0
         assert_same_vectors(engine.embed_sync("m", texts, _truncate()).vectors, reference.encode(texts), 0.95)
+    finally:
+        engine.close()
+
+
+def _rss_mb() -> float:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
+
+
+def test_openvino_memory_levels_off_however_many_shapes_it_sees(data_dir) -> None:  # noqa: ANN001
+    # A server sees a new (rows, tokens) shape on almost every call; OpenVINO's default
+    # per-shape kernel cache made memory grow without end (about 1 GB per 1,500 shapes).
+    engine = _engine(data_dir, runtime="openvino")
+    try:
+        runtime = engine.resolve("m").runtime
+        shapes = [(rows, tokens) for rows in range(1, 9) for tokens in range(8, 128, 2)]
+        np.random.default_rng(0).shuffle(shapes)
+
+        def run(batch: list[tuple[int, int]]) -> None:
+            for rows, tokens in batch:
+                runtime.hidden_states(np.full((rows, tokens), 1000, np.int64), np.ones((rows, tokens), np.int64))
+
+        run([(8, 128), *shapes[:100]])  # the largest shape sets the working set
+        before = _rss_mb()
+        run(shapes[100:])
+        assert _rss_mb() - before < 60, f"{_rss_mb() - before:.0f} MB more after {len(shapes) - 100} new shapes"
     finally:
         engine.close()
 

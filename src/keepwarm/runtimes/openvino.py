@@ -23,6 +23,12 @@ from keepwarm.runtimes.ort import available_cores
 
 log = logging.getLogger(__name__)
 
+# OpenVINO's CPU plugin caches compiled kernels per input shape, 5000 entries by default.
+# Requests bring a new (rows, tokens) shape almost every call, so at the default the
+# server's memory grew by ~1 GB per thousand shapes and did not stop (2.3 GB after 1,500
+# random shapes on MiniLM); at 200 entries it levelled off at the largest shape's working
+# set, with the same throughput (scripts in docs/operations.md, "Memory").
+KERNEL_CACHE_ENTRIES = 200
 FP32_EQUIVALENT = 0.9999  # min cosine to the fp32 reference for a runtime to stand in for fp32
 INT8_FORMAT = "openvino-int8-nncf-v1"
 INT8_FILE = "model.int8.xml"
@@ -49,6 +55,7 @@ class OpenVinoRuntime(Runtime):
             "PERFORMANCE_HINT": "LATENCY",  # one model call at a time, using every core
             "INFERENCE_NUM_THREADS": threads or available_cores(),
             "INFERENCE_PRECISION_HINT": precision,
+            "CPU_RUNTIME_CACHE_CAPACITY": KERNEL_CACHE_ENTRIES,
         }
         self._compiled = core.compile_model(core.read_model(str(model_path)), "CPU", config)
         self._request = self._compiled.create_infer_request()
