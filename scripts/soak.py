@@ -11,13 +11,15 @@ hangs up before the answer. Afterwards:
    its answered requests reported (the hang-up key is only bounded: an answer can be
    computed and metered just as its client leaves);
 3. memory stayed flat: the server's RSS grew by at most --max-rss-growth-mb between the
-   end of warm-up and the end of the run. (The server's embedding cache is set to 1 MiB,
-   so it fills and evicts during the run instead of growing towards its default 256 MiB.)
+   end of warm-up (--warm-up-answers valid answers: runtimes' memory pools grow with the
+   number of shapes they have seen, then level off) and the end of the run. (The server's
+   embedding cache is set to 1 MiB, so it fills and evicts during the run instead of
+   growing towards its default 256 MiB.)
 
 All traffic goes to 127.0.0.1, every loop is bounded in time, and the server is stopped
 at the end. Exit status 0 when all checks pass. Run it on a scratch data directory:
 
-    python scripts/soak.py --seconds 180
+    python scripts/soak.py --seconds 180 [--config models.toml]
 """
 
 from __future__ import annotations
@@ -119,13 +121,13 @@ class Soak:
         with self.tally.lock:
             self.tally.statuses[("hang_up", 0)] += 1
 
-    def run(self, until: float) -> None:
+    def run(self, stop: threading.Event) -> None:
         """Each scenario once (so even a short run has them all), then a weighted random mix."""
         kinds = [self.valid, self.invalid, self.oversized, self.limited, self.hang_up]
         mix = [self.valid] * 10 + [self.invalid] * 4 + [self.oversized] + [self.limited] * 2 + [self.hang_up] * 2
         self.random.shuffle(kinds)
         with httpx.Client(base_url=self.url, timeout=120) as client:
-            while time.monotonic() < until:
+            while not stop.is_set():
                 try:
                     (kinds.pop() if kinds else self.random.choice(mix))(client)
                 except httpx.TransportError as exc:
@@ -160,11 +162,11 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def start_server(data_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: Path, log: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "keepwarm", "serve", "--port", str(port), "--data-dir", str(data_dir),
-         "--max-body-mb", "1", "--cache-mb", "1", "--log-level", "warning"],
+         "--max-body-mb", "1", "--cache-mb", "1", "--log-level", "warning", *extra],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -188,28 +190,34 @@ def warm_up(url: str, key: str) -> None:
     response.raise_for_status()
 
 
-def soak(data_dir: Path, seconds: float, clients: int, max_growth_mb: float, seed: int) -> dict:
+def soak(data_dir: Path, seconds: float, clients: int, max_growth_mb: float, seed: int, extra: list[str],
+         warm_up_answers: int) -> dict:
     run = f"soak-{int(time.time())}"  # key names are unique per run, so a data directory can be reused
     names = {"soak": [], "limited": ["--rpm", "120"], "hangup": [], "admin": ["--admin"]}
     keys = {name: keepwarm("keys", "create", "--name", f"{run}-{name}", *flags, "--data-dir", str(data_dir)).strip()
             for name, flags in names.items()}
-    process, url = start_server(data_dir, data_dir / "soak-server.log")
+    process, url = start_server(data_dir, data_dir / "soak-server.log", extra)
     warm_up(url, keys["hangup"])  # its usage is not compared exactly
     served = httpx.get(f"{url}/v1/models/{MODEL}", headers={"Authorization": f"Bearer {keys['soak']}"}).json()
     counted_before = server_errors_counted(url)  # /ready said 503 while the model loaded
     tally = Tally()
+    stop = threading.Event()
+    workers = [threading.Thread(target=Soak(url, keys, tally, seed + n).run, args=(stop,)) for n in range(clients)]
     started = time.monotonic()
-    until = started + seconds
-    workers = [threading.Thread(target=Soak(url, keys, tally, seed + n).run, args=(until,)) for n in range(clients)]
     try:
         for worker in workers:
             worker.start()
-        time.sleep(seconds * 0.3)  # warm-up: arenas, caches and thread pools reach their working size
+        # warm-up: arenas, kernel caches and thread pools grow with the shapes the runtime has
+        # seen, so it lasts a number of answers (the same on a fast or a slow machine), not a time
+        while tally.statuses[("valid", 200)] < warm_up_answers and time.monotonic() < started + 600:
+            time.sleep(0.2)
+        warmed_up = time.monotonic()
         baseline = rss_mb(process.pid)
         samples = [baseline]
-        while time.monotonic() < until:
-            time.sleep(min(1.0, max(0.0, until - time.monotonic())))
+        while time.monotonic() < warmed_up + seconds:
+            time.sleep(min(1.0, max(0.0, warmed_up + seconds - time.monotonic())))
             samples.append(rss_mb(process.pid))
+        stop.set()
         for worker in workers:
             worker.join(timeout=180)
         final = rss_mb(process.pid)
@@ -224,6 +232,7 @@ def soak(data_dir: Path, seconds: float, clients: int, max_growth_mb: float, see
             if n > counted_before.get(status, 0)
         }
     finally:
+        stop.set()
         process.send_signal(signal.SIGTERM)
         exit_code = process.wait(timeout=120)
     answered = {name: tally.tokens[name] for name in ("soak", "limited")}
@@ -235,6 +244,7 @@ def soak(data_dir: Path, seconds: float, clients: int, max_growth_mb: float, see
     }
     return {
         "seconds": round(time.monotonic() - started, 1),
+        "warm_up_seconds": round(warmed_up - started, 1),
         "runtime": f"{served.get('runtime')} {served.get('dtype')}",
         "requests": sum(tally.statuses.values()),
         "statuses": {f"{scenario} {status}": n for (scenario, status), n in sorted(tally.statuses.items())},
@@ -250,14 +260,19 @@ def soak(data_dir: Path, seconds: float, clients: int, max_growth_mb: float, see
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=180, help="how long to send traffic (default 180)")
+    parser.add_argument("--seconds", type=float, default=180,
+                        help="how long to send traffic after warm-up, with memory measured (default 180)")
+    parser.add_argument("--warm-up-answers", type=int, default=150,
+                        help="valid answers before memory is measured (default 150)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent client threads (default 8)")
     parser.add_argument("--max-rss-growth-mb", type=float, default=64, help="allowed RSS growth after warm-up")
     parser.add_argument("--data-dir", type=Path, help="scratch data directory (default: a new temporary one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", type=Path, help=f"model catalog for the server; it must serve '{MODEL}'")
     args = parser.parse_args()
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="keepwarm-soak-"))
-    result = soak(data_dir, args.seconds, args.clients, args.max_rss_growth_mb, args.seed)
+    extra = ["--config", str(args.config)] if args.config else []
+    result = soak(data_dir, args.seconds, args.clients, args.max_rss_growth_mb, args.seed, extra, args.warm_up_answers)
     print(json.dumps(result, indent=2))
     return 0 if all(result["checks"].values()) else 1
 

@@ -5,14 +5,10 @@ from __future__ import annotations
 import io
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import openai
-import pytest
-
 from conftest import CORPUS, MODEL
-from tiny_models import tiny_bert
 
 FINISHED = ("completed", "failed", "cancelled", "expired")
 
@@ -62,25 +58,3 @@ def result_lines(client: openai.OpenAI, file_id: str | None) -> list[dict[str, A
     if file_id is None:
         return []
     return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory, model_dir) -> Path:  # noqa: ANN001
-    """A tiny random model: a second model (or a changed version) that exports in seconds.
-
-    Same seed everywhere, so every test shares one exported artifact.
-    """
-    return tiny_bert(tmp_path_factory.mktemp("tiny") / "tiny", model_dir, seed=5)
-
-
-def isolated_data_dir(shared: Path, path: Path) -> Path:
-    """A data directory of its own (so no other test's server runs its batches), sharing built models."""
-    (path / "artifacts").mkdir(parents=True)
-    for built in (shared / "artifacts").iterdir():  # linked one by one: new builds stay in `path`
-        (path / "artifacts" / built.name).symlink_to(built)
-    return path
-
-
-@pytest.fixture
-def own_data_dir(server, data_dir, tmp_path) -> Path:  # noqa: ANN001
-    return isolated_data_dir(data_dir, tmp_path / "data")

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from tiny_models import tiny_bert
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "bench-corpus.jsonl"
@@ -96,14 +97,22 @@ def create_key(data_dir: Path, name: str, *options: str) -> str:
 
 
 def state_dir(data_dir: Path, path: Path) -> Path:
-    """A data directory with its own, empty state database that reuses `data_dir`'s built artifacts.
+    """A data directory with its own, empty state that reuses `data_dir`'s built artifacts.
 
-    Tests that create keys use one, so the shared servers keep running without keys.
+    Tests that create keys or run batches use one, so the shared servers keep running
+    without keys and no other test's server picks up their batches. Artifacts are linked
+    one by one, so anything built here stays here.
     """
-    path.mkdir(parents=True)
-    (path / "artifacts").symlink_to(data_dir / "artifacts", target_is_directory=True)
+    (path / "artifacts").mkdir(parents=True)
+    for built in (data_dir / "artifacts").iterdir():
+        (path / "artifacts" / built.name).symlink_to(built, target_is_directory=True)
     shutil.copy(data_dir / "digests.json", path / "digests.json")
     return path
+
+
+@pytest.fixture
+def own_data_dir(server, data_dir: Path, tmp_path: Path) -> Path:  # noqa: ANN001 - `server` built the artifacts
+    return state_dir(data_dir, tmp_path / "data")
 
 
 def metric(server: RunningServer, name: str) -> float:
@@ -164,6 +173,15 @@ def keyed_server(server, data_dir: Path, log_dir: Path, tmp_path_factory: pytest
     running = start_server(state, log_dir, "--log-format", "json", "--price-per-million-tokens", "2")
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
+    """A tiny random model: a second model (or a changed version) that exports in seconds.
+
+    Same seed everywhere, so every test shares one exported artifact.
+    """
+    return tiny_bert(tmp_path_factory.mktemp("tiny") / "tiny", model_dir, seed=5)
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from batching import tiny_dir  # noqa: F401 - fixture
 from conftest import CORPUS
+
 from keepwarm.adapter import LinearAdapter, fit
 
 

@@ -7,7 +7,6 @@ import json
 import httpx
 import openai
 import pytest
-
 from conftest import MODEL, create_key, keepwarm, start_server, state_dir
 
 

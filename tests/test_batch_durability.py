@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
-
-from batching import own_data_dir, tiny_dir  # noqa: F401 - fixtures
-from batching import embedding_lines, long_texts, request_line, result_lines, submit, wait_finished, wait_until
+from batching import (
+    embedding_lines,
+    long_texts,
+    request_line,
+    result_lines,
+    submit,
+    wait_finished,
+    wait_until,
+)
 from conftest import MODEL, RunningServer, assert_same_vectors, start_server
 
 FINE_CHECKPOINTS = ("--batch-chunk-inputs", "8")  # many checkpoints in a small job

@@ -11,17 +11,23 @@ from collections.abc import Iterator
 import numpy as np
 import openai
 import pytest
-
 from batching import (
-    embedding_lines, isolated_data_dir, long_texts, request_line, result_lines, submit, upload, wait_finished, wait_until,
+    embedding_lines,
+    long_texts,
+    request_line,
+    result_lines,
+    submit,
+    upload,
+    wait_finished,
+    wait_until,
 )
-from conftest import MODEL, assert_same_vectors, start_server
+from conftest import MODEL, assert_same_vectors, start_server, state_dir
 
 
 @pytest.fixture(scope="module")
 def client(server, data_dir, log_dir, tmp_path_factory) -> Iterator[openai.OpenAI]:  # noqa: ANN001
     """A server with a data directory of its own (no other test's server runs its batches)."""
-    own = isolated_data_dir(data_dir, tmp_path_factory.mktemp("batches") / "data")
+    own = state_dir(data_dir, tmp_path_factory.mktemp("batches") / "data")
     running = start_server(own, log_dir, "--batch-chunk-inputs", "8")
     yield openai.OpenAI(base_url=running.v1, api_key="unused", max_retries=0)
     running.stop()

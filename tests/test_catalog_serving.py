@@ -8,9 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from sentence_transformers import SentenceTransformer
-
 from conftest import MODEL, assert_same_vectors, start_server
+from sentence_transformers import SentenceTransformer
 from tiny_models import tiny_bert, tiny_decoder, tiny_modernbert
 
 TEXTS = ["what is a vector index?", "an index maps vectors to documents", "def f():\n    pass"]

@@ -6,7 +6,6 @@ import json
 import time
 
 import httpx
-
 from conftest import MODEL, keepwarm, start_server, wait_ready
 
 

@@ -10,7 +10,6 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-
 from conftest import MODEL, assert_same_vectors, metric, start_server, wait_for
 
 

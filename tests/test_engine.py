@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import MODEL, assert_same_vectors
+
 from keepwarm.catalog import DEFAULT_ENTRY
 from keepwarm.engine import BatchLimits, EmbedOptions, Engine, EngineSettings
 
@@ -71,6 +71,7 @@ def test_cached_artifact_loads_without_importing_torch(data_dir) -> None:  # noq
 
 def test_a_changed_model_gets_a_new_artifact(tmp_path: Path, model_dir: Path) -> None:
     from tiny_models import tiny_bert
+
     from keepwarm.catalog import ModelEntry
 
     directory = tiny_bert(tmp_path / "tiny", model_dir, seed=3)

@@ -10,9 +10,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import openai
-
-from batching import own_data_dir, tiny_dir  # noqa: F401 - fixtures
 from conftest import MODEL, start_server
+
 from keepwarm.reembed import read_vectors
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
-from sentence_transformers import SentenceTransformer
-
 from conftest import MODEL, assert_same_vectors, start_server
+from sentence_transformers import SentenceTransformer
 from tiny_models import tiny_bert
 
 TEXTS = ["a short one", "a somewhat longer sentence about vectors and indexes", "x"]

@@ -9,7 +9,6 @@ import uuid
 
 import httpx
 import pytest
-
 from conftest import MODEL, create_key
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from conftest import MODEL, create_key
+
 from keepwarm.api.limits import RateLimiter, format_duration
 from keepwarm.errors import RateLimited
 from keepwarm.store import ApiKey

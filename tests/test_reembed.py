@@ -16,9 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from batching import tiny_dir  # noqa: F401 - fixture
 from conftest import MODEL, assert_same_vectors
+
 from keepwarm.reembed import read_vectors
 
 

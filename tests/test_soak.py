@@ -11,7 +11,7 @@ from conftest import ROOT, state_dir
 
 def test_short_soak_has_no_5xx_no_lost_usage_and_flat_memory(server, data_dir, tmp_path) -> None:  # noqa: ANN001
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "soak.py"), "--seconds", "20", "--clients", "4",
+        [sys.executable, str(ROOT / "scripts" / "soak.py"), "--seconds", "15", "--warm-up-answers", "120", "--clients", "4",
          "--data-dir", str(state_dir(data_dir, tmp_path / "data"))],
         capture_output=True, text=True, timeout=600,
     )

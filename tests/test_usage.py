@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import MODEL, create_key, keepwarm, start_server, state_dir
 
 

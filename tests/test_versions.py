@@ -11,17 +11,15 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
+from conftest import start_server
+from tiny_models import tiny_bert
 
-from conftest import start_server, wait_ready
 from keepwarm.catalog import DigestCache, ModelEntry, directory_fingerprint
 from keepwarm.catalog.versions import model_version
-from tiny_models import tiny_bert
 
 TEXTS = ["the same question", "another document", "the same question"]
 

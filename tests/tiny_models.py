@@ -67,7 +67,16 @@ def _bpe_tokenizer(directory: Path, padding_side: str) -> int:
     The normalizer and pre-tokenizer are Qwen2's own (transformers rebuilds them by model
     type, so the tokenizer.json must carry the same ones, as real Qwen2 checkpoints do).
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     from keepwarm.runtimes.probe import PROBE_TEXTS
 
