@@ -47,7 +47,7 @@ def test_auto_measures_both_runtimes_and_records_its_choice(data_dir, reference,
         assert set(selection["candidates"]) == {"onnx", "openvino"}
         assert all(c["texts_per_second"] > 0 for c in selection["candidates"].values())
         assert model.runtime.name == selection["choice"]
-        recorded = [p for p in (data_dir / "artifacts").glob("m-*-auto-fp32")]
+        recorded = [p for p in (data_dir / "artifacts").glob("m-*-fastest-runtime-fp32")]
         assert json.loads((recorded[0] / "artifact.json").read_text())["choice"] == selection["choice"]
         assert_same_vectors(engine.embed_sync("m", texts, _truncate()).vectors, reference.encode(texts))
     finally:

@@ -1,7 +1,8 @@
-"""How close one runtime's vectors are to another's, on the same token batches."""
+"""How close one runtime's vectors are to another's, and how fast it is, on the same token batches."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -28,3 +29,15 @@ def cosine_stats(expected: np.ndarray, actual: np.ndarray) -> dict[str, float]:
 def cosine_agreement(reference: Runtime, candidate: Runtime, batches: list[Batch]) -> dict[str, float]:
     """Mean and minimum cosine between the two runtimes' vectors over all rows."""
     return cosine_stats(embed_all(reference, batches), embed_all(candidate, batches))
+
+
+def texts_per_second(runtime: Runtime, batches: list[Batch]) -> float:
+    """Best of three passes over the batches, after one warm-up pass (first calls compile kernels)."""
+    embed_all(runtime, batches)
+    rows = sum(len(ids) for ids, _ in batches)
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        embed_all(runtime, batches)
+        best = min(best, time.perf_counter() - started)
+    return rows / best

@@ -16,7 +16,6 @@ Every non-exact variant reports its measured agreement with fp32 (`accuracy`).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property, partial
@@ -27,7 +26,7 @@ import numpy as np
 
 from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.errors import ConfigError
-from keepwarm.runtimes.accuracy import Batch, cosine_stats, embed_all
+from keepwarm.runtimes.accuracy import Batch, cosine_stats, embed_all, texts_per_second
 from keepwarm.runtimes.base import Runtime
 from keepwarm.runtimes.export import export_key, export_onnx
 
@@ -143,7 +142,7 @@ def _openvino_fp32(base: _Base) -> OpenedRuntime:
     def measure(_: Path) -> dict[str, Any]:
         return openvino.choose_precision(base.spec, base.model_path, base.reference, base.probe)
 
-    _, chosen = base.derived("openvino-precision", measure)
+    _, chosen = base.derived("openvino-fastest-precision", measure)
     runtime = openvino.OpenVinoRuntime(base.spec, base.model_path, precision=chosen["precision"])
     accuracy = {"reference": "onnx fp32", "precision": chosen["precision"], **chosen["accuracy"]}
     return OpenedRuntime(runtime, "fp32", accuracy, chosen)
@@ -186,18 +185,6 @@ _AUTO_CANDIDATES = {
 }
 
 
-def _texts_per_second(runtime: Runtime, probe: list[Batch]) -> float:
-    """Best of three passes over the probe batches, after one warm-up pass."""
-    embed_all(runtime, probe)
-    rows = sum(len(ids) for ids, _ in probe)
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        embed_all(runtime, probe)
-        best = min(best, time.perf_counter() - started)
-    return rows / best
-
-
 def _qualifies(dtype: str, accuracy: dict[str, Any]) -> bool:
     if dtype == "int8":
         return accuracy.get("mean_cosine", 1.0) >= INT8_MIN_MEAN_COSINE
@@ -213,14 +200,14 @@ def _open_fastest(base: _Base) -> OpenedRuntime:
         results = {}
         for family in candidates:
             opened = _open(family, dtype, base)
-            results[family] = {"texts_per_second": _texts_per_second(opened.runtime, base.probe),
+            results[family] = {"texts_per_second": texts_per_second(opened.runtime, base.probe),
                                "accuracy": opened.accuracy}
         good = [f for f in candidates if _qualifies(dtype, results[f]["accuracy"])] or list(candidates)
         choice = max(good, key=lambda f: results[f]["texts_per_second"])
         log.info("model '%s' runtime auto (%s): chose %s from %s", base.spec.name, dtype, choice, results)
         return {"choice": choice, "candidates": results}
 
-    _, selection = base.derived(f"auto-{dtype}", measure)
+    _, selection = base.derived(f"fastest-runtime-{dtype}", measure)
     opened = _open(selection["choice"], dtype, base)
     opened.artifact = {**opened.artifact, "auto_selection": selection}
     return opened
