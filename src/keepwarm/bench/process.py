@@ -83,8 +83,8 @@ class ServerProcess:
 
     @property
     def exported(self) -> bool:
-        """True when this start had to export the model (so it was not a cached start)."""
-        return "exporting" in self.log_text()
+        """True when this start had to build an artifact (export, quantization, a measured choice)."""
+        return "building artifact" in self.log_text()
 
     def log_text(self) -> str:
         return Path(self._log.name).read_text(errors="replace")

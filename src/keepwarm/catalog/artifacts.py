@@ -8,12 +8,15 @@ folder that is renamed into place, so a crash mid-export never leaves a half art
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _META = "artifact.json"
 
@@ -37,6 +40,7 @@ class ArtifactStore:
 
         `builder` writes its files into the folder and returns metadata to store with them.
         """
+        log.info("building artifact %s (later starts reuse it)", key)
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
         try:
