@@ -164,8 +164,10 @@ def _openvino_reduced(dtype: str) -> Callable[[_Base], OpenedRuntime]:
 def _openvino_int8(base: _Base) -> OpenedRuntime:
     from keepwarm.runtimes import openvino
 
-    builder = partial(openvino.quantize_int8, base.spec, base.model_path, base.reference, base.probe)
-    folder, artifact = base.derived("openvino-int8", builder)
+    def build(folder: Path) -> dict[str, Any]:  # the fp32 reference is computed only when building
+        return openvino.quantize_int8(base.spec, base.model_path, base.reference, base.probe, folder)
+
+    folder, artifact = base.derived("openvino-int8", build)
     runtime = openvino.OpenVinoRuntime(base.spec, folder / artifact["file"], precision=artifact["precision"])
     return OpenedRuntime(runtime, "int8", artifact["accuracy"], artifact)
 
