@@ -235,7 +235,7 @@ class BatchRunner:
             self.jobs.fail(batch.id, result.errors, total=result.total)
             return
         assert result.model is not None
-        _, version = self._identity(result.model)
+        _, version = result.served  # what `_identity` gave during validation: no second lookup to race a reload
         self.jobs.start(batch.id, total=result.total, model=result.model, model_version=version)
         log.info("batch %s: %d requests for %s", batch.id, result.total, result.model)
 
@@ -276,12 +276,13 @@ class BatchRunner:
     async def _run_chunks(self, batch: BatchRecord, chunks: Iterator[list[Line]], checkpoints: _Checkpoints) -> str:
         """Keep `pipeline_depth` chunks in the engine, committing them in order; stop on cancel or expiry."""
         pending: deque[tuple[Line, asyncio.Future[list[_Outcome]]]] = deque()
+        model = pinned(batch.model, batch.model_version)  # every line, not just the start, on that version
         status = IN_PROGRESS
         try:
             for chunk in chunks:
                 if time.time() >= batch.expires_at:
                     break
-                pending.append((chunk[-1], asyncio.ensure_future(self._run_chunk(batch.model, chunk))))
+                pending.append((chunk[-1], asyncio.ensure_future(self._run_chunk(model, chunk))))
                 if len(pending) >= self.settings.pipeline_depth:
                     last, future = pending.popleft()
                     status = checkpoints.commit(last, await future)
