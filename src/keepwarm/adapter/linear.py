@@ -17,14 +17,10 @@ from typing import Any
 import numpy as np
 
 from keepwarm.errors import ConfigError
+from keepwarm.runtimes.pooling import l2_normalize
 
 FORMAT = "keepwarm-adapter/1"
 METHODS = ("procrustes", "lstsq")
-
-
-def _normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
 
 
 @dataclass(frozen=True)
@@ -35,7 +31,7 @@ class LinearAdapter:
     metadata: dict[str, str]
 
     def adapt(self, new_vectors: np.ndarray) -> np.ndarray:
-        return _normalize(np.asarray(new_vectors, dtype=np.float32) @ self.weight).astype(np.float32)
+        return l2_normalize(np.asarray(new_vectors, dtype=np.float32) @ self.weight).astype(np.float32)
 
     def save(self, path: Path) -> None:
         """A safetensors file: tensor `weight`, and string metadata naming both versions."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from keepwarm.adapter.linear import LinearAdapter
+from keepwarm.runtimes.accuracy import cosine_stats
 
 _QUERY_WORDS = 12
 _MIN_WORDS = 24
@@ -59,9 +60,7 @@ def _top_k(queries: np.ndarray, documents: np.ndarray) -> np.ndarray:
 
 def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Mean cosine between paired rows: how close two versions' vectors of the same texts are."""
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return float(np.mean(np.sum(a * b, axis=1)))
+    return cosine_stats(a, b)["mean_cosine"]
 
 
 def _recall(top: np.ndarray) -> float:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from keepwarm.adapter.linear import METHODS
 from keepwarm.cli.options import DATA_DIR_OPTION, engine_for
 from keepwarm.errors import ConfigError, KeepwarmError
 
@@ -24,7 +25,7 @@ def adapter() -> None:
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the adapter (safetensors).")
-@click.option("--method", type=click.Choice(["lstsq", "procrustes"]), default="lstsq", show_default=True,
+@click.option("--method", type=click.Choice(METHODS), default="lstsq", show_default=True,
               help="lstsq: any linear map (needs more fit texts than dimensions); procrustes: a rotation.")
 @click.option("--fit-texts", default=2000, show_default=True, type=click.IntRange(2), help="Texts to fit on.")
 @click.option("--heldout-texts", default=1000, show_default=True, type=click.IntRange(1),

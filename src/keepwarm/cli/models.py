@@ -85,7 +85,6 @@ def export(name: str, config: Path | None, model_options: tuple[str, ...], data_
         engine.close()
 
 
-INTERCHANGEABLE = 0.9999  # min cosine at which two versions' vectors can share an index
 
 
 @models.command()
@@ -99,11 +98,15 @@ def diff(first: str, second: str, config: Path | None, model_options: tuple[str,
          corpus: Path | None) -> None:
     """Embed the same texts with FIRST and SECOND (names or name@version) and say if they are interchangeable."""
     from keepwarm.engine import EmbedOptions, Engine
-    from keepwarm.runtimes.accuracy import cosine_stats
+    from keepwarm.runtimes.accuracy import FP32_EQUIVALENT, cosine_stats
     from keepwarm.runtimes.probe import PROBE_TEXTS
 
-    texts = [json.loads(line)["text"] for line in corpus.read_text().splitlines() if line.strip()] if corpus \
-        else list(PROBE_TEXTS)
+    from keepwarm.bench.corpus import CorpusError, load_corpus
+
+    try:
+        texts = load_corpus(corpus) if corpus else list(PROBE_TEXTS)
+    except CorpusError as exc:
+        raise click.UsageError(str(exc)) from None
     engine = Engine(model_specs(config, model_options), data_dir)
     try:
         options = EmbedOptions(truncate=True)
@@ -117,7 +120,7 @@ def diff(first: str, second: str, config: Path | None, model_options: tuple[str,
             report.update(interchangeable=False, reason=f"dimensions differ: {a.vectors.shape[1]} vs {b.vectors.shape[1]}")
         else:
             stats = cosine_stats(a.vectors, b.vectors)
-            report.update(stats, interchangeable=stats["min_cosine"] >= INTERCHANGEABLE)
+            report.update(stats, interchangeable=stats["min_cosine"] >= FP32_EQUIVALENT)
         report["advice"] = (
             "vectors are interchangeable: an index built with one can be searched with the other"
             if report["interchangeable"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +53,8 @@ class Tokenized:
     ids: list[np.ndarray]
     owners: list[int] | None = None  # input index of each window; None when one window per input
 
-    @property
-    def tokens(self) -> int:
+    @cached_property
+    def tokens(self) -> int:  # read several times per request
         return sum(len(ids) for ids in self.ids)
 
 

@@ -12,6 +12,10 @@ from keepwarm.runtimes.pooling import l2_normalize
 
 Batch = tuple[np.ndarray, np.ndarray]  # input_ids, attention_mask
 
+# Min cosine to fp32 at which vectors are interchangeable: a runtime may stand in for fp32,
+# and two model versions may share one index.
+FP32_EQUIVALENT = 0.9999
+
 
 def embed_all(runtime: Runtime, batches: Iterable[Batch]) -> np.ndarray:
     """Vectors for every row of every batch, stacked."""

@@ -26,7 +26,7 @@ import numpy as np
 
 from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.errors import ConfigError
-from keepwarm.runtimes.accuracy import Batch, cosine_stats, embed_all, texts_per_second
+from keepwarm.runtimes.accuracy import FP32_EQUIVALENT, Batch, cosine_stats, embed_all, texts_per_second
 from keepwarm.runtimes.base import Runtime
 from keepwarm.runtimes.export import export_key, export_onnx
 
@@ -190,7 +190,7 @@ _AUTO_CANDIDATES = {
 def _qualifies(dtype: str, accuracy: dict[str, Any]) -> bool:
     if dtype == "int8":
         return accuracy.get("mean_cosine", 1.0) >= INT8_MIN_MEAN_COSINE
-    return accuracy.get("min_cosine", 1.0) >= 0.9999
+    return accuracy.get("min_cosine", 1.0) >= FP32_EQUIVALENT
 
 
 def _open_fastest(base: _Base) -> OpenedRuntime:

@@ -18,7 +18,7 @@ import numpy as np
 import openvino as ov
 
 from keepwarm.catalog.spec import ModelSpec
-from keepwarm.runtimes.accuracy import Batch, cosine_stats, embed_all, texts_per_second
+from keepwarm.runtimes.accuracy import FP32_EQUIVALENT, Batch, cosine_stats, embed_all, texts_per_second
 from keepwarm.runtimes.base import Runtime
 from keepwarm.runtimes.ort import available_cores
 
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 # same shapes repeat (the best case for the cache) and the same single-text latency;
 # no cache at all cost 25 %.
 KERNEL_CACHE_ENTRIES = 50
-FP32_EQUIVALENT = 0.9999  # min cosine to the fp32 reference for a runtime to stand in for fp32
 INT8_FORMAT = "openvino-int8-nncf-v1"
 INT8_FILE = "model.int8.xml"
 
