@@ -186,22 +186,21 @@ def create_app(
         record = record_of(request)
         limiter.check_request(key)
         body = parse_embedding_request(await read_body(request, settings.max_body_bytes))
-        view, _ = engine.describe(body.model)
-        check_model_allowed(key, body.model, view.spec.names)
-        record.model = view.spec.name
+        spec = engine.spec_for(body.model)
+        check_model_allowed(key, body.model, spec.names)
+        record.model = spec.name
         options = embed_options(body, request.headers.get("x-expect-model-version"))
         admit = partial(limiter.check_tokens, key) if key.tpm is not None else None
         result = await unless_disconnected(request, engine.embed(body.model, body.input, options, admit=admit))
         event = UsageEvent(
-            key.id, view.spec.name, result.model.short_version, result.tokens, result.cached_inputs,
+            key.id, result.model.spec.name, result.model.short_version, result.tokens, result.cached_inputs,
             result.timings.compute,
         )
         await store.call(store.usage.record, event)  # committed before the answer leaves
         record.result = result
-        record.headers |= limiter.headers(key)
         return JSONResponse(
             embeddings_body(result, requested_model=body.model, encoding_format=body.encoding_format or "float"),
-            headers=embeddings_headers(result),
+            headers=embeddings_headers(result) | limiter.headers(key),
         )
 
     @app.get("/v1/models")

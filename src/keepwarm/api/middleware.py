@@ -42,7 +42,6 @@ class RequestRecord:
     model: str = ""  # the served model's canonical name, once resolved
     error: str | None = None  # the error code (or type) of an error answer
     result: Embeddings | None = None
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 def record_of(request: Request) -> RequestRecord:
@@ -106,7 +105,6 @@ class RequestMiddleware:
 
     def _headers(self, record: RequestRecord) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-request-id", record.id.encode())]
-        headers += [(name.encode(), value.encode()) for name, value in record.headers.items()]
         if record.result is not None:
             headers += _timing_headers(record.result, time.perf_counter() - record.started)
         return headers

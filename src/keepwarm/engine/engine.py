@@ -191,6 +191,10 @@ class Engine:
         catalog = self._catalog
         return [slot.view(catalog.current[slot.spec.name] == key) for key, slot in catalog.slots.items()]
 
+    def spec_for(self, model: str) -> ModelSpec:
+        """The spec `model` (a name, alias or pin) resolves to now: a cheap check before embedding."""
+        return self._resolve(model).spec
+
     def describe(self, model: str) -> tuple[ModelView, list[ModelView]]:
         """The version `model` (a name, alias or pin) resolves to, and all versions of that name."""
         slot = self._resolve(model)
