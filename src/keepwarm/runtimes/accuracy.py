@@ -30,11 +30,6 @@ def cosine_stats(expected: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     return {"mean_cosine": float(cosines.mean()), "min_cosine": float(cosines.min())}
 
 
-def cosine_agreement(reference: Runtime, candidate: Runtime, batches: list[Batch]) -> dict[str, float]:
-    """Mean and minimum cosine between the two runtimes' vectors over all rows."""
-    return cosine_stats(embed_all(reference, batches), embed_all(candidate, batches))
-
-
 def texts_per_second(runtime: Runtime, batches: list[Batch]) -> float:
     """Best of three passes over the batches, after one warm-up pass (first calls compile kernels)."""
     embed_all(runtime, batches)

@@ -128,11 +128,16 @@ def _onnx_fp32(base: _Base) -> OpenedRuntime:
     return OpenedRuntime(OnnxRuntime(base.spec, base.model_path), "fp32", accuracy, base.artifact)
 
 
+def _quantized(base: _Base, suffix: str, quantize: Callable[..., dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
+    """The int8 artifact `quantize` builds once; the fp32 probe reference is computed only then."""
+    return base.derived(suffix, lambda folder: quantize(base.spec, base.model_path, base.reference, base.probe, folder))
+
+
 def _onnx_int8(base: _Base) -> OpenedRuntime:
     from keepwarm.runtimes.ort import OnnxRuntime
     from keepwarm.runtimes.quantize import quantize_int8
 
-    folder, artifact = base.derived("ort-int8", partial(quantize_int8, base.spec, base.model_path, base.probe))
+    folder, artifact = _quantized(base, "ort-int8", quantize_int8)
     return OpenedRuntime(OnnxRuntime(base.spec, folder / artifact["file"]), "int8", artifact["accuracy"], artifact)
 
 
@@ -164,10 +169,7 @@ def _openvino_reduced(dtype: str) -> Callable[[_Base], OpenedRuntime]:
 def _openvino_int8(base: _Base) -> OpenedRuntime:
     from keepwarm.runtimes import openvino
 
-    def build(folder: Path) -> dict[str, Any]:  # the fp32 reference is computed only when building
-        return openvino.quantize_int8(base.spec, base.model_path, base.reference, base.probe, folder)
-
-    folder, artifact = base.derived("openvino-int8", build)
+    folder, artifact = _quantized(base, "openvino-int8", openvino.quantize_int8)
     runtime = openvino.OpenVinoRuntime(base.spec, folder / artifact["file"], precision=artifact["precision"])
     return OpenedRuntime(runtime, "int8", artifact["accuracy"], artifact)
 

@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from keepwarm.catalog.spec import ModelSpec
-from keepwarm.runtimes.accuracy import Batch, cosine_agreement
+from keepwarm.runtimes.accuracy import Batch, cosine_stats, embed_all
 from keepwarm.runtimes.ort import OnnxRuntime
 
 log = logging.getLogger(__name__)
@@ -21,14 +23,15 @@ INT8_FORMAT = "onnx-int8-dynamic-per-channel-v1"
 INT8_FILE = "model.int8.onnx"
 
 
-def quantize_int8(spec: ModelSpec, fp32_model: Path, probe: list[Batch], folder: Path) -> dict[str, Any]:
-    """Write the int8 graph into `folder`, measure it against fp32, and return its metadata."""
+def quantize_int8(
+    spec: ModelSpec, fp32_model: Path, reference: np.ndarray, probe: list[Batch], folder: Path
+) -> dict[str, Any]:
+    """Write the int8 graph into `folder`, measure it against the fp32 `reference` vectors, return its metadata."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     started = time.perf_counter()
     quantize_dynamic(str(fp32_model), str(folder / INT8_FILE), per_channel=True, weight_type=QuantType.QInt8)
-    fp32 = OnnxRuntime(spec, fp32_model)
     int8 = OnnxRuntime(spec, folder / INT8_FILE)
-    accuracy = {"reference": "onnx fp32", **cosine_agreement(fp32, int8, probe)}
+    accuracy = {"reference": "onnx fp32", **cosine_stats(reference, embed_all(int8, probe))}
     log.info("quantized '%s' to ONNX Runtime int8 in %.1fs: %s", spec.name, time.perf_counter() - started, accuracy)
     return {"format": INT8_FORMAT, "file": INT8_FILE, "accuracy": accuracy}
