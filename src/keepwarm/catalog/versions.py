@@ -44,6 +44,11 @@ def short_version(version: str) -> str:
     return version[:SHORT_LENGTH]
 
 
+def version_label(name: str, version: str) -> str:
+    """`name@short version`: how logs, metrics and reports name one model version."""
+    return f"{name}@{short_version(version)}"
+
+
 def split_pin(model: str) -> tuple[str, str | None]:
     """`name@version` → (name, version); a bare name → (name, None)."""
     name, sep, version = model.partition("@")

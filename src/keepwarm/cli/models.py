@@ -112,8 +112,8 @@ def diff(first: str, second: str, config: Path | None, model_options: tuple[str,
         options = EmbedOptions(truncate=True)
         a, b = (engine.embed_sync(ref, texts, options) for ref in (first, second))
         report: dict[str, object] = {
-            "first": f"{a.model.spec.name}@{a.model.short_version}",
-            "second": f"{b.model.spec.name}@{b.model.short_version}",
+            "first": a.model.label,
+            "second": b.model.label,
             "texts": len(texts),
         }
         if a.vectors.shape != b.vectors.shape:

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from keepwarm.catalog import ArtifactStore, DigestCache, ModelSpec, directory_fingerprint
-from keepwarm.catalog.versions import matches, model_version, short_version, split_pin
+from keepwarm.catalog.versions import matches, model_version, short_version, split_pin, version_label
 from keepwarm.engine.cache import EmbeddingCache, cache_key
 from keepwarm.engine.jobs import ONLINE, Job, WorkItem
 from keepwarm.engine.model import ServedModel, load_model
@@ -219,7 +219,7 @@ class Engine:
         with self._lock:
             old, self._catalog = self._catalog, new
         retired = [slot for key, slot in old.slots.items() if key not in new.slots]
-        summary = ", ".join(f"{name}@{short_version(key.split('@')[1])}" for name, key in new.current.items())
+        summary = ", ".join(version_label(name, new.slots[key].version) for name, key in new.current.items())
         log.info("catalog reloaded: serving %s; retiring %d version(s)", summary, len(retired))
         self._watch_idle_models()
         for slot in retired:
@@ -363,8 +363,7 @@ class Engine:
             raise
         with self._lock:
             slot.model, slot.loading, slot.last_used = model, None, time.monotonic()
-        label = f"{slot.spec.name}@{short_version(slot.version)}"  # as load_model labels the model's series
-        self.metrics.track_model(label, model.load_seconds, lambda: model.scheduler.tokens_per_second)
+        self.metrics.track_model(model.label, model.load_seconds, lambda: model.scheduler.tokens_per_second)
         return model
 
     def _retire(self, slot: _Slot) -> None:

@@ -10,7 +10,7 @@ from functools import partial
 import numpy as np
 
 from keepwarm.catalog import ArtifactStore, ModelSpec
-from keepwarm.catalog.versions import short_version
+from keepwarm.catalog.versions import short_version, version_label
 from keepwarm.engine.background import BackgroundWorkers
 from keepwarm.engine.jobs import ONLINE
 from keepwarm.engine.scheduler import BatchLimits, Scheduler
@@ -56,6 +56,10 @@ class ServedModel:
     def short_version(self) -> str:
         return short_version(self.version)
 
+    @property
+    def label(self) -> str:
+        return version_label(self.spec.name, self.version)
+
     def close(self) -> None:
         """Stop taking work, fail what is still queued, and let the worker finish."""
         for item in self.scheduler.close():
@@ -98,7 +102,7 @@ def load_model(
     opened = open_runtime(spec, store, fingerprint, probe_batches(tokenizer))
     _check_matryoshka(spec, opened.runtime.dimensions)
     _warm_up(opened, tokenizer.pad_id)
-    label = f"{spec.name}@{short_version(version)}"
+    label = version_label(spec.name, version)
     scheduler = Scheduler(limits, on_dropped=metrics.inputs_dropped.labels(label).inc)
     metrics.track_queue(label, lambda: scheduler.queued_tokens)
     observe = partial(metrics.observe_batch, label)
