@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from keepwarm.batches.db import Database
+from keepwarm.store.database import Database
 from keepwarm.errors import NotFound, PayloadTooLarge
 
 _COPY_CHUNK = 1 << 20

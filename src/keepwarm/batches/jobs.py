@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from keepwarm.batches.db import Database
+from keepwarm.store.database import Database
 from keepwarm.batches.files import new_file_id
 from keepwarm.cost import job_cost
 from keepwarm.errors import Conflict, NotFound

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any
 
-from keepwarm.batches.db import Database
+from keepwarm.batches.db import open_batch_database
 from keepwarm.batches.files import FileRecord, FileStore
 from keepwarm.batches.jobs import BatchRecord, JobStore
 from keepwarm.batches.runner import BatchRunner, RunnerSettings
@@ -67,7 +67,7 @@ class BatchService:
     def __init__(self, engine: Engine, settings: BatchSettings | None = None) -> None:
         self.settings = settings or BatchSettings()
         root = engine.data_dir / "batches"
-        database = Database(root / "batches.db")
+        database = open_batch_database(root / "batches.db")
         self.files = FileStore(database, root)
         self.jobs = JobStore(database)
         self.runner = BatchRunner(root, self.jobs, self.files, engine, self.settings.runner)

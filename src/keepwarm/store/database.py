@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from keepwarm.store.migrations import MIGRATIONS
+from keepwarm.store.migrations import MIGRATIONS, Migration
 
 FILE_NAME = "keepwarm.db"
 BUSY_TIMEOUT_MS = 10_000
@@ -26,15 +26,22 @@ class StoreError(Exception):
 
 
 class Database:
-    """One SQLite database file, migrated to the newest schema on open."""
+    """One SQLite database file, migrated to the newest schema on open.
 
-    def __init__(self, path: Path) -> None:
+    `migrations` and `synchronous` default to the state database's; the batch database
+    passes its own schema and `FULL` (every commit fsynced).
+    """
+
+    def __init__(
+        self, path: Path, migrations: tuple[Migration, ...] = MIGRATIONS, synchronous: str = "NORMAL"
+    ) -> None:
         self.path = path
+        self.synchronous = synchronous
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        migrate(self.connection())
+        migrate(self.connection(), migrations)
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> Database:
@@ -44,11 +51,15 @@ class Database:
         """This thread's connection (autocommit; use `transaction()` to write)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _connect(self.path)
+            conn = _connect(self.path, self.synchronous)
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
         return conn
+
+    def query(self, statement: str, parameters: tuple = ()) -> list[sqlite3.Row]:
+        """Rows of one read-only statement (a consistent snapshot) on this thread's connection."""
+        return self.connection().execute(statement, parameters).fetchall()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -66,12 +77,12 @@ class Database:
         self._local = threading.local()
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
 
@@ -87,7 +98,7 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def migrate(conn: sqlite3.Connection) -> int:
+def migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRATIONS) -> int:
     """Apply the migrations this database has not seen, atomically; return the schema version.
 
     The version is read under the write lock, so two processes opening a new database at
@@ -95,13 +106,13 @@ def migrate(conn: sqlite3.Connection) -> int:
     """
     with _immediate(conn):
         current = conn.execute("PRAGMA user_version").fetchone()[0]
-        if current > len(MIGRATIONS):
+        if current > len(migrations):
             raise StoreError(
                 f"the state database is at schema version {current}, newer than this keepwarm "
-                f"understands ({len(MIGRATIONS)}); upgrade keepwarm"
+                f"understands ({len(migrations)}); upgrade keepwarm"
             )
-        for version, statements in enumerate(MIGRATIONS[current:], start=current + 1):
+        for version, statements in enumerate(migrations[current:], start=current + 1):
             for statement in statements:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version}")
-    return len(MIGRATIONS)
+    return len(migrations)
