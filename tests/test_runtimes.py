@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_same_vectors
+from conftest import CORPUS, assert_same_vectors, cosines
 
 from keepwarm.catalog import ModelEntry
 from keepwarm.engine import Engine
@@ -54,13 +54,23 @@ def test_auto_measures_both_runtimes_and_records_its_choice(data_dir, reference,
         engine.close()
 
 
-def test_openvino_int8_reports_its_accuracy(data_dir, reference, texts) -> None:  # noqa: ANN001
+# The corpus text (an ASCII table in a docstring, 256+ tokens) that int8 calibrated on the
+# short probe texts alone got most wrong: min cosine 0.951 to fp32 (now 0.970, the worst
+# of the whole corpus; the check below leaves room for other CPUs' rounding).
+_HARDEST_FOR_INT8 = "py-02994"
+
+
+def test_openvino_int8_meets_the_agreement_bar_on_real_texts(data_dir, reference, corpus) -> None:  # noqa: ANN001
+    hardest = [r["text"] for r in map(json.loads, CORPUS.read_text().splitlines()) if r["id"] == _HARDEST_FOR_INT8]
     engine = _engine(data_dir, runtime="openvino", dtype="int8")
     try:
         accuracy = engine.resolve("m").opened.accuracy
         assert accuracy["reference"] == "onnx fp32"
-        assert 0.9 <= accuracy["min_cosine"] <= accuracy["mean_cosine"] < 1.0
-        assert_same_vectors(engine.embed_sync("m", texts, _truncate()).vectors, reference.encode(texts), 0.95)
+        assert 0.97 <= accuracy["min_cosine"] <= accuracy["mean_cosine"] < 1.0
+        agreement = cosines(engine.embed_sync("m", corpus, _truncate()).vectors, reference.encode(corpus))
+        assert agreement.mean() >= 0.99 and agreement.min() >= 0.97, (agreement.mean(), agreement.min())
+        worst = cosines(engine.embed_sync("m", hardest, _truncate()).vectors, reference.encode(hardest))
+        assert worst.min() >= 0.965
     finally:
         engine.close()
 

@@ -20,7 +20,7 @@ from keepwarm.errors import ConfigError, NotReady
 from keepwarm.metrics import Metrics
 from keepwarm.runtimes.accuracy import Batch
 from keepwarm.runtimes.factory import OpenedRuntime, open_runtime
-from keepwarm.runtimes.probe import PROBE_TEXTS
+from keepwarm.runtimes.probe import PROBE_TEXTS, calibration_texts
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,9 @@ class ServedModel:
             self.background.join(timeout=30)
 
 
-def probe_batches(tokenizer: ModelTokenizer) -> list[Batch]:
-    """The probe texts, tokenized for this model, in padded batches."""
-    tokenized = tokenizer.encode_texts(list(PROBE_TEXTS), overflow="truncate")
-    rows = tokenized.ids
+def token_batches(tokenizer: ModelTokenizer, texts: list[str]) -> list[Batch]:
+    """`texts` tokenized for this model (truncated to its limit), in padded batches."""
+    rows = tokenizer.encode_texts(texts, overflow="truncate").ids
     return [pad_batch(rows[i : i + _PROBE_BATCH], tokenizer.pad_id) for i in range(0, len(rows), _PROBE_BATCH)]
 
 
@@ -99,7 +98,8 @@ def load_model(
     """Build (or reuse) the model's artifacts, open its runtime, warm it up and start its worker."""
     started = time.perf_counter()
     tokenizer = ModelTokenizer(spec)
-    opened = open_runtime(spec, store, fingerprint, probe_batches(tokenizer))
+    probe = token_batches(tokenizer, list(PROBE_TEXTS))
+    opened = open_runtime(spec, store, fingerprint, probe, token_batches(tokenizer, calibration_texts()))
     _check_matryoshka(spec, opened.runtime.dimensions)
     _warm_up(opened, tokenizer.pad_id)
     label = version_label(spec.name, version)

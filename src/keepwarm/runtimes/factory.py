@@ -77,6 +77,7 @@ class _Base:
     folder: Path
     artifact: dict[str, Any]
     probe: list[Batch]
+    calibration: list[Batch]
 
     @property
     def model_path(self) -> Path:
@@ -99,13 +100,23 @@ def onnx_fp32_artifact(spec: ModelSpec, store: ArtifactStore, fingerprint: str) 
     return store.get(key) or store.build(key, partial(export_onnx, spec))
 
 
-def open_runtime(spec: ModelSpec, store: ArtifactStore, fingerprint: str, probe: list[Batch]) -> OpenedRuntime:
-    """Open the runtime for `spec`; `probe` batches measure every variant that is not exact."""
+def open_runtime(
+    spec: ModelSpec,
+    store: ArtifactStore,
+    fingerprint: str,
+    probe: list[Batch],
+    calibration: list[Batch],
+) -> OpenedRuntime:
+    """Open the runtime for `spec`.
+
+    `probe` batches measure every variant that is not exact; `calibration` gives the
+    batches static int8 quantization calibrates on.
+    """
     family = resolve_runtime(spec)
     if family == "torch":
         return _open_torch(spec, probe)
     folder, artifact = onnx_fp32_artifact(spec, store, fingerprint)
-    base = _Base(spec, store, folder, artifact, probe)
+    base = _Base(spec, store, folder, artifact, probe, calibration)
     if family == "auto":
         return _open_fastest(base)
     return _open(family, spec.dtype, base)
@@ -169,7 +180,8 @@ def _openvino_reduced(dtype: str) -> Callable[[_Base], OpenedRuntime]:
 def _openvino_int8(base: _Base) -> OpenedRuntime:
     from keepwarm.runtimes import openvino
 
-    folder, artifact = _quantized(base, "openvino-int8", openvino.quantize_int8)
+    quantize = partial(openvino.quantize_int8, calibration=base.calibration)
+    folder, artifact = _quantized(base, openvino.INT8_FORMAT, quantize)
     runtime = openvino.OpenVinoRuntime(base.spec, folder / artifact["file"], precision=artifact["precision"])
     return OpenedRuntime(runtime, "int8", artifact["accuracy"], artifact)
 

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 # same shapes repeat (the best case for the cache) and the same single-text latency;
 # no cache at all cost 25 %.
 KERNEL_CACHE_ENTRIES = 50
-INT8_FORMAT = "openvino-int8-nncf-v1"
+INT8_FORMAT = "openvino-int8-nncf-v2"  # v2: longer calibration texts, SmoothQuant 0.6
 INT8_FILE = "model.int8.xml"
 
 
@@ -95,14 +95,34 @@ def choose_precision(spec: ModelSpec, model_path: Path, reference: np.ndarray, p
     return {"precision": precision, "accuracy": accuracy, "tried": tried}
 
 
-def quantize_int8(spec: ModelSpec, fp32_model: Path, reference: np.ndarray, probe: list[Batch], folder: Path) -> dict[str, Any]:
-    """NNCF post-training int8 quantization, calibrated on the probe texts; measured against fp32."""
+def quantize_int8(
+    spec: ModelSpec,
+    fp32_model: Path,
+    reference: np.ndarray,
+    probe: list[Batch],
+    folder: Path,
+    *,
+    calibration: list[Batch],
+) -> dict[str, Any]:
+    """NNCF post-training int8 quantization, calibrated on `calibration`; measured against fp32 on `probe`.
+
+    SmoothQuant moves activation outliers into the weights; how far (alpha) trades
+    long texts against very short ones. Measured on MiniLM over the 4,105-text benchmark
+    corpus and the probe texts (min cosine to fp32): NNCF's default 0.95 gave 0.962 on
+    the corpus; off, 0.974 on the corpus but 0.958 on "OK"; 0.6 gave 0.970 on the corpus
+    and 0.988 on the probe texts, mean 0.995, the best worst case of those tried (0.5 to
+    0.9). The measured agreement is recorded with the artifact for every model.
+    """
     import nncf
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
+    )
 
     started = time.perf_counter()
     samples = [
         {"input_ids": ids[row : row + 1, : int(mask[row].sum())], "attention_mask": mask[row : row + 1, : int(mask[row].sum())]}
-        for ids, mask in probe
+        for ids, mask in calibration
         for row in range(len(ids))
     ]
     quantized = nncf.quantize(
@@ -110,6 +130,7 @@ def quantize_int8(spec: ModelSpec, fp32_model: Path, reference: np.ndarray, prob
         nncf.Dataset(samples),
         model_type=nncf.ModelType.TRANSFORMER,
         subset_size=len(samples),
+        advanced_parameters=AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=0.6)),
     )
     ov.save_model(quantized, str(folder / INT8_FILE))
     precision = cpu_precisions()[0]

@@ -1,4 +1,4 @@
-"""Probe texts: what quantized and alternative runtimes are measured on (and calibrated with).
+"""Probe texts: what quantized and alternative runtimes are measured on and calibrated with.
 
 A mix of short queries, prose, code and non-English text, so the measurement covers
 the inputs an embeddings service really sees.
@@ -45,3 +45,21 @@ PROBE_TEXTS: tuple[str, ...] = (
     "Q: Can I pin a model version? A: Yes, send model=name@version and the server refuses anything else.",
     "wireless noise cancelling headphones with long battery life",
 )
+
+
+def calibration_texts() -> list[str]:
+    """What static int8 quantization learns activation ranges from: the probe texts and longer ones.
+
+    The probe texts alone are short (20 tokens on average), but served texts run to the
+    model's limit, and activation ranges grow with length: calibrated on the probe
+    texts only, OpenVINO int8 MiniLM had a min cosine of 0.951 to fp32 over the
+    benchmark corpus, its worst texts long code files. Adding each probe text joined to
+    another and 16 windows over all of them joined (up to the model's limit once
+    tokenized) raised it to 0.962, and with SmoothQuant at 0.6 to 0.970 (openvino.py).
+    """
+    texts = list(PROBE_TEXTS)
+    pairs = [f"{text}\n{texts[(i + 7) % len(texts)]}" for i, text in enumerate(texts)]
+    joined = " ".join(texts)
+    step = len(joined) // 16
+    windows = [joined[start:] + " " + joined[:start] for start in range(0, step * 16, step)]
+    return texts + pairs + windows
