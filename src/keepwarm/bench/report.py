@@ -187,7 +187,8 @@ def _targets(measured: Measured, ratios: dict[str, float]) -> list[dict[str, Any
             "max",
         ),
         ("ready in ≤ 3 s with the artifact cached", server.get("ready_seconds"), 3.0, "max"),
-        ("resident memory after warm-up ≤ 400 MB", server.get("rss_mb_after_ready"), 400.0, "max"),
+        # after the load phases: runtimes' memory grows with the batch shapes they have run
+        ("resident memory after the load phases ≤ 400 MB", server.get("rss_mb"), 400.0, "max"),
     ]
     return [
         {
