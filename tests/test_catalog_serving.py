@@ -12,6 +12,8 @@ from conftest import MODEL, assert_same_vectors, start_server
 from sentence_transformers import SentenceTransformer
 from tiny_models import tiny_bert, tiny_decoder, tiny_modernbert
 
+from keepwarm.engine.tuning import CANDIDATE_BUDGETS
+
 TEXTS = ["what is a vector index?", "an index maps vectors to documents", "def f():\n    pass"]
 
 
@@ -115,6 +117,7 @@ def test_input_type_on_a_model_without_prompts_is_400_naming_the_choices(catalog
 def test_int8_model_reports_its_measured_accuracy(catalog_server, reference) -> None:  # noqa: ANN001
     details = _model(catalog_server, "minilm-int8")
     assert details["dtype"] == "int8" and details["runtime"] == "onnx"  # runtime = "onnx" in the config
+    assert details["max_batch_tokens"] in CANDIDATE_BUDGETS  # measured for this model at its first load
     assert details["accuracy"]["reference"] == "onnx fp32"
     assert 0.9 <= details["accuracy"]["min_cosine"] <= details["accuracy"]["mean_cosine"] < 1.0
     assert details["version"] != _model(catalog_server, MODEL)["version"]  # int8 vectors are another version

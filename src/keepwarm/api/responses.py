@@ -80,6 +80,7 @@ def _version_body(view: ModelView) -> dict[str, Any]:
             dimensions=model.dimensions,
             runtime=model.runtime.name,
             accuracy=model.opened.accuracy,
+            max_batch_tokens=model.scheduler.limits.max_batch_tokens,
         )
     return body
 

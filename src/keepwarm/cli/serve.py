@@ -56,7 +56,8 @@ def _check_auth(has_keys: bool, host: str, allow_unauthenticated: bool) -> bool:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @CONFIG_OPTIONS
 @DATA_DIR_OPTION
-@click.option("--max-batch-tokens", default=2048, show_default=True, type=click.IntRange(1), help="Padded tokens per model call.")
+@click.option("--max-batch-tokens", type=click.IntRange(1), show_default="measured per model at first load",
+              help="Padded tokens per model call, for every model.")
 @click.option("--max-batch-size", default=64, show_default=True, type=click.IntRange(1), help="Rows per model call.")
 @click.option("--max-batch-padding", default=0.1, show_default=True, type=click.FloatRange(0, 1),
               help="Largest share of a model call's padded tokens that may be padding.")
@@ -93,7 +94,7 @@ def serve(
     config: Path | None,
     model_options: tuple[str, ...],
     data_dir: Path,
-    max_batch_tokens: int,
+    max_batch_tokens: int | None,
     max_batch_size: int,
     max_batch_padding: float,
     max_queue_tokens: int,

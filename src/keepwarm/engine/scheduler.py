@@ -9,9 +9,9 @@ Policy, in order of importance:
    unused on short ones. Padding costs as much compute as real tokens, and filling the
    budget with whatever is queued was measured to pad ~40 % of every batch under a
    16-client load (half the in-process throughput); stopping before padding passes
-   10 % kept the server within a few percent of in-process. A budget of 2048 padded
-   tokens was as fast as 4096 or 8192 on the benchmark corpus, with lower latency and
-   well under half the peak memory (docs/benchmarks.md).
+   10 % kept the server within a few percent of in-process. The padded-token budget is
+   measured for each model at its first load (engine/tuning.py): how big a call pays
+   depends on the model and the machine.
 
 Deadlines: an online job that waited longer than its queue timeout before any of its
 inputs reached the model is failed (DeadlineExceeded) when it comes up, not computed
@@ -41,7 +41,7 @@ from keepwarm.errors import DeadlineExceeded, NotReady, Overloaded
 class BatchLimits:
     """How big one model call and the waiting queue may get."""
 
-    max_batch_tokens: int = 2048
+    max_batch_tokens: int | None = None  # None: measured for each model (engine/tuning.py)
     max_batch_items: int = 64
     max_queue_tokens: int = 600_000
     max_padding: float = 0.1
