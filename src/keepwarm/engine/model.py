@@ -100,11 +100,14 @@ def load_model(
     started = time.perf_counter()
     tokenizer = ModelTokenizer(spec)
     probe = token_batches(tokenizer, list(PROBE_TEXTS))
-    opened = open_runtime(spec, store, fingerprint, probe, token_batches(tokenizer, calibration_texts()))
+    calibration = partial(token_batches, tokenizer, calibration_texts())
+    opened = open_runtime(spec, store, fingerprint, probe, calibration)
     _check_matryoshka(spec, opened.runtime.dimensions)
     _warm_up(opened, tokenizer.pad_id)
     if limits.max_batch_tokens is None:
-        budget = token_budget(spec, fingerprint, opened.runtime, opened.dtype, store, tokenizer.pad_id, limits.max_batch_items)
+        budget = token_budget(
+            spec, fingerprint, opened.runtime, opened.dtype, store, tokenizer.pad_id, limits.max_batch_items
+        )
         limits = replace(limits, max_batch_tokens=budget)
     label = version_label(spec.name, version)
     scheduler = Scheduler(limits, on_dropped=metrics.inputs_dropped.labels(label).inc)

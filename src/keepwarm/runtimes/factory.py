@@ -77,7 +77,7 @@ class _Base:
     folder: Path
     artifact: dict[str, Any]
     probe: list[Batch]
-    calibration: list[Batch]
+    calibration: Callable[[], list[Batch]]  # tokenized only when an int8 artifact is built
 
     @property
     def model_path(self) -> Path:
@@ -105,12 +105,12 @@ def open_runtime(
     store: ArtifactStore,
     fingerprint: str,
     probe: list[Batch],
-    calibration: list[Batch],
+    calibration: Callable[[], list[Batch]],
 ) -> OpenedRuntime:
     """Open the runtime for `spec`.
 
-    `probe` batches measure every variant that is not exact; `calibration` gives the
-    batches static int8 quantization calibrates on.
+    `probe` batches measure every variant that is not exact; `calibration` returns the
+    batches static int8 quantization calibrates on (called only when it builds).
     """
     family = resolve_runtime(spec)
     if family == "torch":
@@ -180,7 +180,9 @@ def _openvino_reduced(dtype: str) -> Callable[[_Base], OpenedRuntime]:
 def _openvino_int8(base: _Base) -> OpenedRuntime:
     from keepwarm.runtimes import openvino
 
-    quantize = partial(openvino.quantize_int8, calibration=base.calibration)
+    def quantize(*args: Any) -> dict[str, Any]:
+        return openvino.quantize_int8(*args, calibration=base.calibration())
+
     folder, artifact = _quantized(base, openvino.INT8_FORMAT, quantize)
     runtime = openvino.OpenVinoRuntime(base.spec, folder / artifact["file"], precision=artifact["precision"])
     return OpenedRuntime(runtime, "int8", artifact["accuracy"], artifact)
