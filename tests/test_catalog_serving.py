@@ -118,6 +118,7 @@ def test_int8_model_reports_its_measured_accuracy(catalog_server, reference) -> 
     details = _model(catalog_server, "minilm-int8")
     assert details["dtype"] == "int8" and details["runtime"] == "onnx"  # runtime = "onnx" in the config
     assert details["max_batch_tokens"] in CANDIDATE_BUDGETS  # measured for this model at its first load
+    assert 0 <= details["max_padding_tokens"] <= details["max_batch_tokens"]
     assert details["accuracy"]["reference"] == "onnx fp32"
     assert 0.9 <= details["accuracy"]["min_cosine"] <= details["accuracy"]["mean_cosine"] < 1.0
     assert details["version"] != _model(catalog_server, MODEL)["version"]  # int8 vectors are another version

@@ -12,6 +12,11 @@ from keepwarm.engine.scheduler import BatchLimits, Scheduler
 from keepwarm.errors import NotReady, Overloaded
 
 
+def _limits(tokens: int, rows: int, queue: int = 10_000, padding: int = 100) -> BatchLimits:
+    """Limits as a loaded model's scheduler gets them (budget and padding allowance filled in)."""
+    return BatchLimits(tokens, rows, queue, padding)
+
+
 def _items(lengths: list[int], priority: int = ONLINE) -> list[WorkItem]:
     job = Job(len(lengths), 4, priority=priority)
     return [WorkItem(ids=np.ones(n, dtype=np.int64), job=job, index=i) for i, n in enumerate(lengths)]
@@ -22,20 +27,20 @@ def _lengths(batch: list[WorkItem]) -> list[int]:
 
 
 def test_batch_respects_the_padded_token_budget() -> None:
-    scheduler = Scheduler(BatchLimits(max_batch_tokens=100, max_batch_items=64, max_queue_tokens=10_000))
+    scheduler = Scheduler(_limits(100, 64))
     scheduler.submit(_items([10] * 30))
     batch = scheduler.next_batch()
     assert len(batch) == 10  # 10 rows x 10 tokens = the whole budget
 
 
 def test_batch_respects_the_row_cap() -> None:
-    scheduler = Scheduler(BatchLimits(max_batch_tokens=10_000, max_batch_items=8, max_queue_tokens=10_000))
+    scheduler = Scheduler(_limits(10_000, 8))
     scheduler.submit(_items([3] * 20))
     assert len(scheduler.next_batch()) == 8
 
 
 def test_similar_lengths_are_grouped_around_the_oldest_input() -> None:
-    scheduler = Scheduler(BatchLimits(max_batch_tokens=4 * 51, max_batch_items=4, max_queue_tokens=10_000))
+    scheduler = Scheduler(_limits(4 * 51, 4))
     scheduler.submit(_items([50]))  # oldest
     scheduler.submit(_items([5, 200, 48, 6, 49, 51, 300]))
     first = scheduler.next_batch()
@@ -43,23 +48,30 @@ def test_similar_lengths_are_grouped_around_the_oldest_input() -> None:
     assert _lengths(scheduler.next_batch()) == [5, 6]  # then the oldest remaining (5) and its neighbour
 
 
-def test_batch_stops_growing_before_padding_passes_its_limit() -> None:
-    scheduler = Scheduler(BatchLimits(max_batch_tokens=10_000, max_batch_items=64, max_padding=0.1))
+def test_batch_stops_growing_before_padding_passes_its_allowance() -> None:
+    scheduler = Scheduler(_limits(10_000, 64, padding=20))
     scheduler.submit(_items([100, 96, 92, 60, 20]))
-    assert _lengths(scheduler.next_batch()) == [92, 96, 100]  # adding 60 would make 13 % of the batch padding
+    assert _lengths(scheduler.next_batch()) == [92, 96, 100]  # adding 60 would pad 52 tokens
     assert _lengths(scheduler.next_batch()) == [60]
     assert _lengths(scheduler.next_batch()) == [20]
 
 
+def test_short_inputs_of_different_lengths_share_a_call() -> None:
+    # 7 padding tokens are 29 % of this batch, but cost less than a second call would
+    scheduler = Scheduler(_limits(10_000, 64, padding=20))
+    scheduler.submit(_items([5, 12]))
+    assert _lengths(scheduler.next_batch()) == [5, 12]
+
+
 def test_an_input_over_the_budget_still_runs_alone() -> None:
-    scheduler = Scheduler(BatchLimits(max_batch_tokens=64, max_batch_items=8, max_queue_tokens=10_000))
+    scheduler = Scheduler(_limits(64, 8))
     scheduler.submit(_items([500, 1]))
     assert _lengths(scheduler.next_batch()) == [500]
     assert _lengths(scheduler.next_batch()) == [1]
 
 
 def test_online_work_runs_before_background_work() -> None:
-    scheduler = Scheduler(BatchLimits(max_batch_tokens=1000, max_batch_items=2, max_queue_tokens=10_000))
+    scheduler = Scheduler(_limits(1000, 2))
     background = _items([5, 5, 5, 5], priority=BACKGROUND)
     scheduler.submit(background)
     online = _items([5, 5], priority=ONLINE)
@@ -69,7 +81,7 @@ def test_online_work_runs_before_background_work() -> None:
 
 
 def test_full_queue_refuses_a_whole_request() -> None:
-    scheduler = Scheduler(BatchLimits(max_batch_tokens=1000, max_batch_items=8, max_queue_tokens=100))
+    scheduler = Scheduler(_limits(1000, 8, queue=100))
     scheduler.submit(_items([60]))
     with pytest.raises(Overloaded) as caught:
         scheduler.submit(_items([30, 30]))
@@ -78,15 +90,14 @@ def test_full_queue_refuses_a_whole_request() -> None:
 
 
 def test_one_large_request_is_admitted_into_an_empty_queue() -> None:
-    scheduler = Scheduler(BatchLimits(max_batch_tokens=1000, max_batch_items=8, max_queue_tokens=100))
+    scheduler = Scheduler(_limits(1000, 8, queue=100))
     scheduler.submit(_items([80, 80]))
     assert scheduler.queued_tokens == 160
 
 
 def test_cancelled_jobs_never_reach_a_batch() -> None:
     dropped: list[int] = []
-    scheduler = Scheduler(BatchLimits(max_batch_tokens=1000, max_batch_items=64, max_queue_tokens=10_000),
-                          on_dropped=dropped.append)
+    scheduler = Scheduler(_limits(1000, 64), on_dropped=dropped.append)
     abandoned, kept = _items([5, 6, 7]), _items([5, 6])
     scheduler.submit(abandoned)
     scheduler.submit(kept)

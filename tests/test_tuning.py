@@ -1,4 +1,4 @@
-"""The per-model token budget: measured at first load, recorded, reused, overridable."""
+"""Per-model batching (token budget, padding allowance): measured at first load, recorded, reused, overridable."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from conftest import MODEL
 
 from keepwarm.catalog import DEFAULT_ENTRY
 from keepwarm.engine import BatchLimits, Engine, EngineSettings
-from keepwarm.engine.tuning import CANDIDATE_BUDGETS, measure_token_budget
+from keepwarm.engine.tuning import CANDIDATE_BUDGETS, measure_batching
 from keepwarm.runtimes.base import Runtime
 
 
@@ -33,36 +33,46 @@ class _TimedModel(Runtime):
         return np.ones((*input_ids.shape, 4), dtype=np.float32)
 
 
-def test_a_small_fast_model_gets_big_calls() -> None:
-    # 5 ms per call is a big share of small calls: throughput grows up to the row cap
-    record = measure_token_budget(_TimedModel(0.005, 2e-6), pad_id=0, max_tokens=256, max_rows=64)
+def test_a_small_fast_model_gets_big_calls_and_pads_freely() -> None:
+    # 5 ms per call is a big share of small calls: throughput grows up to the row cap,
+    # and padding a call with 2,500 tokens costs what another call would
+    record = measure_batching(_TimedModel(0.005, 2e-6), pad_id=0, max_tokens=256, max_rows=64)
     assert record["max_batch_tokens"] == 8192
     assert list(record["tokens_per_second"]) == [str(b) for b in CANDIDATE_BUDGETS]
+    assert 2000 <= record["max_padding_tokens"] <= 3200
 
 
-def test_a_large_slow_model_gets_calls_of_a_quarter_second_at_most() -> None:
-    # 0.2 ms per token: 1024 tokens already take 0.2 s, 2048 would take 0.4 s
-    record = measure_token_budget(_TimedModel(0.001, 2e-4), pad_id=0, max_tokens=512, max_rows=64)
+def test_a_large_slow_model_gets_short_calls_and_pads_little() -> None:
+    # 0.2 ms per token: 1024 tokens already take 0.2 s, 2048 would take 0.4 s;
+    # the 1 ms a call costs beyond its tokens pays for only 5 tokens of padding
+    record = measure_batching(_TimedModel(0.001, 2e-4), pad_id=0, max_tokens=512, max_rows=64)
     assert record["max_batch_tokens"] == 1024
+    assert record["max_padding_tokens"] <= 20
 
 
-def test_the_budget_is_measured_once_per_model_and_shown(data_dir: Path) -> None:
+def test_batching_is_measured_once_per_model_and_recorded(data_dir: Path) -> None:
     engine = Engine([DEFAULT_ENTRY.to_spec()], data_dir)
     engine.load()
     try:
-        budget = engine.resolve(MODEL).scheduler.limits.max_batch_tokens
+        limits = engine.resolve(MODEL).scheduler.limits
     finally:
         engine.close()
-    assert budget in CANDIDATE_BUDGETS
-    recorded = list((data_dir / "artifacts").glob(f"{MODEL}-*-batch-budget-*"))
-    assert len(recorded) == 1 and json.loads((recorded[0] / "artifact.json").read_text())["max_batch_tokens"] == budget
+    assert limits.max_batch_tokens in CANDIDATE_BUDGETS
+    assert 0 <= limits.max_padding_tokens <= limits.max_batch_tokens
+    recorded = list((data_dir / "artifacts").glob(f"{MODEL}-*-batching-*"))
+    assert len(recorded) == 1
+    record = json.loads((recorded[0] / "artifact.json").read_text())
+    assert (record["max_batch_tokens"], record["max_padding_tokens"]) == (
+        limits.max_batch_tokens, limits.max_padding_tokens
+    )
 
 
-def test_a_budget_given_by_the_operator_is_used_as_is(data_dir: Path) -> None:
-    settings = EngineSettings(batch=BatchLimits(max_batch_tokens=777))
+def test_limits_given_by_the_operator_are_used_as_is(data_dir: Path) -> None:
+    settings = EngineSettings(batch=BatchLimits(max_batch_tokens=777, max_padding_tokens=33))
     engine = Engine([DEFAULT_ENTRY.to_spec()], data_dir, settings)
     engine.load()
     try:
-        assert engine.resolve(MODEL).scheduler.limits.max_batch_tokens == 777
+        limits = engine.resolve(MODEL).scheduler.limits
     finally:
         engine.close()
+    assert (limits.max_batch_tokens, limits.max_padding_tokens) == (777, 33)

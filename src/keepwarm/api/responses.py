@@ -81,6 +81,7 @@ def _version_body(view: ModelView) -> dict[str, Any]:
             runtime=model.runtime.name,
             accuracy=model.opened.accuracy,
             max_batch_tokens=model.scheduler.limits.max_batch_tokens,
+            max_padding_tokens=model.scheduler.limits.max_padding_tokens,
         )
     return body
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -15,7 +15,7 @@ from keepwarm.engine.background import BackgroundWorkers
 from keepwarm.engine.jobs import ONLINE
 from keepwarm.engine.scheduler import BatchLimits, Scheduler
 from keepwarm.engine.tokenization import ModelTokenizer
-from keepwarm.engine.tuning import token_budget
+from keepwarm.engine.tuning import measured_limits
 from keepwarm.engine.worker import ModelWorker, pad_batch
 from keepwarm.errors import ConfigError, NotReady
 from keepwarm.metrics import Metrics
@@ -104,11 +104,7 @@ def load_model(
     opened = open_runtime(spec, store, fingerprint, probe, calibration)
     _check_matryoshka(spec, opened.runtime.dimensions)
     _warm_up(opened, tokenizer.pad_id)
-    if limits.max_batch_tokens is None:
-        budget = token_budget(
-            spec, fingerprint, opened.runtime, opened.dtype, store, tokenizer.pad_id, limits.max_batch_items
-        )
-        limits = replace(limits, max_batch_tokens=budget)
+    limits = measured_limits(limits, spec, fingerprint, opened.runtime, opened.dtype, store, tokenizer.pad_id)
     label = version_label(spec.name, version)
     scheduler = Scheduler(limits, on_dropped=metrics.inputs_dropped.labels(label).inc)
     metrics.track_queue(label, lambda: scheduler.queued_tokens)

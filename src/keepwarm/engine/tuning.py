@@ -1,30 +1,44 @@
-"""The token budget of one model call, measured for each model on this machine.
+"""How model calls are batched, measured for each model on this machine.
 
-Bigger model calls amortise what every call costs beyond the model (scheduling, thread
-hand-offs, OpenVINO preparing kernels for a new shape): on MiniLM with 16 clients, a
-budget of 2048 padded tokens served 92.6 texts/s and 512 only 74.7, although the bare
-runtime was as fast at 512 (docs/benchmarks.md). But every text in a call waits for the
-whole call, so a budget that suits a small model makes a large one answer in seconds.
-The budget is therefore measured, not one constant for every model: at first load the
-model is timed at budgets from 256 padded tokens up, on batches of about a typical
-length (128 tokens, or its limit if shorter), each of a new shape as served batches
-are, and gets the largest budget whose call takes at most a quarter of a second, among
-those within 5 % of the best throughput seen (a runtime can slow down on large calls).
+Two limits shape every model call (engine/scheduler.py), and both depend on the model
+and the hardware, so neither is a constant tuned for MiniLM:
+
+- The padded-token budget. Bigger calls amortise what every call costs beyond its
+  tokens (scheduling, thread hand-offs, OpenVINO preparing kernels for a new shape):
+  on MiniLM with 16 clients, 2048 padded tokens served 92.6 texts/s and 512 only 74.7
+  (docs/benchmarks.md). But every text in a call waits for the whole call, so a budget
+  that suits a small model makes a large one answer in seconds. The model is timed at
+  budgets from 256 padded tokens up, on batches of about a typical length (128 tokens,
+  or its limit if shorter), each of a new shape as served batches are, and gets the
+  largest budget whose call takes at most a quarter of a second (on the line fitted
+  below, so one slow timing cannot flip the choice), among those within 10 % of the
+  best throughput seen: a runtime can slow down on large calls, but differences under
+  10 % are timing noise on a shared machine, and served calls favour the bigger call.
+- The padding allowance. Grouping texts of different lengths pads the shorter ones,
+  and padding costs as much compute as real tokens; not grouping them costs another
+  call. From the call times above (the faster of two sweeps) and those of a call of
+  one row of 16 tokens, `seconds = per_call + per_token × padded tokens`, and a call
+  may hold as many padding tokens as cost what one more call would:
+  `per_call / per_token`. A model whose calls cost little beyond their tokens (a large
+  one) pads little; one with a large fixed cost (a small one) groups more freely.
+
 The result is recorded in the artifact store under the model files, runtime, dtype and
-core count it was measured with, so later starts reuse it; `--max-batch-tokens`
-overrides it for every model.
+core count it was measured with, so later starts reuse it. `--max-batch-tokens` and
+`--max-batch-padding-tokens` override it for every model.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from keepwarm.catalog import ArtifactStore, ModelSpec
+from keepwarm.engine.scheduler import BatchLimits
 from keepwarm.runtimes.base import Runtime
 from keepwarm.runtimes.export import export_key
 from keepwarm.runtimes.ort import available_cores
@@ -33,59 +47,100 @@ log = logging.getLogger(__name__)
 
 CANDIDATE_BUDGETS = (256, 512, 1024, 2048, 4096, 8192)
 TYPICAL_TOKENS = 128
-NEAR_BEST = 0.95  # budgets slower than this share of the best throughput are not chosen
+NEAR_BEST = 0.9  # budgets slower than this share of the best throughput are not chosen
 LONGEST_CALL_SECONDS = 0.25
-_TIMED_CALLS = 3
+SMALL_CALL_TOKENS = 16
+_TIMED_CALLS = 3  # new shapes timed per size and sweep
+_SWEEPS = 2
 
 
-def token_budget(
-    spec: ModelSpec, fingerprint: str, runtime: Runtime, dtype: str, store: ArtifactStore, pad_id: int, max_rows: int
-) -> int:
-    """The padded-token budget per call for this model on this runtime, measured once and recorded."""
-    key = f"{export_key(spec, fingerprint)}-batch-budget-{runtime.name}-{dtype}-{available_cores()}cores"
+def measured_limits(
+    limits: BatchLimits, spec: ModelSpec, fingerprint: str, runtime: Runtime, dtype: str, store: ArtifactStore,
+    pad_id: int,
+) -> BatchLimits:
+    """`limits` with the fields left open (None) filled in from this model's measurement (made once, recorded)."""
+    if limits.max_batch_tokens is not None and limits.max_padding_tokens is not None:
+        return limits
+    key = f"{export_key(spec, fingerprint)}-batching-{runtime.name}-{dtype}-{available_cores()}cores"
 
     def measure(_: Path) -> dict[str, Any]:
-        return measure_token_budget(runtime, pad_id, spec.max_tokens, max_rows)
+        return measure_batching(runtime, pad_id, spec.max_tokens, limits.max_batch_items)
 
     _, record = store.get(key) or store.build(key, measure)
-    return int(record["max_batch_tokens"])
+    return replace(
+        limits,
+        max_batch_tokens=limits.max_batch_tokens or int(record["max_batch_tokens"]),
+        max_padding_tokens=(
+            int(record["max_padding_tokens"]) if limits.max_padding_tokens is None else limits.max_padding_tokens
+        ),
+    )
 
 
-def measure_token_budget(runtime: Runtime, pad_id: int, max_tokens: int, max_rows: int) -> dict[str, Any]:
-    """Tokens/s and call time at growing budgets; the largest near-best budget with short enough calls wins."""
+def measure_batching(runtime: Runtime, pad_id: int, max_tokens: int, max_rows: int) -> dict[str, Any]:
+    """Time calls of growing size; choose the token budget and padding allowance from those times."""
     length = min(TYPICAL_TOKENS, max_tokens)
     started = time.perf_counter()
-    speeds: dict[int, float] = {}
+    shapes = [(1, min(SMALL_CALL_TOKENS, length))]  # almost no tokens: what a call costs beyond them
+    calls = [_new_shape_calls(runtime, *shapes[0], pad_id, sweep=0)]
     for budget in CANDIDATE_BUDGETS:
-        rows = min(max_rows, max(1, budget // length))
-        speed, seconds = _new_shape_calls(runtime, rows, length, pad_id)
-        if seconds > LONGEST_CALL_SECONDS and speeds:
+        shapes.append((min(max_rows, max(1, budget // length)), length))
+        calls.append(_new_shape_calls(runtime, *shapes[-1], pad_id, sweep=0))
+        if calls[-1][1] > LONGEST_CALL_SECONDS or shapes[-1][0] == max_rows:
             break
-        speeds[budget] = speed
-        if rows == max_rows:
-            break
-    best = max(speeds.values())
-    chosen = max(budget for budget, speed in speeds.items() if speed >= NEAR_BEST * best)
-    log.info("batch budget for %s: %d padded tokens per call (tokens/s by budget: %s, measured in %.1fs)",
-             runtime.spec.name, chosen, {b: round(s) for b, s in speeds.items()}, time.perf_counter() - started)
+    for sweep in range(1, _SWEEPS):  # apart in time, so a slow moment of a shared machine is outvoted
+        again = [_new_shape_calls(runtime, *shape, pad_id, sweep=sweep) for shape in shapes]
+        calls = [min(a, b, key=lambda call: call[1] / call[0]) for a, b in zip(calls, again)]
+    speeds = {budget: tokens / seconds for budget, (tokens, seconds) in zip(CANDIDATE_BUDGETS, calls[1:])}
+    per_call, per_token = _call_cost(calls)
+    # judged on the fitted line, not one timing: a call measured a little slow must not flip the choice
+    short = {b: speed for b, speed in speeds.items() if per_call + per_token * b <= LONGEST_CALL_SECONDS}
+    short = short or {min(speeds): speeds[min(speeds)]}
+    budget = max(b for b, speed in short.items() if speed >= NEAR_BEST * max(short.values()))
+    padding = int(min(budget, per_call / per_token))
+    log.info(
+        "batching for %s: %d padded tokens per call, up to %d of them padding (%.1f ms per call + %.3f ms per "
+        "token; tokens/s by budget: %s; measured in %.1fs)",
+        runtime.spec.name, budget, padding, per_call * 1e3, per_token * 1e3,
+        {b: round(s) for b, s in speeds.items()}, time.perf_counter() - started,
+    )
     return {
-        "max_batch_tokens": chosen,
+        "max_batch_tokens": budget,
+        "max_padding_tokens": padding,
         "typical_tokens": length,
-        "tokens_per_second": {str(budget): round(speed) for budget, speed in speeds.items()},
+        "seconds_per_call": per_call,
+        "seconds_per_token": per_token,
+        "tokens_per_second": {str(b): round(speed) for b, speed in speeds.items()},
     }
 
 
-def _new_shape_calls(runtime: Runtime, rows: int, length: int, pad_id: int) -> tuple[float, float]:
-    """Tokens/s and seconds of the fastest of a few calls, each on a shape the runtime has not seen.
+def _call_cost(calls: list[tuple[int, float]]) -> tuple[float, float]:
+    """Seconds per call beyond its tokens, and seconds per token, from (tokens, seconds) of calls.
+
+    The cost per token is the median slope between every two calls (Theil-Sen), so one
+    slow call cannot tilt it; the cost per call is the smallest call's time less its
+    few tokens, measured rather than extrapolated from large calls.
+    """
+    points = sorted(calls)
+    slopes = [(t2 - t1) / (n2 - n1) for i, (n1, t1) in enumerate(points) for n2, t2 in points[i + 1:] if n2 > n1]
+    fastest = min(t / n for n, t in points)
+    per_token = max(float(np.median(slopes)), fastest / 100) if slopes else fastest  # tokens are never free
+    smallest_tokens, smallest_seconds = points[0]
+    return max(0.0, smallest_seconds - per_token * smallest_tokens), per_token
+
+
+def _new_shape_calls(runtime: Runtime, rows: int, length: int, pad_id: int, sweep: int) -> tuple[int, float]:
+    """Tokens and seconds of the fastest of a few calls, each on a shape the runtime has not seen.
 
     Served batches rarely repeat a shape, and some runtimes (OpenVINO) prepare kernels
-    for every new one, so a repeated shape would flatter small calls.
+    for every new one, so a repeated shape would flatter small calls. Each sweep trims
+    the rows by a few more tokens for shapes of its own.
     """
-    best_speed, best_seconds = 0.0, float("inf")
-    for trim in range(_TIMED_CALLS):
-        ids = np.full((rows, length - trim), pad_id, dtype=np.int64)
+    fastest = (0, float("inf"))
+    for trim in range(sweep * _TIMED_CALLS, (sweep + 1) * _TIMED_CALLS):
+        ids = np.full((rows, max(1, length - trim)), pad_id, dtype=np.int64)
         began = time.perf_counter()
         runtime.embed(ids, np.ones_like(ids))
         seconds = time.perf_counter() - began
-        best_speed, best_seconds = max(best_speed, ids.size / seconds), min(best_seconds, seconds)
-    return best_speed, best_seconds
+        if ids.size / seconds > fastest[0] / fastest[1]:
+            fastest = (ids.size, seconds)
+    return fastest
