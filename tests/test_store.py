@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from keepwarm.api.store import StoreAccess
+from keepwarm.errors import NotReady
 from keepwarm.store import Database, KeyStore, Pricing, StoreError, UsageEvent, UsageStore, usage_report
 from keepwarm.store.migrations import MIGRATIONS
 
@@ -107,3 +110,16 @@ def test_a_failed_write_leaves_nothing_behind(db: Database) -> None:
         conn.execute("INSERT INTO usage VALUES ('d', 1, 'm', 'v', 1, 1, 0, 0)")
         conn.execute("INSERT INTO usage VALUES ('d', 1, 'm', 'v', 1, 1, 0, 0)")
     assert UsageStore(db).report() == []
+
+
+def test_a_database_fault_reaches_the_api_as_a_retryable_503(db: Database) -> None:
+    access = StoreAccess(db)
+
+    def broken() -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    try:
+        with pytest.raises(NotReady, match="state database is unavailable"):
+            asyncio.run(access.call(broken))
+    finally:
+        access.close()
