@@ -9,10 +9,10 @@ Policy, in order of importance:
    unused on short ones. Padding costs as much compute as real tokens: filling the
    budget with whatever is queued was measured to pad ~40 % of every batch under a
    16-client load (half the in-process throughput), and grouping only equal lengths
-   made five times as many calls (0.8 × the throughput, in-process simulation of that
-   load). So a batch may hold as much
-   padding as costs what another model call would. The budget and the allowance are
-   measured for each model at its first load (engine/tuning.py).
+   made five times as many calls (0.8 × the throughput, in an in-process simulation of
+   that load). So a batch may hold as much padding as costs what another model call
+   would. The budget and the allowance are measured for each model at its first load
+   (engine/tuning.py).
 
 Deadlines: an online job that waited longer than its queue timeout before any of its
 inputs reached the model is failed (DeadlineExceeded) when it comes up, not computed
