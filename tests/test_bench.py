@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from keepwarm.bench.cost import cost_report
+from keepwarm.bench.stats import latency_summary
 
 TEXTS = [
     "What is the capital of France?",
@@ -193,3 +194,10 @@ def test_corpus_line_without_text_is_refused_with_its_line_number(tmp_path) -> N
 def test_missing_corpus_file_is_a_usage_error(tmp_path) -> None:  # noqa: ANN001
     finished = _bench("--corpus", str(tmp_path / "none.jsonl"), "--data-dir", str(tmp_path))
     assert finished.returncode == 2 and "cannot read corpus" in finished.stderr
+
+
+def test_latency_summary_reports_each_quantile_and_the_mean_in_ms() -> None:
+    summary = latency_summary([0.001 * n for n in range(1, 101)], (50, 90, 99))
+    assert summary["requests"] == 100
+    assert summary["p50_ms"] == 50.5 and summary["p90_ms"] == 90.1 and summary["mean_ms"] == 50.5
+    assert latency_summary([], (50,)) == {"requests": 0, "p50_ms": None, "mean_ms": None}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,8 @@ from typing import Any
 
 import httpx
 import openai
+
+from keepwarm.bench.stats import latency_summary
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,7 @@ class Plan:
     seconds: float  # length of each phase
 
 
-def _percentiles(latencies: list[float]) -> dict[str, float]:
-    ordered = sorted(latencies)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
-    return {"requests": len(ordered), "p50_ms": round(pick(0.5), 2), "p90_ms": round(pick(0.9), 2),
-            "p99_ms": round(pick(0.99), 2), "mean_ms": round(statistics.fmean(ordered) * 1000, 2)}
-
-
-def online_load(plan: Plan) -> tuple[dict[str, float], int]:
+def online_load(plan: Plan) -> tuple[dict[str, float | None], int]:
     """Send queries at `plan.rate` for `plan.seconds` (open loop); latencies and tokens used."""
     latencies: list[float] = []
     tokens = 0
@@ -68,7 +62,7 @@ def online_load(plan: Plan) -> tuple[dict[str, float], int]:
             futures.append(pool.submit(one, client, plan.queries[n % len(plan.queries)]))
         for future in futures:
             future.result()
-    return _percentiles(latencies), tokens
+    return latency_summary(latencies, (50, 90, 99)), tokens
 
 
 def _job_lines(plan: Plan) -> bytes:

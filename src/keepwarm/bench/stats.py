@@ -45,7 +45,7 @@ class Measurement:
         return self.tokens / self.seconds if self.seconds else 0.0
 
     def percentile_ms(self, q: float) -> float | None:
-        return float(np.percentile(self.latencies, q) * 1000) if self.latencies else None
+        return percentile_ms(self.latencies, q)
 
     def summary(self) -> dict[str, Any]:
         """The reported figures: throughput, latency percentiles in ms, and CPU used."""
@@ -67,6 +67,19 @@ class Measurement:
         """`cpu_seconds` as a share of what `cores` cores could do over this measurement's span."""
         span = self.wall_seconds or self.seconds
         return round(cpu_seconds / (span * cores), 4) if cpu_seconds is not None and span else None
+
+
+def percentile_ms(latencies: list[float], q: float) -> float | None:
+    """The q-th percentile of latencies given in seconds, in milliseconds (None without any)."""
+    return float(np.percentile(latencies, q) * 1000) if latencies else None
+
+
+def latency_summary(latencies: list[float], quantiles: tuple[int, ...]) -> dict[str, float | None]:
+    """Request count, `p<q>_ms` for each quantile, and the mean, in milliseconds."""
+    summary: dict[str, float | None] = {"requests": len(latencies)}
+    summary |= {f"p{q}_ms": _round(percentile_ms(latencies, q)) for q in quantiles}
+    summary["mean_ms"] = _round(float(np.mean(latencies)) * 1000 if latencies else None)
+    return summary
 
 
 def best(runs: list[Measurement]) -> Measurement:
