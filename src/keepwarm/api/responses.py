@@ -88,11 +88,13 @@ def _version_body(view: ModelView) -> dict[str, Any]:
 
 def model_body(view: ModelView, versions: list[ModelView]) -> dict[str, Any]:
     """One entry of `/v1/models`: OpenAI's fields, the version it resolves to, and all versions."""
-    created = int((view.spec.directory / "config.json").stat().st_mtime)
     return {
         "id": view.spec.name,
         "object": "model",
-        "created": view.model.created if view.model else created,
+        # a loaded model keeps the time read at load; only an unloaded one is looked up on disk
+        "created": view.model.created if view.model else int(
+            (view.spec.directory / "config.json").stat().st_mtime
+        ),
         "owned_by": "keepwarm",
         "aliases": list(view.spec.aliases),
         **_version_body(view),
