@@ -67,13 +67,8 @@ def measured_limits(
         return measure_batching(runtime, pad_id, spec.max_tokens, limits.max_batch_items)
 
     _, record = store.get(key) or store.build(key, measure)
-    return replace(
-        limits,
-        max_batch_tokens=limits.max_batch_tokens or int(record["max_batch_tokens"]),
-        max_padding_tokens=(
-            int(record["max_padding_tokens"]) if limits.max_padding_tokens is None else limits.max_padding_tokens
-        ),
-    )
+    measured = {field: int(record[field]) for field in ("max_batch_tokens", "max_padding_tokens")}
+    return replace(limits, **{field: value for field, value in measured.items() if getattr(limits, field) is None})
 
 
 def measure_batching(runtime: Runtime, pad_id: int, max_tokens: int, max_rows: int) -> dict[str, Any]:
