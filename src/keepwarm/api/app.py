@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from keepwarm.api.admin import admin_router
+from keepwarm.api.http import ClientDisconnected, read_body, unless_disconnected
 from keepwarm.api.auth import Auth, check_model_allowed
 from keepwarm.api.lifecycle import Lifecycle, ShutdownSettings
 from keepwarm.api.limits import RateLimiter
@@ -35,15 +34,14 @@ from keepwarm.api.responses import (
 )
 from keepwarm.api.schemas import EmbeddingRequest, parse_embedding_request
 from keepwarm.api.store import StoreAccess
-from keepwarm.engine import ONLINE, EmbedOptions, Engine
-from keepwarm.errors import ConfigError, InvalidRequest, KeepwarmError, NotReady, PayloadTooLarge
+from keepwarm.engine import Engine
+from keepwarm.errors import ConfigError, InvalidRequest, KeepwarmError, NotReady
 from keepwarm.store import ApiKey, Database, Pricing, UsageEvent
 
 if TYPE_CHECKING:
     from keepwarm.batches import BatchService
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Status code nginx uses for "client closed request": logged, never seen by the client.
 CLIENT_CLOSED = 499
@@ -58,60 +56,6 @@ class ApiSettings:
     open_when_keyless: bool = True
     pricing: Pricing = field(default_factory=Pricing)
     shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
-
-
-class ClientDisconnected(Exception):
-    """The caller hung up before its answer was ready."""
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) as soon as it grows past `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The request body is {declared} bytes; the limit is {limit} bytes.")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ClientDisconnected from None  # hung up while sending the body
-    return b"".join(chunks)
-
-
-async def _wait_for_disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it if the client disconnects first (its queued inputs are dropped)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()  # the request itself was cancelled (server stopping): drop its work too
-        raise
-    finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        raise ClientDisconnected
-    return task.result()
-
-
-def embed_options(body: EmbeddingRequest, expect_version: str | None = None, priority: int = ONLINE) -> EmbedOptions:
-    """What an embeddings body asks of the engine (the HTTP route and batch lines alike)."""
-    return EmbedOptions(
-        truncate=body.truncate,
-        dimensions=body.dimensions,
-        prompt_name=body.prompt,
-        expect_version=body.expect_version or expect_version,
-        priority=priority,
-    )
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -189,7 +133,7 @@ def create_app(
         spec = engine.spec_for(body.model)
         check_model_allowed(key, body.model, spec.names)
         record.model = spec.name
-        options = embed_options(body, request.headers.get("x-expect-model-version"))
+        options = body.options(request.headers.get("x-expect-model-version"))
         admit = partial(limiter.check_tokens, key) if key.tpm is not None else None
         result = await unless_disconnected(request, engine.embed(body.model, body.input, options, admit=admit))
         event = UsageEvent(

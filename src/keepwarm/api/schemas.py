@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from keepwarm.engine import ONLINE, EmbedOptions
 from keepwarm.errors import InvalidRequest
 
 MAX_INPUTS = 2048
@@ -133,6 +134,19 @@ class EmbeddingRequest(BaseModel):
     def prompt(self) -> str | None:
         """The prompt to apply, from either spelling."""
         return self.input_type or self.prompt_name
+
+    def options(self, expect_version: str | None = None, priority: int = ONLINE) -> EmbedOptions:
+        """What this body asks of the engine (the HTTP route and batch lines alike).
+
+        `expect_version` is the header's value; the body's field wins when both are sent.
+        """
+        return EmbedOptions(
+            truncate=self.truncate,
+            dimensions=self.dimensions,
+            prompt_name=self.prompt,
+            expect_version=self.expect_version or expect_version,
+            priority=priority,
+        )
 
 
 def _describe(error: dict[str, Any]) -> tuple[str, str | None]:

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
-from keepwarm.api.app import read_body
+from keepwarm.api.http import read_body
 from keepwarm.api.responses import JSONResponse
 from keepwarm.api.schemas import parse_json_body
 from keepwarm.batches.service import BatchService

@@ -28,7 +28,6 @@ from typing import IO
 
 import orjson
 
-from keepwarm.api.app import embed_options
 from keepwarm.api.responses import embeddings_body, error_body
 from keepwarm.api.schemas import parse_embedding_request
 from keepwarm.batches.files import FileStore
@@ -304,7 +303,7 @@ class BatchRunner:
         custom_id = line.request["custom_id"]
         try:
             request = parse_embedding_request(orjson.dumps(line.request["body"]))
-            result = await self._embed(model, request.input, embed_options(request, priority=BACKGROUND))
+            result = await self._embed(model, request.input, request.options(priority=BACKGROUND))
         except KeepwarmError as error:
             body = error_body(error.message, error.type, error.param, error.code)
             return _Outcome(False, response_line(custom_id, error.status, body), 0)
