@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CORPUS
+from helpers.texts import write_corpus
 
 from keepwarm.adapter import LinearAdapter, fit
 
@@ -54,7 +54,7 @@ def test_adapter_fit_saves_the_map_and_reports_retention(tiny_dir, perturbed_tin
     output = tmp_path / "v2-to-v1.safetensors"
     result = _keepwarm(
         "adapter", "fit", "--old", "v1", "--new", "v2", "--add-model", f"v1={tiny_dir}",
-        "--add-model", f"v2={perturbed_tiny}", "--corpus", str(CORPUS), "--fit-texts", "300",
+        "--add-model", f"v2={perturbed_tiny}", "--corpus", str(write_corpus(tmp_path / "corpus.jsonl")), "--fit-texts", "300",
         "--heldout-texts", "200", "--output", str(output), "--data-dir", str(data_dir),
     )
     assert result.returncode == 0, result.stderr

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import create_key
+from helpers import create_key
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 

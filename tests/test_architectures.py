@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_same_vectors
+from helpers import assert_same_vectors
 from sentence_transformers import SentenceTransformer
-from tiny_models import tiny_bert, tiny_decoder, tiny_modernbert, tiny_xlm_roberta
+from helpers.models import tiny_bert, tiny_decoder, tiny_modernbert, tiny_xlm_roberta
 
 from keepwarm.catalog import ModelEntry
 from keepwarm.engine import Engine

@@ -7,7 +7,7 @@ import json
 import httpx
 import openai
 import pytest
-from conftest import MODEL, create_key, keepwarm, start_server, state_dir
+from helpers import MODEL, create_key, keepwarm, start_server, state_dir
 
 
 def _embed(url: str, key: str | None, model: str = MODEL) -> httpx.Response:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from batching import (
+from helpers.batching import (
     embedding_lines,
     long_texts,
     request_line,
@@ -17,7 +17,7 @@ from batching import (
     wait_finished,
     wait_until,
 )
-from conftest import MODEL, RunningServer, assert_same_vectors, start_server
+from helpers import MODEL, RunningServer, assert_same_vectors, start_server
 
 FINE_CHECKPOINTS = ("--batch-chunk-inputs", "8")  # many checkpoints in a small job
 

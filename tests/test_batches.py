@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import openai
 import pytest
-from batching import (
+from helpers.batching import (
     embedding_lines,
     long_texts,
     request_line,
@@ -21,7 +21,7 @@ from batching import (
     wait_finished,
     wait_until,
 )
-from conftest import MODEL, assert_same_vectors, start_server, state_dir
+from helpers import MODEL, assert_same_vectors, start_server, state_dir
 
 
 @pytest.fixture(scope="module")

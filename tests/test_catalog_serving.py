@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from conftest import MODEL, assert_same_vectors, start_server
+from helpers import MODEL, assert_same_vectors, start_server
 from sentence_transformers import SentenceTransformer
-from tiny_models import tiny_bert, tiny_decoder, tiny_modernbert
+from helpers.models import tiny_bert, tiny_decoder, tiny_modernbert
 
 from keepwarm.engine.tuning import CANDIDATE_BUDGETS
 

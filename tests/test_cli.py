@@ -6,7 +6,7 @@ import json
 import time
 
 import httpx
-from conftest import MODEL, keepwarm, start_server, wait_ready
+from helpers import MODEL, keepwarm, start_server, wait_ready
 
 
 def test_bad_model_option_exits_with_a_clear_message(tmp_path) -> None:  # noqa: ANN001

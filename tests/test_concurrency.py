@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from conftest import MODEL, assert_same_vectors, metric, start_server, wait_for
+from helpers import MODEL, assert_same_vectors, metric, start_server, wait_for
 
 
 def _embed(url: str, texts: list[str]) -> httpx.Response:

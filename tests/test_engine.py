@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MODEL, assert_same_vectors
+from helpers import MODEL, assert_same_vectors
 
 from keepwarm.catalog import DEFAULT_ENTRY
 from keepwarm.engine import BatchLimits, EmbedOptions, Engine, EngineSettings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import MODEL
+from helpers import MODEL
 
 LONG_TEXT = "tokens " * 400  # about 400 model tokens; the model's limit is 256
 

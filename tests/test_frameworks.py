@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import MODEL, assert_same_vectors
+from helpers import MODEL, assert_same_vectors
 
 DOCS = [
     "keepwarm serves embeddings behind an OpenAI-compatible API.",

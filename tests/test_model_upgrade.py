@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import openai
-from conftest import MODEL, start_server
+from helpers import MODEL, start_server
 
 from keepwarm.reembed import read_vectors
 

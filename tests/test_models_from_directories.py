@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
-from conftest import MODEL, assert_same_vectors, start_server
+from helpers import MODEL, assert_same_vectors, start_server
 from sentence_transformers import SentenceTransformer
-from tiny_models import tiny_bert
+from helpers.models import tiny_bert
 
 TEXTS = ["a short one", "a somewhat longer sentence about vectors and indexes", "x"]
 

@@ -9,7 +9,7 @@ import uuid
 
 import httpx
 import pytest
-from conftest import MODEL, create_key
+from helpers import MODEL, create_key
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import openai
 import pytest
-from conftest import MODEL, assert_same_vectors
+from helpers import MODEL, assert_same_vectors
 
 TEXTS = ["How do I reset my password?", "def add(a, b):\n    return a + b", "ümlaut — ünicode ✓ 日本語"]
 

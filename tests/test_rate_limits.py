@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import MODEL, create_key
+from helpers import MODEL, create_key
 
 from keepwarm.api.limits import RateLimiter, format_duration
 from keepwarm.errors import RateLimited

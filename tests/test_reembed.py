@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import MODEL, assert_same_vectors
+from helpers import MODEL, assert_same_vectors
 
 from keepwarm.reembed import read_vectors
 

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from conftest import MODEL, RunningServer, assert_same_vectors, metric, start_server, wait_for
-from tiny_models import tiny_bert
+from helpers import MODEL, RunningServer, assert_same_vectors, metric, start_server, wait_for
+from helpers.models import tiny_bert
 
 
 def _busy(count: int) -> list[str]:

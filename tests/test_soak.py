@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT, state_dir
+from helpers import ROOT, state_dir
 
 
 def test_short_soak_has_no_5xx_no_lost_usage_and_flat_memory(server, data_dir, tmp_path) -> None:  # noqa: ANN001

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 import tiktoken
-from conftest import MODEL, assert_same_vectors, start_server
+from helpers import MODEL, assert_same_vectors, start_server
 
 TEXTS = ["Retrieval augmented generation needs good vectors.", "naïve café — 東京"]
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from conftest import MODEL
+from helpers import MODEL
 
 from keepwarm.catalog import DEFAULT_ENTRY
 from keepwarm.engine import BatchLimits, Engine, EngineSettings

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MODEL, create_key, keepwarm, start_server, state_dir
+from helpers import MODEL, create_key, keepwarm, start_server, state_dir
 
 
 def _embed(url: str, key: str, texts: list[str] | str) -> httpx.Response:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import start_server
-from tiny_models import tiny_bert
+from helpers import start_server
+from helpers.models import tiny_bert
 
 from keepwarm.catalog import DigestCache, ModelEntry, directory_fingerprint
 from keepwarm.catalog.versions import model_version

@@ -1,6 +1,6 @@
 """`keepwarm bench`: load generators, in-process baselines, statistics and the report."""
 
-from keepwarm.bench.corpus import CorpusError, default_corpus, load_corpus, sample
+from keepwarm.bench.corpus import CorpusError, corpus_texts, load_corpus, sample
 from keepwarm.bench.report import build_report
 from keepwarm.bench.runner import MODES, BenchOptions, run_benchmark
 
@@ -9,7 +9,7 @@ __all__ = [
     "BenchOptions",
     "CorpusError",
     "build_report",
-    "default_corpus",
+    "corpus_texts",
     "load_corpus",
     "run_benchmark",
     "sample",

@@ -1,34 +1,32 @@
 """The texts a benchmark sends: a JSONL file with one `{"text": ...}` object per line.
 
-Our own runs use the shared corpus next to the repository; anyone else passes a file.
-A sample is drawn with a fixed seed so that every phase of one run, and every run
+Without a file, the built-in corpus is used: code, docstrings and documentation prose
+from this Python's standard library (keepwarm.datasets), the same texts on every machine
+with the same Python version. A sample is drawn with a fixed seed so that every phase of one run, and every run
 with the same options, embeds exactly the same texts.
 """
 
 from __future__ import annotations
 
+import platform
 import random
 from pathlib import Path
 
 import orjson
 
-import keepwarm
-
-_SHARED_CORPUS = Path("shared") / "data" / "bench-corpus.jsonl"
+from keepwarm.datasets import bench_corpus
 
 
 class CorpusError(ValueError):
     """The corpus file is missing or is not JSONL with a non-empty `text` on every line."""
 
 
-def default_corpus() -> Path | None:
-    """`../shared/data/bench-corpus.jsonl` beside the repository (or the working directory), if present."""
-    repository = Path(keepwarm.__file__).resolve().parents[2]
-    for base in (repository, Path.cwd()):
-        candidate = base.parent / _SHARED_CORPUS
-        if candidate.is_file():
-            return candidate
-    return None
+def corpus_texts(path: Path | None) -> tuple[list[str], str]:
+    """The texts of the JSONL file at `path`, or of the built-in corpus; and what they are, for the report."""
+    if path is not None:
+        return load_corpus(path), str(path)
+    texts = bench_corpus()
+    return texts, f"built-in: {len(texts)} texts from the Python {platform.python_version()} standard library"
 
 
 def load_corpus(path: Path) -> list[str]:

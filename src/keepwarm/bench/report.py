@@ -65,7 +65,7 @@ def cosine_summary(actual: np.ndarray, expected: np.ndarray) -> dict[str, float]
 
 
 def build_report(
-    measured: Measured, options: BenchOptions, corpus: Path | None, price_per_hour: float | None = None
+    measured: Measured, options: BenchOptions, corpus: str, price_per_hour: float | None = None
 ) -> dict[str, Any]:
     """Everything the run found, with each figure taken from the best of its repeats."""
     cores = measured.server["cores"]
@@ -76,7 +76,7 @@ def build_report(
         "model": options.spec.name,
         "server_runtime": measured.server.get("runtime"),
         "machine": machine(cores),
-        "corpus": {"path": str(corpus) if corpus else None, "texts": len(options.texts)},
+        "corpus": {"source": corpus, "texts": len(options.texts)},
         "settings": {
             "clients": options.clients,
             "texts_per_request": options.batch,

@@ -47,7 +47,7 @@ def render(report: dict[str, Any], console: Console) -> None:
     machine = report["machine"]
     console.print(
         f"\n[bold]{report['model']}[/bold] served by [bold]{report['server_runtime']}[/bold] · "
-        f"{report['corpus']['texts']} texts · {machine['cores']} cores · {machine['cpu']} "
+        f"{report['corpus']['texts']} texts ({report['corpus']['source']}) · {machine['cores']} cores · {machine['cpu']} "
         f"({', '.join(machine['cpu_features']) or 'no vector extensions found'}) · no GPU used"
     )
     console.print(_phases_table(report["phases"]))

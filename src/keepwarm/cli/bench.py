@@ -36,7 +36,8 @@ from keepwarm.errors import ConfigError
 @click.option(
     "--corpus",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="JSONL file with a 'text' field per line. Default: ../shared/data/bench-corpus.jsonl beside the repository.",
+    help="JSONL file with a 'text' field per line. Default: the built-in corpus (code and prose from "
+    "Python's standard library).",
 )
 @click.option(
     "--texts",
@@ -169,8 +170,7 @@ def bench(
         BenchOptions,
         CorpusError,
         build_report,
-        default_corpus,
-        load_corpus,
+        corpus_texts,
         run_benchmark,
         sample,
     )
@@ -182,15 +182,13 @@ def bench(
         raise click.UsageError(
             "--server-arg applies to the server bench starts; it cannot change the one at --url"
         )
-    corpus = corpus or default_corpus()
-    if corpus is None:
-        raise click.UsageError("no corpus: pass --corpus FILE (JSONL with a 'text' field per line)")
     try:
         entries = model_entries(config, ())
         entry = next((e for e in entries if model_name in (None, e.name, *e.aliases)), None)
         if entry is None:
             raise click.UsageError(f"--model {model_name!r} is not in the configured models")
-        texts = sample(load_corpus(corpus), text_count or None, seed)
+        all_texts, corpus_source = corpus_texts(corpus)
+        texts = sample(all_texts, text_count or None, seed)
         options = BenchOptions(
             spec=entry.to_spec(),
             texts=texts,
@@ -217,7 +215,7 @@ def bench(
         measured = run_benchmark(options, ProgressTracker(console))
     except (ServerFailed, LoadError) as exc:
         raise click.ClickException(str(exc)) from None
-    report = build_report(measured, options, corpus, price_per_hour)
+    report = build_report(measured, options, corpus_source, price_per_hour)
     render(report, report_console())
     if json_path:
         json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))

@@ -8,15 +8,15 @@ import time
 from typing import Any
 
 import openai
-from conftest import CORPUS, MODEL
+from helpers import MODEL
+from helpers.texts import corpus_texts
 
 FINISHED = ("completed", "failed", "cancelled", "expired")
 
 
 def long_texts(count: int) -> list[str]:
     """`count` distinct long corpus texts (over 256 tokens each): enough work to catch a batch mid-run."""
-    texts = [json.loads(line)["text"] for line in CORPUS.read_text().splitlines() if line.strip()]
-    return [text for text in texts if len(text) > 1500][:count]
+    return [text for text in corpus_texts() if len(text) > 1500][:count]
 
 
 def request_line(custom_id: str, body: dict[str, Any], *, url: str = "/v1/embeddings", method: str = "POST") -> str:
