@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from keepwarm.bench.cost import cost_report
+from keepwarm.cost import cost_report
 from keepwarm.bench.stats import latency_summary
 
 TEXTS = [

@@ -13,7 +13,8 @@ import pytest
 
 from keepwarm.api.store import StoreAccess
 from keepwarm.errors import NotReady
-from keepwarm.store import Database, KeyStore, Pricing, StoreError, UsageEvent, UsageStore, usage_report
+from keepwarm.cost import Pricing
+from keepwarm.store import Database, KeyStore, StoreError, UsageEvent, UsageStore, usage_report
 from keepwarm.store.migrations import MIGRATIONS
 
 

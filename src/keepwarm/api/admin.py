@@ -10,7 +10,8 @@ from starlette.responses import Response
 from keepwarm.api.auth import Auth
 from keepwarm.api.responses import JSONResponse
 from keepwarm.api.store import StoreAccess
-from keepwarm.store import ApiKey, Pricing, usage_report
+from keepwarm.cost import Pricing
+from keepwarm.store import ApiKey, usage_report
 
 
 def admin_router(auth: Auth, store: StoreAccess, pricing: Pricing) -> APIRouter:

@@ -36,7 +36,8 @@ from keepwarm.api.schemas import EmbeddingRequest, parse_embedding_request
 from keepwarm.api.store import StoreAccess
 from keepwarm.engine import Engine
 from keepwarm.errors import ConfigError, InvalidRequest, KeepwarmError, NotReady
-from keepwarm.store import ApiKey, Database, Pricing, UsageEvent
+from keepwarm.cost import Pricing
+from keepwarm.store import ApiKey, Database, UsageEvent
 
 if TYPE_CHECKING:
     from keepwarm.batches import BatchService

@@ -18,7 +18,7 @@ from typing import Any
 
 from keepwarm.store.database import Database
 from keepwarm.batches.files import new_file_id
-from keepwarm.cost import job_cost
+from keepwarm.cost import Pricing, job_cost
 from keepwarm.errors import Conflict, NotFound
 
 VALIDATING, IN_PROGRESS, FINALIZING, COMPLETED = "validating", "in_progress", "finalizing", "completed"
@@ -60,7 +60,7 @@ class BatchRecord:
     def progress(self) -> Progress:
         return Progress(**{name: self.row[name] for name in Progress.__dataclass_fields__})
 
-    def to_openai(self, price_per_million_tokens: float) -> dict[str, Any]:
+    def to_openai(self, pricing: Pricing) -> dict[str, Any]:
         """OpenAI's Batch object, plus keepwarm's `model_version` and `cost`."""
         row = self.row
         errors = json.loads(row["errors"]) if row["errors"] else None
@@ -88,7 +88,7 @@ class BatchRecord:
                 "total_tokens": row["tokens"],
             },
             "model_version": row["model_version"],
-            "cost": job_cost(row["tokens"], row["seconds"], price_per_million_tokens),
+            "cost": job_cost(row["tokens"], row["seconds"], pricing),
         }
 
 

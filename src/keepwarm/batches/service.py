@@ -15,6 +15,7 @@ from keepwarm.batches.db import open_batch_database
 from keepwarm.batches.files import FileRecord, FileStore
 from keepwarm.batches.jobs import BatchRecord, JobStore
 from keepwarm.batches.runner import BatchRunner, RunnerSettings
+from keepwarm.cost import Pricing
 from keepwarm.engine import Engine
 from keepwarm.errors import Conflict, InvalidRequest
 
@@ -29,7 +30,7 @@ _METADATA_LIMITS = (16, 64, 512)  # pairs, key length, value length (OpenAI's)
 class BatchSettings:
     """Limits and prices for batch jobs."""
 
-    price_per_million_tokens: float = 0.0
+    pricing: Pricing = Pricing()
     max_file_bytes: int = 200 * 1024 * 1024  # OpenAI's limit for a batch input file
     runner: RunnerSettings = RunnerSettings()
 
@@ -127,4 +128,4 @@ class BatchService:
         return batch
 
     def render(self, batch: BatchRecord) -> dict[str, Any]:
-        return batch.to_openai(self.settings.price_per_million_tokens)
+        return batch.to_openai(self.settings.pricing)

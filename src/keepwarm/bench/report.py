@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from keepwarm.bench.cost import cost_report
+from keepwarm.cost import cost_report
 from keepwarm.bench.runner import BenchOptions, Measured
 from keepwarm.bench.stats import best, best_latency
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from keepwarm.cli.options import DATA_DIR_OPTION, engine_for
+from keepwarm.cli.options import DATA_DIR_OPTION, engine_for, pricing_options
 from keepwarm.errors import ConfigError, KeepwarmError
 
 
@@ -28,8 +28,7 @@ from keepwarm.errors import ConfigError, KeepwarmError
               help="Rows per committed part: an interruption loses at most this much work.")
 @click.option("--truncate/--no-truncate", default=True, show_default=True,
               help="Embed the first tokens of texts over the model's limit (as sentence-transformers does).")
-@click.option("--price-per-million-tokens", default=0.0, show_default=True, type=click.FloatRange(0),
-              envvar="KEEPWARM_PRICE_PER_MILLION_TOKENS", help="Dollars per million tokens, for the cost report.")
+@pricing_options
 @click.option("--add-model", "add_models", multiple=True, metavar="NAME=PATH",
               help="In-process: load this model (as `serve --model`). Repeatable.")
 @click.option("--config", type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -39,13 +38,14 @@ from keepwarm.errors import ConfigError, KeepwarmError
 def reembed(
     corpus_path: Path, output: Path, model: str, url: str | None, api_key: str | None, id_column: str,
     text_column: str, output_format: str, checkpoint_rows: int, truncate: bool, price_per_million_tokens: float,
+    price_per_hour: float,
     add_models: tuple[str, ...], config: Path | None, data_dir: Path, quiet: bool,
 ) -> None:
     """Embed CORPUS (JSONL, CSV or Parquet with id and text columns) into the folder OUTPUT.
 
     Interrupted runs resume where they stopped; an OUTPUT holding another model version is refused.
     """
-    from keepwarm.cost import job_cost
+    from keepwarm.cost import Pricing, job_cost
     from keepwarm.catalog.versions import split_pin
     from keepwarm.reembed import Corpus, VectorDataset, reembed as run
 
@@ -72,7 +72,9 @@ def reembed(
             engine.close()
     summary = {
         "output": str(output), "model": name, "version": embedder.version, "rows": report.rows,
-        "rows_already_done": report.skipped, "cost": job_cost(report.tokens, report.seconds, price_per_million_tokens),
+        "rows_already_done": report.skipped, "cost": job_cost(
+            report.tokens, report.seconds, Pricing(per_million_tokens=price_per_million_tokens, per_hour=price_per_hour)
+        ),
     }
     click.echo(json.dumps(summary), file=sys.stdout)
 

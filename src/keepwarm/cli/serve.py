@@ -118,7 +118,8 @@ def serve(
     from keepwarm.engine import BatchLimits, EngineSettings
     from keepwarm.logs import configure_logging
     from keepwarm.server import serve as run_server
-    from keepwarm.store import KeyStore, Pricing
+    from keepwarm.cost import Pricing
+    from keepwarm.store import KeyStore
 
     configure_logging(log_level, log_format)
     specs = model_specs(config, model_options)
@@ -139,7 +140,7 @@ def serve(
         shutdown=ShutdownSettings(drain_seconds=drain_seconds, grace_seconds=grace_seconds),
     )
     reload = partial(_reload, engine, config, model_options)
-    batch = BatchSettings(price_per_million_tokens, runner=RunnerSettings(chunk_inputs=batch_chunk_inputs))
+    batch = BatchSettings(pricing=api.pricing, runner=RunnerSettings(chunk_inputs=batch_chunk_inputs))
     try:
         code = run_server(engine, db, host, port, api, batch=batch, reload=reload)
     finally:

@@ -30,7 +30,8 @@ def usage(
     data_dir: Path,
 ) -> None:
     """Report metered usage from the state database (works while the server runs)."""
-    from keepwarm.store import Pricing, UsageStore, usage_report
+    from keepwarm.cost import Pricing
+    from keepwarm.store import UsageStore, usage_report
 
     rows = UsageStore(open_database(data_dir)).report(
         since.date() if since else None, until.date() if until else None, key

@@ -6,14 +6,13 @@ module over it. The schema evolves only through `migrations.MIGRATIONS`.
 
 from keepwarm.store.database import Database, StoreError
 from keepwarm.store.keys import ANONYMOUS, ApiKey, KeyStore
-from keepwarm.store.usage import Pricing, UsageEvent, UsageRow, UsageStore, usage_report
+from keepwarm.store.usage import UsageEvent, UsageRow, UsageStore, usage_report
 
 __all__ = [
     "ANONYMOUS",
     "ApiKey",
     "Database",
     "KeyStore",
-    "Pricing",
     "StoreError",
     "UsageEvent",
     "UsageRow",

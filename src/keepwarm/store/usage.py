@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from keepwarm.cost import Pricing
 from keepwarm.store.database import Database
 
 
@@ -48,19 +49,6 @@ class UsageRow:
     compute_seconds: float
 
 
-@dataclass(frozen=True)
-class Pricing:
-    """What usage costs: per million tokens, per hour of model compute, or both (summed).
-
-    Compute time is each batch's model time split across its inputs by their tokens, so
-    a key pays for the share of the machine its requests used.
-    """
-
-    per_million_tokens: float = 0.0
-    per_hour: float = 0.0
-
-    def cost(self, tokens: int, compute_seconds: float) -> float:
-        return tokens / 1e6 * self.per_million_tokens + compute_seconds / 3600 * self.per_hour
 
 
 _UPSERT = """
