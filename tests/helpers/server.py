@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -9,10 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from keepwarm.engine.worker import HOLD_FILE_ENV
 
 READY_TIMEOUT = 300.0
 
@@ -31,6 +35,17 @@ class RunningServer:
     url: str
     log: Path
     data_dir: Path
+    hold_file: Path | None = None
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Model calls wait while this is active: queued work stays queued, deterministically."""
+        assert self.hold_file is not None, "start the server with holdable=True"
+        self.hold_file.touch()
+        try:
+            yield
+        finally:
+            self.hold_file.unlink(missing_ok=True)
 
     @property
     def v1(self) -> str:
@@ -50,17 +65,26 @@ class RunningServer:
         return self.process.returncode
 
 
-def start_server(data_dir: Path, log_dir: Path, *args: str, wait: bool = True) -> RunningServer:
-    """Start `keepwarm serve` on a free loopback port; wait until /ready says 200."""
+def start_server(
+    data_dir: Path, log_dir: Path, *args: str, wait: bool = True, holdable: bool = False
+) -> RunningServer:
+    """Start `keepwarm serve` on a free loopback port; wait until /ready says 200.
+
+    `holdable` servers pause their model workers while `server.holding()` is active.
+    """
     port = free_port()
     log = log_dir / f"server-{port}.log"
+    hold_file = log_dir / f"hold-{port}" if holdable else None
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if hold_file is not None:
+        env[HOLD_FILE_ENV] = str(hold_file)
     process = subprocess.Popen(
         [sys.executable, "-m", "keepwarm", "serve", "--port", str(port), "--data-dir", str(data_dir), *args],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=env,
     )
-    server = RunningServer(process, f"http://127.0.0.1:{port}", log, data_dir)
+    server = RunningServer(process, f"http://127.0.0.1:{port}", log, data_dir, hold_file)
     if wait:
         wait_ready(server)
     return server

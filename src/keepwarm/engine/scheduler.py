@@ -38,6 +38,8 @@ from keepwarm.engine.jobs import WorkItem
 from keepwarm.errors import DeadlineExceeded, NotReady, Overloaded
 
 
+_HELD_POLL_SECONDS = 0.01
+
 @dataclass(frozen=True)
 class BatchLimits:
     """How big one model call and the waiting queue may get."""
@@ -144,16 +146,23 @@ class Scheduler:
             self._queued_tokens += tokens
             self._condition.notify_all()  # workers may serve different priorities
 
-    def next_batch(self, priorities: tuple[int, ...] | None = None) -> list[WorkItem] | None:
-        """Block until a batch of one of `priorities` (default: any) is available; None once closed."""
+    def next_batch(
+        self, priorities: tuple[int, ...] | None = None, *, held: Callable[[], bool] | None = None
+    ) -> list[WorkItem] | None:
+        """Block until a batch of one of `priorities` (default: any) is available; None once closed.
+
+        While `held()` is true nothing is taken: work stays queued, visible and subject to
+        its deadline, as if the model were busy (the worker's test hook; polled).
+        """
         with self._condition:
             while True:
-                batch = self._select(priorities)
-                if batch:
-                    return batch
+                if held is None or not held():
+                    batch = self._select(priorities)
+                    if batch:
+                        return batch
                 if self._closed:
                     return None
-                self._condition.wait()
+                self._condition.wait(_HELD_POLL_SECONDS if held else None)
 
     def discard_finished(self) -> None:
         """Drop queued items whose job is already over (cancelled by a departed client)."""

@@ -7,9 +7,11 @@ threads, when requests arrive, so the next batch is tokenized while this one run
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +23,15 @@ from keepwarm.runtimes.base import Runtime
 log = logging.getLogger(__name__)
 
 BatchObserver = Callable[[int, int, float, int], None]  # (rows, tokens, seconds, failed model calls)
+
+# Test hook: while the file this names exists, workers start no model call, so a test can
+# hold work in the queue for as long as it needs instead of racing a model's speed.
+HOLD_FILE_ENV = "KEEPWARM_HOLD_FILE"
+
+
+def _hold_check() -> Callable[[], bool] | None:
+    path = os.environ.get(HOLD_FILE_ENV)
+    return Path(path).exists if path else None
 
 
 def pad_batch(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,6 +65,7 @@ class ModelWorker:
         self.priorities = priorities  # which priorities this worker serves (None: all)
         self._observe = observe
         self._on_start = on_start
+        self._held = _hold_check()
         self._thread = threading.Thread(target=self._loop, name=f"keepwarm-model-{name}", daemon=True)
 
     def start(self) -> None:
@@ -65,7 +77,7 @@ class ModelWorker:
     def _loop(self) -> None:
         if self._on_start:
             self._on_start()
-        while (batch := self.scheduler.next_batch(self.priorities)) is not None:
+        while (batch := self.scheduler.next_batch(self.priorities, held=self._held)) is not None:
             started = time.perf_counter()
             for item in batch:
                 item.job.mark_started(started)
