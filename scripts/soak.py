@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -41,9 +40,35 @@ from pathlib import Path
 
 import httpx
 
+from keepwarm.bench.process import ServerFailed, ServerProcess
+
 MODEL = "all-minilm-l6-v2"
-WORDS = ("embedding vector service queue batch token model latency memory request answer server client "
-         "error limit usage metric shutdown deadline cache index search query document").split()
+WORDS = [
+    "embedding",
+    "vector",
+    "service",
+    "queue",
+    "batch",
+    "token",
+    "model",
+    "latency",
+    "memory",
+    "request",
+    "answer",
+    "server",
+    "client",
+    "error",
+    "limit",
+    "usage",
+    "metric",
+    "shutdown",
+    "deadline",
+    "cache",
+    "index",
+    "search",
+    "query",
+    "document",
+]
 
 
 @dataclass
@@ -78,12 +103,18 @@ class Soak:
         headers = {"Authorization": f"Bearer {self.keys[key]}"} if key else {}
         if isinstance(body, dict):
             return client.post("/v1/embeddings", json=body, headers=headers)
-        return client.post("/v1/embeddings", content=body, headers={**headers, "content-type": "application/json"})
+        return client.post(
+            "/v1/embeddings", content=body, headers={**headers, "content-type": "application/json"}
+        )
 
     def valid(self, client: httpx.Client) -> None:
         inputs = [self.text(self.random.randint(1, 300)) for _ in range(self.random.randint(1, 16))]
-        body = {"model": MODEL, "input": inputs, "encoding_format": self.random.choice(["float", "base64"]),
-                "truncate": True}
+        body = {
+            "model": MODEL,
+            "input": inputs,
+            "encoding_format": self.random.choice(["float", "base64"]),
+            "truncate": True,
+        }
         if self.random.random() < 0.3:
             body["dimensions"] = self.random.randint(1, 384)
         self.tally.saw("valid", self.post(client, "soak", body), "soak")
@@ -114,8 +145,10 @@ class Soak:
         host, port = self.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as raw:
             raw.sendall(
-                f"POST /v1/embeddings HTTP/1.1\r\nHost: soak\r\nAuthorization: Bearer {self.keys['hangup']}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+                "POST /v1/embeddings HTTP/1.1\r\nHost: soak\r\n"
+                f"Authorization: Bearer {self.keys['hangup']}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
             )
             time.sleep(self.random.uniform(0, 0.05))
         with self.tally.lock:
@@ -124,7 +157,13 @@ class Soak:
     def run(self, stop: threading.Event) -> None:
         """Each scenario once (so even a short run has them all), then a weighted random mix."""
         kinds = [self.valid, self.invalid, self.oversized, self.limited, self.hang_up]
-        mix = [self.valid] * 10 + [self.invalid] * 4 + [self.oversized] + [self.limited] * 2 + [self.hang_up] * 2
+        mix = (
+            [self.valid] * 10
+            + [self.invalid] * 4
+            + [self.oversized]
+            + [self.limited] * 2
+            + [self.hang_up] * 2
+        )
         self.random.shuffle(kinds)
         with httpx.Client(base_url=self.url, timeout=120) as client:
             while not stop.is_set():
@@ -136,13 +175,9 @@ class Soak:
 
 
 def keepwarm(*args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "keepwarm", *args], check=True, capture_output=True, text=True).stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return subprocess.run(
+        [sys.executable, "-m", "keepwarm", *args], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def server_errors_counted(url: str) -> dict[str, float]:
@@ -155,54 +190,61 @@ def server_errors_counted(url: str) -> dict[str, float]:
     return counted
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-def start_server(data_dir: Path, log: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keepwarm", "serve", "--port", str(port), "--data-dir", str(data_dir),
-         "--max-body-mb", "1", "--cache-mb", "1", "--log-level", "warning", *extra],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+def start_server(data_dir: Path, extra: list[str]) -> ServerProcess:
+    """The server under test: small body limit and cache, so both are exercised; its log in `data_dir`."""
+    server = ServerProcess(
+        data_dir,
+        ("--max-body-mb", "1", "--cache-mb", "1", "--log-level", "warning", *extra),
+        log_dir=data_dir,
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"server did not become ready:\n{log.read_text()[-3000:]}")
+    try:
+        server.start()
+    except ServerFailed as exc:
+        raise SystemExit(f"server did not become ready: {exc}") from None
+    return server
 
 
 def warm_up(url: str, key: str) -> None:
-    """Run the largest batch shape (32 distinct rows of 256 tokens) once: the runtime's memory
+    """Run the largest model-call shape (32 distinct rows of 256 tokens) once: the runtime's memory
     arena grows to its working size here, not during the measured run."""
     body = {"model": MODEL, "input": [f"{n} " + " ".join(WORDS) * 20 for n in range(32)], "truncate": True}
-    response = httpx.post(f"{url}/v1/embeddings", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=300)
+    response = httpx.post(
+        f"{url}/v1/embeddings", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=300
+    )
     response.raise_for_status()
 
 
-def soak(data_dir: Path, seconds: float, clients: int, max_growth_mb: float, seed: int, extra: list[str],
-         warm_up_answers: int) -> dict:
+def soak(
+    data_dir: Path,
+    seconds: float,
+    clients: int,
+    max_growth_mb: float,
+    seed: int,
+    extra: list[str],
+    warm_up_answers: int,
+) -> dict:
     run = f"soak-{int(time.time())}"  # key names are unique per run, so a data directory can be reused
     names = {"soak": [], "limited": ["--rpm", "120"], "hangup": [], "admin": ["--admin"]}
-    keys = {name: keepwarm("keys", "create", "--name", f"{run}-{name}", *flags, "--data-dir", str(data_dir)).strip()
-            for name, flags in names.items()}
-    process, url = start_server(data_dir, data_dir / "soak-server.log", extra)
+    keys = {
+        name: keepwarm(
+            "keys", "create", "--name", f"{run}-{name}", *flags, "--data-dir", str(data_dir)
+        ).strip()
+        for name, flags in names.items()
+    }
+    server = start_server(data_dir, extra)
+    url = server.url
+
+    def rss_mb() -> float:
+        return server.memory_mb()["rss_mb"]
+
     warm_up(url, keys["hangup"])  # its usage is not compared exactly
     served = httpx.get(f"{url}/v1/models/{MODEL}", headers={"Authorization": f"Bearer {keys['soak']}"}).json()
     counted_before = server_errors_counted(url)  # /ready said 503 while the model loaded
     tally = Tally()
     stop = threading.Event()
-    workers = [threading.Thread(target=Soak(url, keys, tally, seed + n).run, args=(stop,)) for n in range(clients)]
+    workers = [
+        threading.Thread(target=Soak(url, keys, tally, seed + n).run, args=(stop,)) for n in range(clients)
+    ]
     started = time.monotonic()
     try:
         for worker in workers:
@@ -212,18 +254,20 @@ def soak(data_dir: Path, seconds: float, clients: int, max_growth_mb: float, see
         while tally.statuses[("valid", 200)] < warm_up_answers and time.monotonic() < started + 600:
             time.sleep(0.2)
         warmed_up = time.monotonic()
-        baseline = rss_mb(process.pid)
+        baseline = rss_mb()
         samples = [baseline]
         while time.monotonic() < warmed_up + seconds:
             time.sleep(min(1.0, max(0.0, warmed_up + seconds - time.monotonic())))
-            samples.append(rss_mb(process.pid))
+            samples.append(rss_mb())
         stop.set()
         for worker in workers:
             worker.join(timeout=180)
-        final = rss_mb(process.pid)
+        final = rss_mb()
         admin = {"Authorization": f"Bearer {keys['admin']}"}
         metered = {
-            name: httpx.get(f"{url}/admin/usage", params={"key": f"{run}-{name}"}, headers=admin).json()["total"]
+            name: httpx.get(f"{url}/admin/usage", params={"key": f"{run}-{name}"}, headers=admin).json()[
+                "total"
+            ]
             for name in ("soak", "limited", "hangup")
         }
         server_5xx = {
@@ -233,8 +277,7 @@ def soak(data_dir: Path, seconds: float, clients: int, max_growth_mb: float, see
         }
     finally:
         stop.set()
-        process.send_signal(signal.SIGTERM)
-        exit_code = process.wait(timeout=120)
+        exit_code = server.stop(timeout=120)
     answered = {name: tally.tokens[name] for name in ("soak", "limited")}
     checks = {
         "no_5xx": not tally.server_errors and not server_5xx,
@@ -252,27 +295,45 @@ def soak(data_dir: Path, seconds: float, clients: int, max_growth_mb: float, see
         "server_5xx_counted": server_5xx,
         "answered_tokens": answered,
         "metered": metered,
-        "rss_mb": {"after_warm_up": round(baseline, 1), "peak": round(max(samples), 1), "final": round(final, 1),
-                   "every_10_s": [round(v, 1) for v in samples[::10]]},
+        "rss_mb": {
+            "after_warm_up": round(baseline, 1),
+            "peak": round(max(samples), 1),
+            "final": round(final, 1),
+            "every_10_s": [round(v, 1) for v in samples[::10]],
+        },
         "checks": checks,
     }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=180,
-                        help="how long to send traffic after warm-up, with memory measured (default 180)")
-    parser.add_argument("--warm-up-answers", type=int, default=150,
-                        help="valid answers before memory is measured (default 150)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=180,
+        help="how long to send traffic after warm-up, with memory measured (default 180)",
+    )
+    parser.add_argument(
+        "--warm-up-answers",
+        type=int,
+        default=150,
+        help="valid answers before memory is measured (default 150)",
+    )
     parser.add_argument("--clients", type=int, default=8, help="concurrent client threads (default 8)")
-    parser.add_argument("--max-rss-growth-mb", type=float, default=64, help="allowed RSS growth after warm-up")
+    parser.add_argument(
+        "--max-rss-growth-mb", type=float, default=64, help="allowed RSS growth after warm-up"
+    )
     parser.add_argument("--data-dir", type=Path, help="scratch data directory (default: a new temporary one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", type=Path, help=f"model catalog for the server; it must serve '{MODEL}'")
     args = parser.parse_args()
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="keepwarm-soak-"))
     extra = ["--config", str(args.config)] if args.config else []
-    result = soak(data_dir, args.seconds, args.clients, args.max_rss_growth_mb, args.seed, extra, args.warm_up_answers)
+    result = soak(
+        data_dir, args.seconds, args.clients, args.max_rss_growth_mb, args.seed, extra, args.warm_up_answers
+    )
     print(json.dumps(result, indent=2))
     return 0 if all(result["checks"].values()) else 1
 

@@ -3,66 +3,66 @@
 from __future__ import annotations
 
 import contextlib
-import os
+import itertools
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from keepwarm.bench.process import ServerProcess, free_port
 from keepwarm.engine.worker import HOLD_FILE_ENV
 
 READY_TIMEOUT = 300.0
+_HOLD_FILES = itertools.count()  # one hold file per server, in the session's log folder
+
+__all__ = ["RunningServer", "free_port", "metric", "start_server", "state_dir", "wait_for", "wait_ready"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
 class RunningServer:
-    """A `keepwarm serve` subprocess and how to reach it."""
+    """A `keepwarm serve` subprocess and how to reach it: the product's ServerProcess, as tests use it."""
 
-    process: subprocess.Popen
-    url: str
-    log: Path
-    data_dir: Path
-    hold_file: Path | None = None
+    def __init__(self, server: ServerProcess, hold_file: Path | None = None) -> None:
+        self.server = server
+        self.hold_file = hold_file
 
-    @contextlib.contextmanager
-    def holding(self) -> Iterator[None]:
-        """Model calls wait while this is active: queued work stays queued, deterministically."""
-        assert self.hold_file is not None, "start the server with holdable=True"
-        self.hold_file.touch()
-        try:
-            yield
-        finally:
-            self.hold_file.unlink(missing_ok=True)
+    @property
+    def process(self) -> subprocess.Popen:
+        return self.server.process
+
+    @property
+    def url(self) -> str:
+        return self.server.url
 
     @property
     def v1(self) -> str:
         return f"{self.url}/v1"
 
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")
+    @property
+    def data_dir(self) -> Path:
+        return self.server.data_dir
 
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+    def logs(self) -> str:
+        return self.server.log_text()
+
+    def stop(self) -> int | None:
+        return self.server.stop()
+
+    @contextlib.contextmanager
+    def holding(self, *models: str) -> Iterator[None]:
+        """Model calls wait while this is active: queued work stays queued, deterministically.
+
+        With model names, only those models' workers wait; the others keep running.
+        """
+        assert self.hold_file is not None, "start the server with holdable=True"
+        self.hold_file.write_text("".join(f"{model}\n" for model in models))
+        try:
+            yield
+        finally:
+            self.hold_file.unlink(missing_ok=True)
 
 
 def start_server(
@@ -72,22 +72,11 @@ def start_server(
 
     `holdable` servers pause their model workers while `server.holding()` is active.
     """
-    port = free_port()
-    log = log_dir / f"server-{port}.log"
-    hold_file = log_dir / f"hold-{port}" if holdable else None
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if hold_file is not None:
-        env[HOLD_FILE_ENV] = str(hold_file)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keepwarm", "serve", "--port", str(port), "--data-dir", str(data_dir), *args],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    server = RunningServer(process, f"http://127.0.0.1:{port}", log, data_dir, hold_file)
-    if wait:
-        wait_ready(server)
-    return server
+    hold_file = log_dir / f"hold-{next(_HOLD_FILES)}" if holdable else None
+    env = {HOLD_FILE_ENV: str(hold_file)} if hold_file else {}
+    server = ServerProcess(data_dir, args, env=env, log_dir=log_dir, ready_timeout=READY_TIMEOUT)
+    server.start(wait=wait)
+    return RunningServer(server, hold_file)
 
 
 def state_dir(data_dir: Path, path: Path) -> Path:
@@ -104,10 +93,11 @@ def state_dir(data_dir: Path, path: Path) -> Path:
     return path
 
 
-def metric(server: RunningServer, name: str) -> float:
-    """The sum of a metric's series on the server's /metrics page."""
+def metric(server: RunningServer, name: str, model: str | None = None) -> float:
+    """The sum of a metric's series on the server's /metrics page; with `model`, of its versions only."""
     text = httpx.get(f"{server.url}/metrics").text
-    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+    labels = rf'{{[^}}]*model="{re.escape(model)}(?:@[^"]*)?"[^}}]*}}' if model else r"(?:{[^}]*})?"
+    return sum(float(v) for v in re.findall(rf"^{name}{labels} (\S+)$", text, re.M))
 
 
 def wait_for(predicate, timeout: float = 60) -> bool:  # noqa: ANN001
@@ -119,15 +109,5 @@ def wait_for(predicate, timeout: float = 60) -> bool:  # noqa: ANN001
 
 
 def wait_ready(server: RunningServer) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.logs()}")
-        try:
-            if httpx.get(f"{server.url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"server not ready after {READY_TIMEOUT}s:\n{server.logs()}")
+    """Wait until a server started with `wait=False` is ready (ServerFailed, with its log, if it dies)."""
+    server.server.wait_ready()
