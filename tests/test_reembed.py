@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import MODEL, assert_same_vectors
+from helpers import MODEL, assert_same_vectors, wait_for
 
 from keepwarm.reembed import read_vectors
 
@@ -24,7 +23,9 @@ from keepwarm.reembed import read_vectors
 def _keepwarm(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "keepwarm", "reembed", *args, "--data-dir", str(data_dir), "--quiet"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -40,10 +41,20 @@ def jsonl_corpus(rows, tmp_path_factory) -> Path:  # noqa: ANN001
     return path
 
 
-def test_reembed_writes_ids_vectors_and_the_exact_model_version(jsonl_corpus, rows, tmp_path, data_dir,
-                                                                 server, reference) -> None:  # noqa: ANN001
-    result = _keepwarm(str(jsonl_corpus), str(tmp_path / "out"), "--model", MODEL, "--checkpoint-rows", "16",
-                       "--price-per-million-tokens", "0.02", data_dir=data_dir)
+def test_reembed_writes_ids_vectors_and_the_exact_model_version(
+    jsonl_corpus, rows, tmp_path, data_dir, server, reference
+) -> None:  # noqa: ANN001
+    result = _keepwarm(
+        str(jsonl_corpus),
+        str(tmp_path / "out"),
+        "--model",
+        MODEL,
+        "--checkpoint-rows",
+        "16",
+        "--price-per-million-tokens",
+        "0.02",
+        data_dir=data_dir,
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     ids, vectors, manifest = read_vectors(tmp_path / "out")
@@ -53,7 +64,8 @@ def test_reembed_writes_ids_vectors_and_the_exact_model_version(jsonl_corpus, ro
     assert manifest["version"] == summary["version"] == served["full_version"]
     assert len(manifest["parts"]) == 3 and manifest["rows"] == 48
     assert summary["cost"]["tokens"] > 0 and summary["cost"]["dollars"] == pytest.approx(
-        summary["cost"]["tokens"] / 1e6 * 0.02, abs=1e-6)
+        summary["cost"]["tokens"] / 1e6 * 0.02, abs=1e-6
+    )
     table = pq.read_table(tmp_path / "out")  # the folder reads as one Parquet dataset
     assert table.num_rows == 48 and table.schema.metadata[b"keepwarm.version"] == manifest["version"].encode()
 
@@ -70,15 +82,18 @@ def _write_parquet(rows: list[dict[str, str]], path: Path) -> None:
 
 
 @pytest.mark.parametrize("suffix,write", [(".csv", _write_csv), (".parquet", _write_parquet)])
-def test_csv_and_parquet_corpora_give_the_same_vectors_as_jsonl(rows, tmp_path, data_dir, suffix, write) -> None:  # noqa: ANN001
+def test_csv_and_parquet_corpora_give_the_same_vectors_as_jsonl(
+    rows, tmp_path, data_dir, suffix, write
+) -> None:  # noqa: ANN001
     subset = rows[:12]
     corpus = tmp_path / f"corpus{suffix}"
     write(subset, corpus)
     jsonl = tmp_path / "corpus.jsonl"
     jsonl.write_text("".join(json.dumps(row) + "\n" for row in subset))
     for source, out in ((corpus, "from-file"), (jsonl, "from-jsonl")):
-        result = _keepwarm(str(source), str(tmp_path / out), "--model", MODEL, "--format", "numpy",
-                           data_dir=data_dir)
+        result = _keepwarm(
+            str(source), str(tmp_path / out), "--model", MODEL, "--format", "numpy", data_dir=data_dir
+        )
         assert result.returncode == 0, result.stderr
     ids, vectors, _ = read_vectors(tmp_path / "from-file")
     expected_ids, expected, _ = read_vectors(tmp_path / "from-jsonl")
@@ -86,21 +101,36 @@ def test_csv_and_parquet_corpora_give_the_same_vectors_as_jsonl(rows, tmp_path, 
     np.testing.assert_array_equal(vectors, expected)
 
 
-def test_an_interrupted_run_resumes_without_losing_or_repeating_rows(jsonl_corpus, rows, tmp_path, data_dir) -> None:  # noqa: ANN001
+def test_an_interrupted_run_resumes_without_losing_or_repeating_rows(
+    jsonl_corpus, rows, tmp_path, data_dir
+) -> None:  # noqa: ANN001
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "keepwarm", "reembed", str(jsonl_corpus), str(out), "--model", MODEL,
-            "--checkpoint-rows", "4", "--data-dir", str(data_dir), "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "keepwarm",
+        "reembed",
+        str(jsonl_corpus),
+        str(out),
+        "--model",
+        MODEL,
+        "--checkpoint-rows",
+        "4",
+        "--data-dir",
+        str(data_dir),
+        "--quiet",
+    ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not _rows_committed(out):
-            time.sleep(0.02)
+        assert wait_for(lambda: _rows_committed(out) > 0, timeout=120)
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.wait()
     done_before = _rows_committed(out)
     assert 0 < done_before < len(rows)
-    result = _keepwarm(str(jsonl_corpus), str(out), "--model", MODEL, "--checkpoint-rows", "4", data_dir=data_dir)
+    result = _keepwarm(
+        str(jsonl_corpus), str(out), "--model", MODEL, "--checkpoint-rows", "4", data_dir=data_dir
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["rows_already_done"] == done_before and summary["rows"] == len(rows) - done_before
@@ -123,16 +153,32 @@ def test_a_finished_corpus_is_not_embedded_twice(jsonl_corpus, tmp_path, data_di
     assert read_vectors(Path(out))[2]["rows"] == 48
 
 
+def test_a_corpus_changed_since_it_was_embedded_is_refused(rows, tmp_path, data_dir) -> None:  # noqa: ANN001
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows[:8]))
+    out = tmp_path / "out"
+    assert _keepwarm(str(corpus), str(out), "--model", MODEL, data_dir=data_dir).returncode == 0
+    with corpus.open("a") as handle:
+        handle.write(json.dumps({"id": "added", "text": "a row added after the run"}) + "\n")
+    again = _keepwarm(str(corpus), str(out), "--model", MODEL, data_dir=data_dir)
+    assert again.returncode == 1 and "changed since 8 of its rows were embedded" in again.stderr
+    assert read_vectors(out)[2]["rows"] == 8
+
+
 def test_vectors_of_another_version_are_never_appended(jsonl_corpus, tmp_path, data_dir, tiny_dir) -> None:  # noqa: ANN001
     out = str(tmp_path / "out")
-    first = _keepwarm(str(jsonl_corpus), out, "--model", "tiny", "--add-model", f"tiny={tiny_dir}", data_dir=data_dir)
+    first = _keepwarm(
+        str(jsonl_corpus), out, "--model", "tiny", "--add-model", f"tiny={tiny_dir}", data_dir=data_dir
+    )
     assert first.returncode == 0, first.stderr
     second = _keepwarm(str(jsonl_corpus), out, "--model", MODEL, data_dir=data_dir)
     assert second.returncode == 1 and "refusing to add vectors" in second.stderr
 
 
 def test_a_pinned_version_that_is_not_served_is_refused(jsonl_corpus, tmp_path, data_dir) -> None:  # noqa: ANN001
-    result = _keepwarm(str(jsonl_corpus), str(tmp_path / "out"), "--model", f"{MODEL}@0000dead", data_dir=data_dir)
+    result = _keepwarm(
+        str(jsonl_corpus), str(tmp_path / "out"), "--model", f"{MODEL}@0000dead", data_dir=data_dir
+    )
     assert result.returncode == 1 and f"'{MODEL}@0000dead' does not exist" in result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -144,10 +190,20 @@ def test_missing_columns_are_named(tmp_path, data_dir) -> None:  # noqa: ANN001
     assert result.returncode == 1 and "row 1 needs an 'id'" in result.stderr
 
 
-def test_reembed_through_a_running_server_uses_its_batch_api(jsonl_corpus, rows, tmp_path, server,
-                                                             data_dir, reference) -> None:  # noqa: ANN001
-    result = _keepwarm(str(jsonl_corpus), str(tmp_path / "out"), "--model", MODEL, "--url", server.v1,
-                       "--checkpoint-rows", "20", data_dir=data_dir)
+def test_reembed_through_a_running_server_uses_its_batch_api(
+    jsonl_corpus, rows, tmp_path, server, data_dir, reference
+) -> None:  # noqa: ANN001
+    result = _keepwarm(
+        str(jsonl_corpus),
+        str(tmp_path / "out"),
+        "--model",
+        MODEL,
+        "--url",
+        server.v1,
+        "--checkpoint-rows",
+        "20",
+        data_dir=data_dir,
+    )
     assert result.returncode == 0, result.stderr
     ids, vectors, manifest = read_vectors(tmp_path / "out")
     assert ids == [row["id"] for row in rows]

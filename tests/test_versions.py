@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import start_server
+from helpers import start_server, wait_for
 from helpers.models import tiny_bert
 
 from keepwarm.catalog import DigestCache, ModelEntry, directory_fingerprint
@@ -40,17 +40,33 @@ def tiny(tmp_path_factory, model_dir) -> Path:  # noqa: ANN001
 def test_version_is_stable_for_the_same_files_and_settings(tiny: Path, tmp_path: Path) -> None:
     copy = shutil.copytree(tiny, tmp_path / "copy")
     first = _version(tiny, DigestCache(tmp_path / "a.json"))
-    assert first == _version(tiny, DigestCache(tmp_path / "b.json")) == _version(copy, DigestCache(tmp_path / "c.json"))
+    assert (
+        first
+        == _version(tiny, DigestCache(tmp_path / "b.json"))
+        == _version(copy, DigestCache(tmp_path / "c.json"))
+    )
     (copy / "README.md").write_text("docs do not change vectors")
     assert _version(copy, DigestCache(tmp_path / "d.json")) == first
     for unrelated in ({"load": "lazy"}, {"idle_timeout": 5}, {"token_ids": "model"}, {"runtime": "torch"}):
         assert _version(tiny, DigestCache(tmp_path / "e.json"), **unrelated) == first, unrelated
 
 
+def test_names_and_aliases_do_not_change_the_version(tiny: Path, tmp_path: Path) -> None:
+    cache = DigestCache(tmp_path / "d.json")
+    renamed = ModelEntry("another-name", str(tiny), aliases=("text-embedding-3-small", "m2")).to_spec()
+    assert model_version(renamed, directory_fingerprint(renamed.directory, cache)) == _version(tiny, cache)
+
+
 @pytest.mark.parametrize(
     "overrides",
-    [{"pooling": "cls"}, {"normalize": True}, {"max_tokens": 64}, {"overflow": "chunk"},
-     {"prompts": {"query": "q: "}}, {"dtype": "int8"}],
+    [
+        {"pooling": "cls"},
+        {"normalize": True},
+        {"max_tokens": 64},
+        {"overflow": "chunk"},
+        {"prompts": {"query": "q: "}},
+        {"dtype": "int8"},
+    ],
     ids=lambda o: next(iter(o)),
 )
 def test_version_changes_with_every_vector_setting(tiny: Path, tmp_path: Path, overrides: dict) -> None:
@@ -73,7 +89,10 @@ def test_version_changes_with_the_files(tiny: Path, tmp_path: Path, file: str) -
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory, model_dir):  # noqa: ANN001, ANN201
     root = tmp_path_factory.mktemp("versions")
-    return {"old": tiny_bert(root / "old", model_dir, seed=1), "new": tiny_bert(root / "new", model_dir, seed=2)}
+    return {
+        "old": tiny_bert(root / "old", model_dir, seed=1),
+        "new": tiny_bert(root / "new", model_dir, seed=2),
+    }
 
 
 def _catalog(old: Path, new: Path | None, current: str) -> str:
@@ -146,10 +165,14 @@ def test_cache_returns_the_same_bits_and_counts_savings_apart(upgrade_server) ->
     texts = [f"cache me {time.monotonic()}", "and me", f"cache me {time.monotonic()}"]
     texts[2] = texts[0]
     first = _embed(upgrade_server, "m", texts=texts)
-    assert first.json()["cache"] == {"cached_inputs": 1, "cached_tokens": first.json()["cache"]["cached_tokens"]}
+    repeated_tokens = _embed(upgrade_server, "m", texts=texts[:1]).json()["usage"]["prompt_tokens"]
+    assert first.json()["cache"] == {"cached_inputs": 1, "cached_tokens": repeated_tokens}  # the repeat
     second = _embed(upgrade_server, "m", texts=texts)
     assert _bits(first) == _bits(second) and _bits(first)[0] == _bits(first)[2]
-    assert second.json()["cache"]["cached_inputs"] == 3
+    assert second.json()["cache"] == {
+        "cached_inputs": 3,
+        "cached_tokens": second.json()["usage"]["prompt_tokens"],
+    }
     assert second.json()["usage"] == first.json()["usage"]  # usage counts tokens as OpenAI would
     other = _embed(upgrade_server, f"m@{_listed(upgrade_server)['versions'][1]['version']}", texts=texts)
     assert other.json()["cache"]["cached_inputs"] == 1  # never served across versions (only the repeat)
@@ -196,17 +219,11 @@ def test_upgrade_by_reload_under_load_fails_no_request(upgrade_server, versions)
     for worker in workers:
         worker.start()
     try:
-        deadline = time.monotonic() + 30
-        while old not in seen and time.monotonic() < deadline:
-            time.sleep(0.01)  # traffic is flowing on the old version
+        assert wait_for(lambda: old in seen, timeout=30)  # traffic is flowing on the old version
         server.config.write_text(_catalog(versions["old"], versions["new"], "new"))
         os.kill(server.process.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 60
-        while _listed(server)["version"] != new and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _listed(server)["version"] == new
-        while new not in seen and time.monotonic() < deadline:
-            time.sleep(0.01)  # traffic has moved to the new version
+        assert wait_for(lambda: _listed(server)["version"] == new)
+        assert wait_for(lambda: new in seen)  # traffic has moved to the new version
         assert _embed(server, f"m@{old}").status_code == 200  # the old version stays servable by pin
         server.config.write_text(_catalog(versions["new"], None, "old"))  # drop the old version
         reloaded = httpx.post(f"{server.url}/admin/reload", timeout=120)
@@ -234,8 +251,22 @@ def test_models_diff_says_whether_reembedding_is_needed(versions, data_dir, tmp_
 
     def diff(a: str, b: str) -> dict:
         result = subprocess.run(
-            [sys.executable, "-m", "keepwarm", "models", "diff", a, b, "--config", str(config), "--data-dir", str(data_dir)],
-            capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "keepwarm",
+                "models",
+                "diff",
+                a,
+                b,
+                "--config",
+                str(config),
+                "--data-dir",
+                str(data_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)

@@ -25,13 +25,25 @@ log = logging.getLogger(__name__)
 BatchObserver = Callable[[int, int, float, int], None]  # (rows, tokens, seconds, failed model calls)
 
 # Test hook: while the file this names exists, workers start no model call, so a test can
-# hold work in the queue for as long as it needs instead of racing a model's speed.
+# hold work in the queue for as long as it needs instead of racing a model's speed. When
+# the file has lines, they name the models held; the others keep running.
 HOLD_FILE_ENV = "KEEPWARM_HOLD_FILE"
 
 
-def _hold_check() -> Callable[[], bool] | None:
+def _hold_check(name: str) -> Callable[[], bool] | None:
     path = os.environ.get(HOLD_FILE_ENV)
-    return Path(path).exists if path else None
+    if not path:
+        return None
+    hold = Path(path)
+
+    def held() -> bool:
+        try:
+            names = hold.read_text().split()
+        except FileNotFoundError:
+            return False
+        return not names or name in names
+
+    return held
 
 
 def pad_batch(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +77,7 @@ class ModelWorker:
         self.priorities = priorities  # which priorities this worker serves (None: all)
         self._observe = observe
         self._on_start = on_start
-        self._held = _hold_check()
+        self._held = _hold_check(name)
         self._thread = threading.Thread(target=self._loop, name=f"keepwarm-model-{name}", daemon=True)
 
     def start(self) -> None:
