@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from keepwarm.cost import cost_report
 from keepwarm.bench.stats import latency_summary
+from keepwarm.cost import cost_report
 
 TEXTS = [
     "What is the capital of France?",
@@ -58,7 +58,7 @@ def run(tiny_corpus: Path, data_dir: Path) -> tuple[dict[str, Any], subprocess.C
         "0",
         "--clients",
         "2",
-        "--batch",
+        "--texts-per-request",
         "3",
         "--burst",
         "3",
@@ -182,6 +182,35 @@ def test_existing_server_is_driven_by_url(server, tiny_corpus, data_dir, tmp_pat
     report = json.loads(output.read_text())
     assert set(report["phases"]) == {"single_call", "idle"}
     assert report["server"]["url"] == server.url and report["server_runtime"]
+
+
+def test_without_a_corpus_bench_measures_the_built_in_one(server, data_dir, tmp_path) -> None:  # noqa: ANN001
+    output = tmp_path / "built-in.json"
+    finished = _bench(
+        "--url",
+        server.url,
+        "--data-dir",
+        str(data_dir),
+        "--texts",
+        "8",
+        "--mode",
+        "closed",
+        "--clients",
+        "2",
+        "--texts-per-request",
+        "4",
+        "--json",
+        str(output),
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["corpus"]["texts"] == 8 and report["phases"]["closed"]["texts"] == 8
+    assert (
+        report["corpus"]["source"].startswith("built-in") and "standard library" in report["corpus"]["source"]
+    )
+    assert " ".join(report["corpus"]["source"].split()) in " ".join(
+        finished.stdout.split()
+    )  # the terminal names it
 
 
 def test_corpus_line_without_text_is_refused_with_its_line_number(tmp_path) -> None:  # noqa: ANN001
