@@ -43,8 +43,8 @@ class Request:
     body: bytes
 
 
-def prepare(model: str, texts: list[str], batch: int) -> list[Request]:
-    """Cut the texts into requests of `batch` texts, bodies serialised once up front.
+def prepare(model: str, texts: list[str], per_request: int) -> list[Request]:
+    """Cut the texts into requests of `per_request` texts, bodies serialised once up front.
 
     Long texts are truncated to the model's limit, as the in-process baselines do.
     """
@@ -54,8 +54,8 @@ def prepare(model: str, texts: list[str], batch: int) -> list[Request]:
             len(chunk),
             orjson.dumps({"model": model, "input": chunk, "encoding_format": "base64", "truncate": True}),
         )
-        for start in range(0, len(texts), batch)
-        if (chunk := texts[start : start + batch])
+        for start in range(0, len(texts), per_request)
+        if (chunk := texts[start : start + per_request])
     ]
 
 
@@ -126,7 +126,7 @@ class LoadClient:
     async def bursts(
         self, requests: list[Request], size: int, gap: float, progress: Progress, deadline: float
     ) -> Measurement:
-        """Send `size` requests at once, wait for all, stay silent `gap` seconds; throughput counts busy time only."""
+        """Send `size` requests at once, wait for all, then `gap` s of silence; only busy time counts."""
         result = Measurement()
         busy = 0.0
         with result.timed():

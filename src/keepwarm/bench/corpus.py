@@ -2,8 +2,8 @@
 
 Without a file, the built-in corpus is used: code, docstrings and documentation prose
 from this Python's standard library (keepwarm.datasets), the same texts on every machine
-with the same Python version. A sample is drawn with a fixed seed so that every phase of one run, and every run
-with the same options, embeds exactly the same texts.
+with the same Python version. A sample is drawn with a fixed seed so that every phase of
+one run, and every run with the same options, embeds exactly the same texts.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The baselines: the same model called in-process, with no server and no scheduler.
 
 This is the best the hardware can do with a runtime: texts tokenized by the model's own
-tokenizer, sorted by length and run in batches of 32 (the sort keeps padding, wasted
-compute, to a minimum), straight on `runtime.embed`. Tokenization is inside the clock,
-as it is for the server. The baselines run in the benchmark's process, which has the
-same CPU affinity as the server it started, and never while the server is under load.
+tokenizer, sorted by length and run in model calls of `--texts-per-call` texts (the
+sort keeps padding, wasted compute, to a minimum), straight on `runtime.embed`.
+Tokenization is inside the clock, as it is for the server. The baselines run in the
+benchmark's process, which has the same CPU affinity as the server it started, and
+never while the server is under load.
 """
 
 from __future__ import annotations
@@ -55,13 +56,13 @@ def onnx_reference(served: ServedModel, data_dir: Path) -> Runtime:
 
 
 def throughput(
-    baseline: Baseline, texts: list[str], batch: int, progress: Progress
+    baseline: Baseline, texts: list[str], per_call: int, progress: Progress
 ) -> tuple[Measurement, np.ndarray]:
-    """Embed every text in length-sorted batches; the vectors come back in text order."""
-    _embed_sorted(baseline, texts[:_WARM_UP_TEXTS], batch, lambda _: None)
+    """Embed every text in length-sorted model calls; the vectors come back in text order."""
+    _embed_sorted(baseline, texts[:_WARM_UP_TEXTS], per_call, lambda _: None)
     result = Measurement()
     with result.timed():
-        vectors = _embed_sorted(baseline, texts, batch, progress, result)
+        vectors = _embed_sorted(baseline, texts, per_call, progress, result)
     return result, vectors
 
 
@@ -80,22 +81,22 @@ def single_calls(baseline: Baseline, text: str, count: int, gap: float, progress
 
 
 def sentence_transformers(
-    spec: ModelSpec, tokenizer: ModelTokenizer, texts: list[str], batch: int, progress: Progress
+    spec: ModelSpec, tokenizer: ModelTokenizer, texts: list[str], per_call: int, progress: Progress
 ) -> tuple[Measurement, np.ndarray]:
-    """sentence-transformers' own `encode` (PyTorch) on the same length-sorted batches, for comparison."""
+    """sentence-transformers' own `encode` (PyTorch) on the same length-sorted groups, for comparison."""
     import torch
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(available_cores())
     model = SentenceTransformer(str(spec.directory), device="cpu")
-    model.encode(texts[:_WARM_UP_TEXTS], batch_size=batch)
+    model.encode(texts[:_WARM_UP_TEXTS], batch_size=per_call)
     lengths = [len(ids) for ids in tokenizer.encode_texts(texts, overflow="truncate").ids]
     result = Measurement()
     with result.timed():
         vectors = _run_sorted(
             lengths,
-            batch,
-            lambda rows: model.encode([texts[i] for i in rows], batch_size=batch),
+            per_call,
+            lambda rows: model.encode([texts[i] for i in rows], batch_size=per_call),
             progress,
             result,
         )
@@ -103,13 +104,13 @@ def sentence_transformers(
 
 
 def _embed_sorted(
-    baseline: Baseline, texts: list[str], batch: int, progress: Progress, result: Measurement | None = None
+    baseline: Baseline, texts: list[str], per_call: int, progress: Progress, result: Measurement | None = None
 ) -> np.ndarray:
     ids = baseline.tokenizer.encode_texts(texts, overflow="truncate").ids
     pad_id = baseline.tokenizer.pad_id
     return _run_sorted(
         [len(row) for row in ids],
-        batch,
+        per_call,
         lambda rows: baseline.runtime.embed(*pad_batch([ids[i] for i in rows], pad_id)),
         progress,
         result,
@@ -118,16 +119,16 @@ def _embed_sorted(
 
 def _run_sorted(
     lengths: list[int],
-    batch: int,
+    per_call: int,
     embed: Callable[[list[int]], np.ndarray],
     progress: Progress,
     result: Measurement | None,
 ) -> np.ndarray:
-    """Embed rows in batches of `batch` by ascending length; vectors come back in row order."""
+    """Embed rows `per_call` at a time by ascending length; vectors come back in row order."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     vectors: np.ndarray | None = None
-    for start in range(0, len(order), batch):
-        rows = order[start : start + batch]
+    for start in range(0, len(order), per_call):
+        rows = order[start : start + per_call]
         began = time.perf_counter()
         embedded = embed(rows)
         if vectors is None:

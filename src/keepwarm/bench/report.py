@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from keepwarm.cost import cost_report
 from keepwarm.bench.runner import BenchOptions, Measured
 from keepwarm.bench.stats import best, best_latency
+from keepwarm.cost import cost_report
 
 # CPU features that decide which runtimes and precisions are fast.
 _CPU_FEATURES = (
@@ -79,12 +79,12 @@ def build_report(
         "corpus": {"source": corpus, "texts": len(options.texts)},
         "settings": {
             "clients": options.clients,
-            "texts_per_request": options.batch,
+            "texts_per_request": options.texts_per_request,
             "burst_requests": options.burst,
             "burst_gap_s": options.burst_gap,
             "idle_text": options.idle_text,
             "idle_requests": options.idle_requests,
-            "baseline_batch": options.baseline_batch,
+            "texts_per_call": options.texts_per_call,
             "repeat": options.repeat,
             "server_args": list(options.server_args),
         },
@@ -187,7 +187,7 @@ def _targets(measured: Measured, ratios: dict[str, float]) -> list[dict[str, Any
             "max",
         ),
         ("ready in ≤ 3 s with the artifact cached", server.get("ready_seconds"), 3.0, "max"),
-        # after the load phases: runtimes' memory grows with the batch shapes they have run
+        # after the load phases: runtimes' memory grows with the model-call shapes they have run
         ("resident memory after the load phases ≤ 400 MB", server.get("rss_mb"), 400.0, "max"),
     ]
     return [

@@ -13,9 +13,10 @@ import os
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import numpy as np
 import orjson
@@ -29,7 +30,7 @@ from keepwarm.catalog import ModelSpec
 from keepwarm.runtimes.ort import available_cores
 
 # A phase's progress: a context manager given (label, total texts) yielding an advance(n) callable.
-Tracker = Callable[[str, int], ContextManager[Callable[[int], None]]]
+Tracker = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
 MODES = ("closed", "bursts", "idle")
 # The server measures compute: its embedding cache would answer repeated texts for free
 # (a --server-arg=--cache-mb=N given by the user comes later and wins).
@@ -48,13 +49,13 @@ class BenchOptions:
     server_args: tuple[str, ...] = ()
     modes: tuple[str, ...] = MODES
     clients: int = 16
-    batch: int = 8
+    texts_per_request: int = 8
     burst: int = 64
     burst_gap: float = 1.0
     idle_text: str = "What is the capital of France?"
     idle_requests: int = 50
     idle_gap: float = 0.02
-    baseline_batch: int = 32
+    texts_per_call: int = 32  # in-process baselines: texts per model call
     repeat: int = 1
     max_seconds: float = 300.0
     sentence_transformers: bool = False
@@ -101,7 +102,7 @@ def run_benchmark(options: BenchOptions, track: Tracker) -> Measured:
             if options.sentence_transformers:
                 with track("sentence-transformers in-process", len(options.texts)) as advance:
                     result, measured.vectors["sentence_transformers"] = inprocess.sentence_transformers(
-                        options.spec, served.tokenizer, options.texts, options.baseline_batch, advance
+                        options.spec, served.tokenizer, options.texts, options.texts_per_call, advance
                     )
                 measured.record("sentence_transformers", result)
         finally:
@@ -122,7 +123,7 @@ def _load_average() -> list[float] | None:
 
 @contextlib.contextmanager
 def _server(options: BenchOptions, measured: Measured) -> Iterator[tuple[str, ServerProcess | None]]:
-    """The server to drive: the given URL, or a fresh `keepwarm serve` (restarted once if it had to export)."""
+    """The server to drive: the given URL, or a fresh `keepwarm serve` (started again if it exported)."""
     measured.server["cores"] = available_cores()
     if options.url:
         measured.server["url"] = options.url
@@ -166,12 +167,12 @@ def _throughput_round(
     for name, baseline in baselines.items():
         with track(baseline.label, len(options.texts)) as advance:
             result, measured.vectors[name] = inprocess.throughput(
-                baseline, options.texts, options.baseline_batch, advance
+                baseline, options.texts, options.texts_per_call, advance
             )
         measured.record(name, result)
-    requests = client.prepare(options.spec.name, options.texts, options.batch)
+    requests = client.prepare(options.spec.name, options.texts, options.texts_per_request)
     if "closed" in options.modes:
-        label = f"server, {options.clients} clients × {options.batch} texts"
+        label = f"server, {options.clients} clients × {options.texts_per_request} texts"
         _server_phase(
             measured,
             "closed",
@@ -184,7 +185,7 @@ def _throughput_round(
             lambda c, advance, deadline: c.closed_loop(requests, options.clients, advance, deadline),
         )
     if "bursts" in options.modes:
-        label = f"server, bursts of {options.burst} × {options.batch} texts"
+        label = f"server, bursts of {options.burst} × {options.texts_per_request} texts"
         _server_phase(
             measured,
             "bursts",
@@ -246,7 +247,11 @@ def _server_phase(
 
     async def body(load_client: LoadClient) -> Measurement:
         await load_client.warm_up(
-            client.prepare(options.spec.name, options.texts[: connections * options.batch], options.batch)
+            client.prepare(
+                options.spec.name,
+                options.texts[: connections * options.texts_per_request],
+                options.texts_per_request,
+            )
         )
         server_cpu.append(process.cpu_seconds() if process else None)
         result = await load(load_client, advance, time.perf_counter() + options.max_seconds)

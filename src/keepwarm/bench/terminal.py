@@ -47,7 +47,8 @@ def render(report: dict[str, Any], console: Console) -> None:
     machine = report["machine"]
     console.print(
         f"\n[bold]{report['model']}[/bold] served by [bold]{report['server_runtime']}[/bold] · "
-        f"{report['corpus']['texts']} texts ({report['corpus']['source']}) · {machine['cores']} cores · {machine['cpu']} "
+        f"{report['corpus']['texts']} texts ({report['corpus']['source']}) · "
+        f"{machine['cores']} cores · {machine['cpu']} "
         f"({', '.join(machine['cpu_features']) or 'no vector extensions found'}) · no GPU used"
     )
     console.print(_phases_table(report["phases"]))
@@ -58,7 +59,8 @@ def render(report: dict[str, Any], console: Console) -> None:
     }
     if cached:
         console.print(
-            f"[red]The server answered texts from its embedding cache, so those figures are not compute: {cached}"
+            "[red]The server answered texts from its embedding cache, so those figures are not compute: "
+            f"{cached}"
         )
     console.print(_pairs_table("ratio (same run)", report["ratios"], 3))
     if report["accuracy"]:

@@ -31,7 +31,8 @@ from keepwarm.errors import ConfigError
     "server_args",
     multiple=True,
     metavar="ARG",
-    help="Extra argument for the `keepwarm serve` it starts, e.g. --server-arg=--max-batch-tokens=4096. Repeatable.",
+    help="Extra argument for the `keepwarm serve` it starts, e.g. --server-arg=--max-batch-tokens=4096. "
+    "Repeatable.",
 )
 @click.option(
     "--corpus",
@@ -63,7 +64,11 @@ from keepwarm.errors import ConfigError
     help="Closed loop: concurrent clients.",
 )
 @click.option(
-    "--batch", default=8, show_default=True, type=click.IntRange(1, 2048), help="Texts per request."
+    "--texts-per-request",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 2048),
+    help="Closed loop and bursts: texts in each request.",
 )
 @click.option(
     "--burst",
@@ -93,11 +98,11 @@ from keepwarm.errors import ConfigError
     help="Idle latency: the short text sent.",
 )
 @click.option(
-    "--baseline-batch",
+    "--texts-per-call",
     default=32,
     show_default=True,
     type=click.IntRange(1),
-    help="In-process baselines: texts per length-sorted batch.",
+    help="In-process baselines: texts per model call, grouped by length.",
 )
 @click.option(
     "--repeat",
@@ -142,12 +147,12 @@ def bench(
     seed: int,
     modes: tuple[str, ...],
     clients: int,
-    batch: int,
+    texts_per_request: int,
     burst: int,
     burst_gap: float,
     idle_requests: int,
     idle_text: str,
-    baseline_batch: int,
+    texts_per_call: int,
     repeat: int,
     max_seconds: float,
     with_st: bool,
@@ -198,12 +203,12 @@ def bench(
             server_args=(("--config", str(config)) if config else ()) + server_args,
             modes=modes or MODES,
             clients=clients,
-            batch=batch,
+            texts_per_request=texts_per_request,
             burst=burst,
             burst_gap=burst_gap,
             idle_text=idle_text,
             idle_requests=idle_requests,
-            baseline_batch=baseline_batch,
+            texts_per_call=texts_per_call,
             repeat=repeat,
             max_seconds=max_seconds,
             sentence_transformers=with_st,

@@ -62,7 +62,9 @@ class VectorDataset:
         self.manifest = manifest
 
     @classmethod
-    def open(cls, folder: Path, *, model: str, version: str, dimensions: int, output_format: str) -> VectorDataset:
+    def open(
+        cls, folder: Path, *, model: str, version: str, dimensions: int, output_format: str
+    ) -> VectorDataset:
         """Open (or start) `folder` for vectors of `model` at `version`."""
         manifest_path = folder / MANIFEST
         if manifest_path.exists():
@@ -79,8 +81,15 @@ class VectorDataset:
         else:
             folder.mkdir(parents=True, exist_ok=True)
             manifest = {
-                "model": model, "version": version, "dimensions": dimensions, "format": output_format,
-                "rows": 0, "parts": [], "sources": {}, "tokens": 0, "seconds": 0.0,
+                "model": model,
+                "version": version,
+                "dimensions": dimensions,
+                "format": output_format,
+                "rows": 0,
+                "parts": [],
+                "sources": {},
+                "tokens": 0,
+                "seconds": 0.0,
             }
         dataset = cls(folder, manifest)
         dataset._remove_uncommitted()
@@ -90,8 +99,16 @@ class VectorDataset:
         state = self.manifest["sources"].get(str(path.resolve()))
         return SourceState(**state) if state else None
 
-    def append(self, ids: list[str], vectors: np.ndarray, *, source: SourceState, source_path: Path,
-               tokens: int, seconds: float) -> None:
+    def append(
+        self,
+        ids: list[str],
+        vectors: np.ndarray,
+        *,
+        source: SourceState,
+        source_path: Path,
+        tokens: int,
+        seconds: float,
+    ) -> None:
         """Write one part and commit it with the source's new progress."""
         name = f"part-{len(self.manifest['parts']):06d}"
         files = self._write_part(name, ids, np.ascontiguousarray(vectors, dtype=np.float32))
@@ -110,7 +127,9 @@ class VectorDataset:
         self._commit({**self.manifest, "sources": {**self.manifest["sources"], key: source.__dict__}})
 
     def _commit(self, manifest: dict[str, Any]) -> None:
-        _write_atomically(self.folder / MANIFEST, lambda path: path.write_text(json.dumps(manifest, indent=1)))
+        _write_atomically(
+            self.folder / MANIFEST, lambda path: path.write_text(json.dumps(manifest, indent=1))
+        )
         self.manifest = manifest
 
     def _write_part(self, name: str, ids: list[str], vectors: np.ndarray) -> list[str]:
@@ -147,8 +166,12 @@ def read_vectors(folder: Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
 
             table = pq.read_table(folder / part["files"][0])
             ids += table.column("id").to_pylist()
-            blocks.append(table.column("vector").combine_chunks().flatten().to_numpy().reshape(len(table), -1))
+            blocks.append(
+                table.column("vector").combine_chunks().flatten().to_numpy().reshape(len(table), -1)
+            )
         else:
             blocks.append(np.load(folder / part["files"][0]))
-            ids += [orjson.loads(line)["id"] for line in (folder / part["files"][1]).read_bytes().splitlines()]
+            ids += [
+                orjson.loads(line)["id"] for line in (folder / part["files"][1]).read_bytes().splitlines()
+            ]
     return ids, np.concatenate(blocks), manifest

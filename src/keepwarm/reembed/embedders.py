@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 import orjson
 
-from keepwarm.engine import BACKGROUND, EmbedOptions, Embeddings, Engine
+from keepwarm.engine import BACKGROUND, Embeddings, EmbedOptions, Engine
 from keepwarm.errors import ConfigError, KeepwarmError
 
 _REQUEST_TEXTS = 128  # texts per embeddings request (one engine job, or one batch line)
@@ -52,7 +52,7 @@ class LocalEmbedder:
         self.version = served.version
         self.dimensions = served.dimensions
         self.options = replace(self.options, expect_version=self.version)  # a reload must not mix versions
-        self._pool = ThreadPoolExecutor(4, "keepwarm-reembed")  # several requests queued: full batches
+        self._pool = ThreadPoolExecutor(4, "keepwarm-reembed")  # several requests queued: full model calls
 
     def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
         results = list(self._pool.map(self._embed_one, _requests(texts)))
@@ -79,10 +79,20 @@ class RemoteEmbedder:
 
     def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
         lines = b"".join(
-            orjson.dumps({
-                "custom_id": str(n), "method": "POST", "url": "/v1/embeddings",
-                "body": {"model": self.model, "input": chunk, "encoding_format": "base64", "truncate": self.truncate},
-            }) + b"\n"
+            orjson.dumps(
+                {
+                    "custom_id": str(n),
+                    "method": "POST",
+                    "url": "/v1/embeddings",
+                    "body": {
+                        "model": self.model,
+                        "input": chunk,
+                        "encoding_format": "base64",
+                        "truncate": self.truncate,
+                    },
+                }
+            )
+            + b"\n"
             for n, chunk in enumerate(_requests(texts))
         )
         upload = self.client.files.create(file=("reembed.jsonl", io.BytesIO(lines)), purpose="batch")
@@ -93,7 +103,9 @@ class RemoteEmbedder:
             self.client.files.delete(upload.id)
 
     def _run(self, file_id: str):  # noqa: ANN202 - openai Batch
-        batch = self.client.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")
+        batch = self.client.batches.create(
+            input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h"
+        )
         while batch.status not in ("completed", "failed", "cancelled", "expired"):
             time.sleep(_POLL_SECONDS)
             batch = self.client.batches.retrieve(batch.id)
@@ -110,13 +122,19 @@ class RemoteEmbedder:
         if batch.error_file_id:
             first = orjson.loads(self.client.files.content(batch.error_file_id).content.splitlines()[0])
             self.client.files.delete(batch.error_file_id)
-            raise KeepwarmError(f"request failed in batch {batch.id}: {first['response']['body']['error']['message']}")
-        lines = [orjson.loads(line) for line in self.client.files.content(batch.output_file_id).content.splitlines()]
+            raise KeepwarmError(
+                f"request failed in batch {batch.id}: {first['response']['body']['error']['message']}"
+            )
+        lines = [
+            orjson.loads(line)
+            for line in self.client.files.content(batch.output_file_id).content.splitlines()
+        ]
         self.client.files.delete(batch.output_file_id)
         lines.sort(key=lambda line: int(line["custom_id"]))
         rows = [
             np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
-            for line in lines for item in line["response"]["body"]["data"]
+            for line in lines
+            for item in line["response"]["body"]["data"]
         ]
         assert len(rows) == count, f"batch {batch.id} returned {len(rows)} vectors for {count} texts"
         tokens = sum(line["response"]["body"]["usage"]["total_tokens"] for line in lines)

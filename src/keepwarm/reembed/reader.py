@@ -33,7 +33,9 @@ class Corpus:
         try:
             return FORMATS[self.path.suffix.lower()]
         except KeyError:
-            raise ConfigError(f"{self.path}: unknown corpus format; use one of {', '.join(FORMATS)}") from None
+            raise ConfigError(
+                f"{self.path}: unknown corpus format; use one of {', '.join(FORMATS)}"
+            ) from None
 
     def count(self) -> int:
         """Number of rows (for progress and ETA)."""
@@ -82,6 +84,8 @@ class Corpus:
             table = pq.ParquetFile(self.path)
             missing = set(columns) - set(table.schema_arrow.names)
             if missing:
-                raise ConfigError(f"{self.path}: no column(s) {sorted(missing)}; it has {table.schema_arrow.names}")
+                raise ConfigError(
+                    f"{self.path}: no column(s) {sorted(missing)}; it has {table.schema_arrow.names}"
+                )
             for batch in table.iter_batches(columns=columns):
                 yield from batch.to_pylist()

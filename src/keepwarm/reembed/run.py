@@ -16,9 +16,9 @@ import numpy as np
 from tqdm import tqdm
 
 from keepwarm.errors import ConfigError
-from keepwarm.reembed.corpus import Corpus
 from keepwarm.reembed.dataset import SourceState, VectorDataset
 from keepwarm.reembed.embedders import Embedder
+from keepwarm.reembed.reader import Corpus
 
 _IN_FLIGHT = 2
 
@@ -47,15 +47,27 @@ def _starting_state(corpus: Corpus, dataset: VectorDataset) -> SourceState:
     return state
 
 
-def reembed(corpus: Corpus, dataset: VectorDataset, embedder: Embedder, *, checkpoint_rows: int,
-            show_progress: bool = True) -> RunReport:
+def reembed(
+    corpus: Corpus,
+    dataset: VectorDataset,
+    embedder: Embedder,
+    *,
+    checkpoint_rows: int,
+    show_progress: bool = True,
+) -> RunReport:
     """Embed every row of `corpus` not yet in `dataset`, committing every `checkpoint_rows` rows."""
     state = _starting_state(corpus, dataset)
     report = RunReport(skipped=state.rows_done)
     if state.complete:
         return report
-    bar = tqdm(total=corpus.count(), initial=state.rows_done, unit="rows", disable=not show_progress,
-               dynamic_ncols=True, smoothing=0.1)
+    bar = tqdm(
+        total=corpus.count(),
+        initial=state.rows_done,
+        unit="rows",
+        disable=not show_progress,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
     started = clock = time.monotonic()
     pending: deque[tuple[list[tuple[str, str]], Future[tuple[np.ndarray, int]]]] = deque()
 
@@ -65,8 +77,14 @@ def reembed(corpus: Corpus, dataset: VectorDataset, embedder: Embedder, *, check
         vectors, tokens = future.result()
         now = time.monotonic()
         state = SourceState(state.rows_done + len(chunk), state.size, state.mtime_ns)
-        dataset.append([identifier for identifier, _ in chunk], vectors, source=state, source_path=corpus.path,
-                       tokens=tokens, seconds=now - clock)
+        dataset.append(
+            [identifier for identifier, _ in chunk],
+            vectors,
+            source=state,
+            source_path=corpus.path,
+            tokens=tokens,
+            seconds=now - clock,
+        )
         clock = now
         report.rows += len(chunk)
         report.tokens += tokens
@@ -85,6 +103,8 @@ def reembed(corpus: Corpus, dataset: VectorDataset, embedder: Embedder, *, check
             for _, future in pending:
                 future.cancel()
             bar.close()
-    dataset.mark_complete(corpus.path, SourceState(state.rows_done, state.size, state.mtime_ns, complete=True))
+    dataset.mark_complete(
+        corpus.path, SourceState(state.rows_done, state.size, state.mtime_ns, complete=True)
+    )
     report.seconds = time.monotonic() - started
     return report
