@@ -1,10 +1,10 @@
-# The two set-up commands in the README: `make serve` and `make test`.
+# The two set-up commands in the README: `make serve` and `make test` (lint, then the test suite).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 
-.PHONY: serve test install install-test
+.PHONY: serve test lint install install-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,5 +19,10 @@ install-test: $(BIN)/python
 serve: install
 	$(BIN)/keepwarm serve $(ARGS)
 
-test: install-test
+# Lint first, then the suite; any non-zero exit fails `make` (pytest's 5, "no tests collected", included).
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install-test
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts

@@ -96,5 +96,3 @@ def tiktoken_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(source, cache / hashlib.sha1(CL100K_URL.encode()).hexdigest())
     os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
     return cache
-
-

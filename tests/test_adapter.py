@@ -16,7 +16,9 @@ from keepwarm.adapter import LinearAdapter, fit
 
 
 def _keepwarm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "keepwarm", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "keepwarm", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_procrustes_recovers_a_rotation_exactly() -> None:
@@ -37,7 +39,10 @@ def test_least_squares_recovers_a_general_linear_map() -> None:
 
 def test_perturbed_copies_are_deterministic(tiny_dir, tmp_path) -> None:  # noqa: ANN001
     for name in ("a", "b"):
-        assert _keepwarm("adapter", "perturb", str(tiny_dir), str(tmp_path / name), "--seed", "7").returncode == 0
+        assert (
+            _keepwarm("adapter", "perturb", str(tiny_dir), str(tmp_path / name), "--seed", "7").returncode
+            == 0
+        )
     digest = lambda name: hashlib.sha256((tmp_path / name / "model.safetensors").read_bytes()).hexdigest()  # noqa: E731
     original = hashlib.sha256((tiny_dir / "model.safetensors").read_bytes()).hexdigest()
     assert digest("a") == digest("b") != original
@@ -50,12 +55,31 @@ def perturbed_tiny(tiny_dir, tmp_path_factory) -> Path:  # noqa: ANN001
     return target
 
 
-def test_adapter_fit_saves_the_map_and_reports_retention(tiny_dir, perturbed_tiny, tmp_path, data_dir) -> None:  # noqa: ANN001
+def test_adapter_fit_saves_the_map_and_reports_retention(
+    tiny_dir, perturbed_tiny, tmp_path, data_dir
+) -> None:  # noqa: ANN001
     output = tmp_path / "v2-to-v1.safetensors"
     result = _keepwarm(
-        "adapter", "fit", "--old", "v1", "--new", "v2", "--add-model", f"v1={tiny_dir}",
-        "--add-model", f"v2={perturbed_tiny}", "--corpus", str(write_corpus(tmp_path / "corpus.jsonl")), "--fit-texts", "300",
-        "--heldout-texts", "200", "--output", str(output), "--data-dir", str(data_dir),
+        "adapter",
+        "fit",
+        "--old",
+        "v1",
+        "--new",
+        "v2",
+        "--add-model",
+        f"v1={tiny_dir}",
+        "--add-model",
+        f"v2={perturbed_tiny}",
+        "--corpus",
+        str(write_corpus(tmp_path / "corpus.jsonl")),
+        "--fit-texts",
+        "300",
+        "--heldout-texts",
+        "200",
+        "--output",
+        str(output),
+        "--data-dir",
+        str(data_dir),
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

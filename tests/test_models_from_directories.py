@@ -6,8 +6,8 @@ import httpx
 import numpy as np
 import pytest
 from helpers import MODEL, assert_same_vectors, start_server
-from sentence_transformers import SentenceTransformer
 from helpers.models import tiny_bert
+from sentence_transformers import SentenceTransformer
 
 TEXTS = ["a short one", "a somewhat longer sentence about vectors and indexes", "x"]
 
@@ -17,7 +17,9 @@ def tiny_dirs(tmp_path_factory, model_dir):  # noqa: ANN001, ANN201
     root = tmp_path_factory.mktemp("tiny")
     return {
         "tiny-mean": tiny_bert(root / "mean", model_dir, pooling="mean", normalize=False, seed=1),
-        "tiny-cls": tiny_bert(root / "cls", model_dir, pooling="cls", normalize=True, max_seq_length=64, seed=2),
+        "tiny-cls": tiny_bert(
+            root / "cls", model_dir, pooling="cls", normalize=True, max_seq_length=64, seed=2
+        ),
     }
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from keepwarm.api.store import StoreAccess
-from keepwarm.errors import NotReady
 from keepwarm.cost import Pricing
+from keepwarm.errors import NotReady
 from keepwarm.store import Database, KeyStore, StoreError, UsageEvent, UsageStore, usage_report
 from keepwarm.store.migrations import MIGRATIONS
 
@@ -39,10 +39,15 @@ def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
 
 
 def test_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path: Path) -> None:
-    script = f"from pathlib import Path; from keepwarm.store import Database; Database.in_data_dir(Path({str(tmp_path)!r}))"
+    script = (
+        "from pathlib import Path; from keepwarm.store import Database; "
+        f"Database.in_data_dir(Path({str(tmp_path)!r}))"
+    )
     processes = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE) for _ in range(4)]
     assert all(p.wait(timeout=60) == 0 for p in processes), [p.stderr.read() for p in processes]
-    assert Database.in_data_dir(tmp_path).connection().execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert Database.in_data_dir(tmp_path).connection().execute("PRAGMA user_version").fetchone()[0] == len(
+        MIGRATIONS
+    )
 
 
 def test_a_database_from_a_newer_keepwarm_is_refused(tmp_path: Path) -> None:
@@ -56,7 +61,7 @@ def test_only_a_hash_of_the_secret_is_stored(db: Database) -> None:
     assert secret.startswith("kw-") and len(secret) > 40
     db.close()
     raw = b"".join(path.read_bytes() for path in db.path.parent.glob("keepwarm.db*"))
-    assert secret.encode() not in raw and secret[len(key.prefix):].encode() not in raw
+    assert secret.encode() not in raw and secret[len(key.prefix) :].encode() not in raw
 
 
 def test_a_key_is_found_by_its_secret_and_nothing_else(db: Database) -> None:
@@ -84,8 +89,13 @@ def test_a_revoked_key_stops_working_and_frees_its_name(db: Database) -> None:
 def test_usage_adds_up_per_day_key_model_and_version(db: Database) -> None:
     usage = UsageStore(db)
     day_one, day_two = 1_700_000_000.0, 1_700_000_000.0 + 86_400
-    for at, key_id, version, tokens in [(day_one, 1, "v1", 10), (day_one, 1, "v1", 5), (day_one, 1, "v2", 7),
-                                        (day_two, 1, "v1", 1), (day_one, 0, "v1", 3)]:
+    for at, key_id, version, tokens in [
+        (day_one, 1, "v1", 10),
+        (day_one, 1, "v1", 5),
+        (day_one, 1, "v2", 7),
+        (day_two, 1, "v1", 1),
+        (day_one, 0, "v1", 3),
+    ]:
         usage.record(UsageEvent(key_id, "m", version, tokens, cache_hits=1, compute_seconds=0.5, at=at))
     rows = {(r.day, r.key_id, r.version): (r.requests, r.tokens, r.cache_hits) for r in usage.report()}
     assert rows == {

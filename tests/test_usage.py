@@ -16,8 +16,10 @@ from helpers import MODEL, create_key, keepwarm, start_server, state_dir
 
 def _embed(url: str, key: str, texts: list[str] | str) -> httpx.Response:
     return httpx.post(
-        f"{url}/v1/embeddings", json={"model": MODEL, "input": texts},
-        headers={"Authorization": f"Bearer {key}"}, timeout=120,
+        f"{url}/v1/embeddings",
+        json={"model": MODEL, "input": texts},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=120,
     )
 
 
@@ -32,20 +34,32 @@ def metered(keyed_server):  # noqa: ANN001, ANN201
     The third request repeats an input of the first, which the embedding cache answers.
     """
     key = create_key(keyed_server.data_dir, "metered")
-    texts = ("metering: the first text", ["metering: two", "metering: texts here"], "metering: the first text")
+    texts = (
+        "metering: the first text",
+        ["metering: two", "metering: texts here"],
+        "metering: the first text",
+    )
     answers = [_embed(keyed_server.url, key, t) for t in texts]
     assert all(a.status_code == 200 for a in answers)
     assert _embed(keyed_server.url, key, "").status_code == 400
-    assert httpx.post(f"{keyed_server.v1}/embeddings", json={"model": "nope", "input": "x"},
-                      headers={"Authorization": f"Bearer {key}"}).status_code == 404
+    assert (
+        httpx.post(
+            f"{keyed_server.v1}/embeddings",
+            json={"model": "nope", "input": "x"},
+            headers={"Authorization": f"Bearer {key}"},
+        ).status_code
+        == 404
+    )
     return sum(a.json()["usage"]["total_tokens"] for a in answers)
 
 
 def test_answered_requests_are_metered_per_key_model_and_version(keyed_server, metered) -> None:  # noqa: ANN001
     report = _usage(keyed_server.data_dir, "--key", "metered")
     [row] = report["data"]
-    version = httpx.get(f"{keyed_server.v1}/models/{MODEL}",
-                        headers={"Authorization": f"Bearer {create_key(keyed_server.data_dir, 'reader')}"}).json()
+    version = httpx.get(
+        f"{keyed_server.v1}/models/{MODEL}",
+        headers={"Authorization": f"Bearer {create_key(keyed_server.data_dir, 'reader')}"},
+    ).json()
     assert (row["key_name"], row["model"], row["version"]) == ("metered", MODEL, version["version"])
     assert row["requests"] == 3 and row["tokens"] == metered and row["cache_hits"] == 1
     assert row["compute_seconds"] > 0
@@ -59,18 +73,25 @@ def test_cli_prices_tokens_and_compute_hours(keyed_server, metered) -> None:  # 
 
 
 def test_cli_table_has_a_total_line(keyed_server, metered) -> None:  # noqa: ANN001
-    lines = keepwarm("usage", "--key", "metered", "--data-dir", str(keyed_server.data_dir)).stdout.splitlines()
+    lines = keepwarm(
+        "usage", "--key", "metered", "--data-dir", str(keyed_server.data_dir)
+    ).stdout.splitlines()
     assert lines[0].split()[:3] == ["DAY", "KEY", "MODEL"]
     assert lines[-1].split()[:3] == ["total", "3", str(metered)]
 
 
 def test_admin_route_reports_usage_at_the_servers_price(keyed_server, metered) -> None:  # noqa: ANN001
     admin = create_key(keyed_server.data_dir, "usage-admin", "--admin")
-    response = httpx.get(f"{keyed_server.url}/admin/usage", params={"key": "metered"},
-                         headers={"Authorization": f"Bearer {admin}"})
+    response = httpx.get(
+        f"{keyed_server.url}/admin/usage",
+        params={"key": "metered"},
+        headers={"Authorization": f"Bearer {admin}"},
+    )
     report = response.json()
     assert report["total"]["requests"] == 3 and report["total"]["tokens"] == metered
-    assert report["pricing"]["per_million_tokens"] == 2 and report["total"]["cost"] == pytest.approx(metered * 2e-6)
+    assert report["pricing"]["per_million_tokens"] == 2 and report["total"]["cost"] == pytest.approx(
+        metered * 2e-6
+    )
     assert report == _usage(keyed_server.data_dir, "--key", "metered", "--price-per-million-tokens", "2")
 
 
@@ -85,7 +106,9 @@ def test_admin_route_filters_by_day(keyed_server, metered) -> None:  # noqa: ANN
 
 def _db_usage(data_dir: Path) -> tuple[int, int]:
     with sqlite3.connect(data_dir / "keepwarm.db") as conn:
-        requests, tokens = conn.execute("SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(tokens), 0) FROM usage").fetchone()
+        requests, tokens = conn.execute(
+            "SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(tokens), 0) FROM usage"
+        ).fetchone()
     return requests, tokens
 
 

@@ -14,18 +14,29 @@ import torch
 import transformers
 
 
-def _write_sentence_transformers_files(directory: Path, pooling: str, normalize: bool, max_seq_length: int) -> None:
+def _write_sentence_transformers_files(
+    directory: Path, pooling: str, normalize: bool, max_seq_length: int
+) -> None:
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
     if normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        modules.append(
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+        )
     (directory / "modules.json").write_text(json.dumps(modules))
     hidden = json.loads((directory / "config.json").read_text())["hidden_size"]
-    keys = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
-            "max": "pooling_mode_max_tokens", "lasttoken": "pooling_mode_lasttoken"}
-    pooling_config = {"word_embedding_dimension": hidden, **{key: name == pooling for name, key in keys.items()}}
+    keys = {
+        "mean": "pooling_mode_mean_tokens",
+        "cls": "pooling_mode_cls_token",
+        "max": "pooling_mode_max_tokens",
+        "lasttoken": "pooling_mode_lasttoken",
+    }
+    pooling_config = {
+        "word_embedding_dimension": hidden,
+        **{key: name == pooling for name, key in keys.items()},
+    }
     (directory / "1_Pooling").mkdir(exist_ok=True)
     (directory / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config))
     (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
@@ -37,8 +48,16 @@ def _copy_wordpiece_tokenizer(source: Path, directory: Path) -> None:
         shutil.copy(source / name, directory / name)
 
 
-def tiny_bert(directory: Path, tokenizer_source: Path, *, pooling: str = "mean", normalize: bool = False,
-              max_seq_length: int = 128, seed: int = 0, vocab_size: int = 30522) -> Path:
+def tiny_bert(
+    directory: Path,
+    tokenizer_source: Path,
+    *,
+    pooling: str = "mean",
+    normalize: bool = False,
+    max_seq_length: int = 128,
+    seed: int = 0,
+    vocab_size: int = 30522,
+) -> Path:
     """A 2-layer BERT with MiniLM's tokenizer and random weights.
 
     A `vocab_size` below the tokenizer's 30522 makes a model that fails at run time on
@@ -46,8 +65,12 @@ def tiny_bert(directory: Path, tokenizer_source: Path, *, pooling: str = "mean",
     """
     torch.manual_seed(seed)
     config = transformers.BertConfig(
-        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=512,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=512,
     )
     transformers.BertModel(config).eval().save_pretrained(directory)
     _copy_wordpiece_tokenizer(tokenizer_source, directory)
@@ -82,13 +105,16 @@ def _bpe_tokenizer(directory: Path, padding_side: str) -> int:
 
     tokenizer = Tokenizer(models.BPE(unk_token=None))
     tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_QWEN2_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_QWEN2_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=600, special_tokens=["<|pad|>", "<|endoftext|>"],
+        vocab_size=600,
+        special_tokens=["<|pad|>", "<|endoftext|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tokenizer.train_from_iterator(list(PROBE_TEXTS) * 3, trainer)
@@ -97,30 +123,54 @@ def _bpe_tokenizer(directory: Path, padding_side: str) -> int:
         single="$A <|endoftext|>", special_tokens=[("<|endoftext|>", eos)]
     )
     tokenizer.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>", "pad_token": "<|pad|>",
-        "padding_side": padding_side, "model_max_length": 512,
-    }))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "eos_token": "<|endoftext|>",
+                "pad_token": "<|pad|>",
+                "padding_side": padding_side,
+                "model_max_length": 512,
+            }
+        )
+    )
     return tokenizer.get_vocab_size()
 
 
-def tiny_decoder(directory: Path, *, architecture: str = "qwen2", padding_side: str = "left", seed: int = 0) -> Path:
+def tiny_decoder(
+    directory: Path, *, architecture: str = "qwen2", padding_side: str = "left", seed: int = 0
+) -> Path:
     """A 2-layer Qwen2 or Mistral decoder with last-token pooling and an instruction prompt."""
     directory.mkdir(parents=True, exist_ok=True)
     vocab = _bpe_tokenizer(directory, padding_side)
     torch.manual_seed(seed)
-    common = dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, intermediate_size=64, max_position_embeddings=512, pad_token_id=0)
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        pad_token_id=0,
+    )
     if architecture == "qwen2":
         model = transformers.Qwen2Model(transformers.Qwen2Config(**common))
     else:
         model = transformers.MistralModel(transformers.MistralConfig(**common, sliding_window=None))
     model.eval().save_pretrained(directory)
     _write_sentence_transformers_files(directory, "lasttoken", True, 512)
-    (directory / "config_sentence_transformers.json").write_text(json.dumps({
-        "prompts": {"query": "Instruct: Given a question, retrieve passages that answer it\nQuery: ", "document": ""},
-        "default_prompt_name": None,
-    }))
+    (directory / "config_sentence_transformers.json").write_text(
+        json.dumps(
+            {
+                "prompts": {
+                    "query": "Instruct: Given a question, retrieve passages that answer it\nQuery: ",
+                    "document": "",
+                },
+                "default_prompt_name": None,
+            }
+        )
+    )
     return directory
 
 
@@ -128,8 +178,14 @@ def tiny_xlm_roberta(directory: Path, tokenizer_source: Path, *, seed: int = 0) 
     """A 2-layer XLM-RoBERTa (positions offset by the padding index) with CLS pooling."""
     torch.manual_seed(seed)
     config = transformers.XLMRobertaConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=514, pad_token_id=0, type_vocab_size=1,
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=514,
+        pad_token_id=0,
+        type_vocab_size=1,
     )
     transformers.XLMRobertaModel(config).eval().save_pretrained(directory)
     _copy_wordpiece_tokenizer(tokenizer_source, directory)
@@ -141,9 +197,19 @@ def tiny_modernbert(directory: Path, tokenizer_source: Path, *, seed: int = 0) -
     """A 2-layer ModernBERT with an 8K context (local and global attention) and mean pooling."""
     torch.manual_seed(seed)
     config = transformers.ModernBertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=8192, pad_token_id=0, cls_token_id=101, sep_token_id=102, bos_token_id=101,
-        eos_token_id=102, local_attention=16, global_attn_every_n_layers=2,
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=8192,
+        pad_token_id=0,
+        cls_token_id=101,
+        sep_token_id=102,
+        bos_token_id=101,
+        eos_token_id=102,
+        local_attention=16,
+        global_attn_every_n_layers=2,
     )
     transformers.ModernBertModel(config).eval().save_pretrained(directory)
     _copy_wordpiece_tokenizer(tokenizer_source, directory)

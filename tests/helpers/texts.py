@@ -19,5 +19,7 @@ def corpus_texts() -> tuple[str, ...]:
 def write_corpus(path: Path, texts: tuple[str, ...] | list[str] | None = None) -> Path:
     """`texts` (default: the whole corpus) as JSONL with an `id` and a `text` per line."""
     texts = corpus_texts() if texts is None else texts
-    path.write_bytes(b"".join(orjson.dumps({"id": f"t-{n:05d}", "text": t}) + b"\n" for n, t in enumerate(texts)))
+    path.write_bytes(
+        b"".join(orjson.dumps({"id": f"t-{n:05d}", "text": t}) + b"\n" for n, t in enumerate(texts))
+    )
     return path
