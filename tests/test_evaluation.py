@@ -63,7 +63,7 @@ def test_a_query_the_run_does_not_answer_counts_as_zero() -> None:
 def test_chunked_exact_search_from_disk_equals_brute_force(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     corpus = rng.standard_normal((3000, 24)).astype(np.float32)
-    queries = rng.standard_normal((1100, 24)).astype(np.float32)  # more than one slice of queries
+    queries = rng.standard_normal((600, 24)).astype(np.float32)  # more than one slice of queries
     vectors = VectorFile(tmp_path / "corpus.npy", len(corpus), 24)
     for start in reversed(range(0, len(corpus), 700)):  # blocks may arrive in any order
         vectors.write(start, corpus[start : start + 700])

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from keepwarm.cli.options import CONFIG_OPTIONS, DATA_DIR_OPTION, engine_for, model_entries, pricing_options
 from keepwarm.datasets.builtin import BUILTIN, DEFAULT_DOCUMENTS, DEFAULT_QUERIES
 from keepwarm.errors import ConfigError, KeepwarmError
+
+if TYPE_CHECKING:
+    from keepwarm.evaluation import Embedder, Pipeline, Target
 
 PIPELINES = ("dense", "bm25", "hybrid")
 
@@ -138,7 +143,7 @@ def evaluate(
     if json_path:
         report = {
             "datasets": [dataset_summary(d) for d in datasets],
-            "pricing": pricing.__dict__,
+            "pricing": dataclasses.asdict(pricing),
             "results": rows,
         }
         json_path.write_text(json.dumps(report, indent=2))
@@ -156,33 +161,54 @@ def _pipeline_kinds(pipelines: str) -> list[str]:
     return kinds
 
 
-@contextlib.contextmanager
-def _embedders(targets, kinds, url, api_key, config, model_options, data_dir) -> Iterator[list]:  # noqa: ANN001
-    """An embedder per target, in-process or through `url`; none when no pipeline embeds."""
-    from keepwarm.evaluation import EngineEmbedder, ServerEmbedder, Target
-
+def _embedders(
+    targets: list[Target],
+    kinds: list[str],
+    url: str | None,
+    api_key: str | None,
+    config: Path | None,
+    model_options: tuple[str, ...],
+    data_dir: Path,
+) -> contextlib.AbstractContextManager[list[Embedder]]:
+    """An embedder per target, through `url` or in-process; none when no pipeline embeds."""
     if kinds == ["bm25"]:
-        yield []
-        return
+        return contextlib.nullcontext([])
     if url:
-        import openai
+        return _server_embedders(targets, url, api_key)
+    return _engine_embedders(targets, config, model_options, data_dir)
 
-        base = url.rstrip("/") if url.rstrip("/").endswith("/v1") else url.rstrip("/") + "/v1"
-        client = openai.OpenAI(base_url=base, api_key=api_key or "unused", max_retries=5)
-        try:
-            targets = targets or [Target(model.id) for model in client.models.list()]
-            yield [ServerEmbedder(client, target) for target in targets]
-        except openai.APIError as exc:
-            raise click.ClickException(f"{base}: {exc}") from None
-        finally:
-            client.close()
-        return
+
+@contextlib.contextmanager
+def _server_embedders(targets: list[Target], url: str, api_key: str | None) -> Iterator[list[Embedder]]:
+    """Targets on a running server (default: every model it lists), through the openai client."""
+    import openai
+
+    from keepwarm.evaluation import ServerEmbedder, Target
+
+    base = url.rstrip("/") if url.rstrip("/").endswith("/v1") else url.rstrip("/") + "/v1"
+    client = openai.OpenAI(base_url=base, api_key=api_key or "unused", max_retries=5)
+    try:
+        targets = targets or [Target(model.id) for model in client.models.list()]
+        yield [ServerEmbedder(client, target) for target in targets]
+    except openai.APIError as exc:
+        raise click.ClickException(f"{base}: {exc}") from None
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def _engine_embedders(
+    targets: list[Target], config: Path | None, model_options: tuple[str, ...], data_dir: Path
+) -> Iterator[list[Embedder]]:
+    """Targets in an in-process Engine (default: every configured model), without an embedding cache.
+
+    Without the cache every corpus is really embedded, so the throughput is the model's.
+    """
     from keepwarm.engine import EngineSettings
+    from keepwarm.evaluation import EngineEmbedder, Target
 
-    targets = targets or [
-        Target(name) for name in dict.fromkeys(e.name for e in model_entries(config, model_options))
-    ]
-    # no embedding cache: every corpus is really embedded, so throughput is the model's
+    names = dict.fromkeys(entry.name for entry in model_entries(config, model_options))
+    targets = targets or [Target(name) for name in names]
     engine = engine_for(
         [t.model for t in targets], config, model_options, data_dir, EngineSettings(cache_bytes=0)
     )
@@ -192,12 +218,13 @@ def _embedders(targets, kinds, url, api_key, config, model_options, data_dir) ->
         engine.close()
 
 
-def _pipelines(embedders: list, kinds: list[str]) -> list:  # noqa: ANN001
+def _pipelines(embedders: list[Embedder], kinds: list[str]) -> list[Pipeline]:
+    """Dense per embedder, bm25 once, hybrid per embedder (dense fused with bm25), as `kinds` asks."""
     from keepwarm.evaluation import BM25, Dense, Hybrid
 
     dense = [Dense(embedder) for embedder in embedders]
     lexical = BM25()
-    chosen = list(dense) if "dense" in kinds else []
+    chosen: list[Pipeline] = list(dense) if "dense" in kinds else []
     chosen += [lexical] if "bm25" in kinds else []
     chosen += [Hybrid(pipeline, lexical) for pipeline in dense] if "hybrid" in kinds else []
     return chosen

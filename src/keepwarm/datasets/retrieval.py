@@ -58,6 +58,8 @@ def load_beir(folder: Path, split: str = "test") -> RetrievalSet:
     qrels = _read_qrels(qrels_path)
     _check_ids(qrels, queries, documents, qrels_path)
     qrels = {query: grades for query, grades in qrels.items() if any(grade > 0 for grade in grades.values())}
+    if not qrels:
+        raise DatasetError(f"{qrels_path}: no query has a relevant document (score ≥ 1)")
     queries = {query: queries[query] for query in qrels}
     return RetrievalSet(folder.name, documents, queries, qrels, f"BEIR folder {folder} (split {split})")
 

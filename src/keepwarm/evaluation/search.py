@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 BLOCK_ROWS = 16_384  # document vectors read and scored at a time
-_QUERY_ROWS = 1_024  # queries scored against one block at a time: 1024 × 16384 float32 = 64 MiB
+_QUERY_ROWS = 256  # queries scored against one block at a time: 256 × 16384 float32 = 16 MiB
 
 
 class VectorFile:
@@ -68,10 +68,8 @@ def exact_search(queries: np.ndarray, blocks: Iterator[np.ndarray], k: int) -> t
     best = [(np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)) for q in slices]
     seen = 0
     for block in blocks:
-        ids = np.arange(seen, seen + len(block))
         for n, (part, (scores, found)) in enumerate(zip(slices, best, strict=True)):
-            block_ids = np.broadcast_to(ids, (len(part), len(ids)))
-            best[n] = _top(np.hstack([scores, part @ block.T]), np.hstack([found, block_ids]), k)
+            best[n] = _merge(scores, found, part @ block.T, seen, k)
         seen += len(block)
     if not best:
         return np.empty((0, min(k, seen)), np.int64), np.empty((0, min(k, seen)), np.float32)
@@ -80,9 +78,17 @@ def exact_search(queries: np.ndarray, blocks: Iterator[np.ndarray], k: int) -> t
     return np.take_along_axis(found, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
 
-def _top(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best columns of each row, unordered (all of them when there are no more than k)."""
-    if scores.shape[1] <= k:
-        return scores, ids
-    keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    return np.take_along_axis(scores, keep, axis=1), np.take_along_axis(ids, keep, axis=1)
+def _merge(
+    scores: np.ndarray, found: np.ndarray, block_scores: np.ndarray, first: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of the best so far and a new block's scores (documents first, first + 1, …), unordered."""
+    merged = np.hstack([scores, block_scores])
+    if merged.shape[1] <= k:
+        keep = np.broadcast_to(np.arange(merged.shape[1]), merged.shape)
+    else:
+        keep = np.argpartition(merged, merged.shape[1] - k, axis=1)[:, -k:]
+    held = found.shape[1]
+    ids = keep - held + first  # columns past the ones held are the block's documents
+    if held:
+        ids = np.where(keep < held, np.take_along_axis(found, np.minimum(keep, held - 1), axis=1), ids)
+    return np.take_along_axis(merged, keep, axis=1), ids
