@@ -20,7 +20,7 @@ from keepwarm.datasets.retrieval import DatasetError, load_beir, load_pairs
 from keepwarm.evaluation import VectorFile, array_blocks, exact_search, per_query, reciprocal_rank_fusion
 from keepwarm.evaluation.metrics import ranking
 
-SMALL = ("--queries", "24", "--documents", "80")  # a built-in set small enough for a test
+SMALL = ("--queries", "20", "--documents", "60")  # a built-in set small enough for a test
 
 
 def _random_run(rng: random.Random, integer_scores: bool) -> tuple[dict, dict]:
@@ -201,7 +201,7 @@ def test_eval_compares_models_on_a_builtin_set_and_a_beir_folder_in_one_command(
         ]
     }
     assert [(d["name"], d["queries"], d["documents"]) for d in report["datasets"]] == [
-        ("code-search", 24, 80), ("kitchen", 2, 5)
+        ("code-search", 20, 60), ("kitchen", 2, 5)
     ]
     minilm, tiny = rows["code-search", "dense", MODEL], rows["code-search", "dense", "tiny"]
     assert minilm["ndcg@10"] > tiny["ndcg@10"] + 0.3  # a trained model against a random one

@@ -10,9 +10,14 @@ texts longer than the model's window are truncated (as an index builder would as
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import openai
+
+    from keepwarm.engine import Engine
 
 Kind = Literal["query", "document"]
 
@@ -75,7 +80,7 @@ class Embedder(Protocol):
 class EngineEmbedder:
     """A target served by an in-process Engine."""
 
-    def __init__(self, engine, target: Target) -> None:  # noqa: ANN001 - keepwarm.engine.Engine
+    def __init__(self, engine: Engine, target: Target) -> None:
         from keepwarm.engine import EmbedOptions
 
         self.target, self._engine = target, engine
@@ -100,7 +105,7 @@ class EngineEmbedder:
 class ServerEmbedder:
     """A target served by a running keepwarm (or any OpenAI-compatible) server."""
 
-    def __init__(self, client, target: Target) -> None:  # noqa: ANN001 - openai.OpenAI
+    def __init__(self, client: openai.OpenAI, target: Target) -> None:
         self.target, self._client = target, client
         self._described = _describe(client, target.model)
         prompts = self._described.get("prompts") or {}
@@ -133,7 +138,7 @@ class ServerEmbedder:
         return Embedded(vectors, response.usage.prompt_tokens, int(cached))
 
 
-def _describe(client, model: str) -> dict:  # noqa: ANN001 - openai.OpenAI
+def _describe(client: openai.OpenAI, model: str) -> dict[str, Any]:
     """The server's `/v1/models/{model}` fields beyond OpenAI's (a plain OpenAI server has none)."""
     import openai
 
