@@ -7,6 +7,7 @@ import click
 from keepwarm.cli.adapter import adapter
 from keepwarm.cli.bench import bench
 from keepwarm.cli.bench_batches import bench_batches
+from keepwarm.cli.evaluate import evaluate
 from keepwarm.cli.keys import keys
 from keepwarm.cli.models import export, models
 from keepwarm.cli.reembed import reembed
@@ -29,3 +30,4 @@ main.add_command(export)
 main.add_command(keys)
 main.add_command(usage)
 main.add_command(bench)
+main.add_command(evaluate)

@@ -8,7 +8,9 @@ from pathlib import Path
 import click
 
 from keepwarm.catalog import ModelSpec
-from keepwarm.cli.options import CONFIG_OPTIONS, DATA_DIR_OPTION, model_specs
+from keepwarm.cli.options import CONFIG_OPTIONS, DATA_DIR_OPTION, engine_for, model_specs
+from keepwarm.datasets.builtin import DEFAULT_DOCUMENTS, DEFAULT_QUERIES
+from keepwarm.errors import ConfigError
 
 
 def _describe(spec: ModelSpec) -> dict[str, object]:
@@ -94,20 +96,35 @@ def export(name: str, config: Path | None, model_options: tuple[str, ...], data_
 @DATA_DIR_OPTION
 @click.option("--corpus", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="JSONL file with a `text` field to compare on (default: keepwarm's probe texts).")
+@click.option("--dataset", "dataset_spec", default="docs", show_default=True, metavar="NAME|DIR",
+              help="Retrieval set for the quality delta: a built-in set or a BEIR folder.")
+@click.option("--queries", type=click.IntRange(1), default=DEFAULT_QUERIES, show_default=True,
+              help="Queries of a built-in --dataset.")
+@click.option("--documents", type=click.IntRange(1), default=DEFAULT_DOCUMENTS, show_default=True,
+              help="Documents of a built-in --dataset.")
+@click.option("--no-quality", is_flag=True, help="Compare vectors only, without the retrieval evaluation.")
 def diff(first: str, second: str, config: Path | None, model_options: tuple[str, ...], data_dir: Path,
-         corpus: Path | None) -> None:
-    """Embed the same texts with FIRST and SECOND (names or name@version) and say if they are interchangeable."""
-    from keepwarm.engine import EmbedOptions, Engine
+         corpus: Path | None, dataset_spec: str, queries: int, documents: int, no_quality: bool) -> None:
+    """Embed the same texts with FIRST and SECOND (names or name@version) and say if they are interchangeable.
+
+    Also reports both versions' nDCG@10 on a retrieval set: whether the change is worth re-embedding for.
+    """
+    from keepwarm.bench.corpus import CorpusError, load_corpus
+    from keepwarm.datasets.retrieval import DatasetError
+    from keepwarm.engine import EmbedOptions
+    from keepwarm.evaluation import open_dataset
     from keepwarm.runtimes.accuracy import FP32_EQUIVALENT, cosine_stats
     from keepwarm.runtimes.probe import PROBE_TEXTS
 
-    from keepwarm.bench.corpus import CorpusError, load_corpus
-
     try:
         texts = load_corpus(corpus) if corpus else list(PROBE_TEXTS)
-    except CorpusError as exc:
+        dataset = None if no_quality else open_dataset(dataset_spec, queries=queries, documents=documents)
+    except (CorpusError, DatasetError) as exc:
         raise click.UsageError(str(exc)) from None
-    engine = Engine(model_specs(config, model_options), data_dir)
+    try:
+        engine = engine_for([first, second], config, model_options, data_dir)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         options = EmbedOptions(truncate=True)
         a, b = (engine.embed_sync(ref, texts, options) for ref in (first, second))
@@ -121,11 +138,44 @@ def diff(first: str, second: str, config: Path | None, model_options: tuple[str,
         else:
             stats = cosine_stats(a.vectors, b.vectors)
             report.update(stats, interchangeable=stats["min_cosine"] >= FP32_EQUIVALENT)
+        report["reembed_needed"] = not report["interchangeable"]
         report["advice"] = (
             "vectors are interchangeable: an index built with one can be searched with the other"
             if report["interchangeable"]
             else "vectors are NOT interchangeable: re-embed the index (serve both versions and pin the old one meanwhile)"
         )
+        if dataset is not None:
+            report["quality"] = quality = _quality_delta(engine, first, second, dataset)
+            report["advice"] += f"; {quality['verdict']}"
         click.echo(json.dumps(report, indent=2))
     finally:
         engine.close()
+
+
+def _quality_delta(engine, first: str, second: str, dataset) -> dict[str, object]:  # noqa: ANN001
+    """nDCG@10 of both versions on `dataset`, SECOND's gain, and whether it is more than noise.
+
+    The gain is significant when it exceeds twice its standard error over the queries
+    (paired: each query is scored by both versions).
+    """
+    import numpy as np
+
+    from keepwarm.evaluation import EngineEmbedder, Target, dense_quality
+
+    a, b = (dense_quality(EngineEmbedder(engine, Target(ref)), dataset)["ndcg@10"] for ref in (first, second))
+    delta = float(np.mean(b - a))
+    error = float(np.std(b - a, ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
+    change = f"on {dataset.name} (nDCG@10 {delta:+.4f} ± {2 * error:.4f})"
+    if abs(delta) <= 2 * error:
+        verdict = f"no significant retrieval change {change}"
+    else:
+        verdict = f"{second} retrieves {'better' if delta > 0 else 'worse'} than {first} {change}"
+    return {
+        "dataset": dataset.description,
+        "metric": "ndcg@10",
+        "first": round(float(a.mean()), 4),
+        "second": round(float(b.mean()), 4),
+        "delta": round(delta, 4),
+        "delta_2se": round(2 * error, 4),
+        "verdict": verdict,
+    }

@@ -97,10 +97,13 @@ def CONFIG_OPTIONS(command):  # noqa: ANN001, ANN201, N802 - a decorator, named 
     )(command)
 
 
-def engine_for(names: list[str], config: Path | None, models: tuple[str, ...], data_dir: Path):  # noqa: ANN201
+def engine_for(  # noqa: ANN201
+    names: list[str], config: Path | None, models: tuple[str, ...], data_dir: Path, settings=None  # noqa: ANN001
+):
     """An in-process Engine, loaded, with the models `names` refer to (names, aliases or pins).
 
     Models come from `--config` and NAME=PATH options; the bundled model is always at hand.
+    `settings` (keepwarm.engine.EngineSettings) defaults to the engine's own.
     """
     from keepwarm.catalog.versions import split_pin
     from keepwarm.engine import Engine
@@ -113,6 +116,6 @@ def engine_for(names: list[str], config: Path | None, models: tuple[str, ...], d
     missing = wanted - {alias for spec in chosen for alias in spec.names}
     if missing:
         raise ConfigError(f"model(s) {sorted(missing)} not in the catalog; add them as NAME=PATH or with --config")
-    engine = Engine(chosen, data_dir)
+    engine = Engine(chosen, data_dir, settings)
     engine.load()
     return engine

@@ -5,6 +5,24 @@ and its documentation topics), so tests, benchmarks and evaluations need no down
 give the same texts for a given Python version.
 """
 
-from keepwarm.datasets.stdlib import DocSection, Function, bench_corpus, doc_sections, documented_functions
+from keepwarm.datasets.stdlib import (
+    Definition,
+    DocSection,
+    Function,
+    bench_corpus,
+    doc_sections,
+    doc_subsections,
+    documented_definitions,
+    documented_functions,
+)
 
-__all__ = ["DocSection", "Function", "bench_corpus", "doc_sections", "documented_functions"]
+__all__ = [
+    "Definition",
+    "DocSection",
+    "Function",
+    "bench_corpus",
+    "doc_sections",
+    "doc_subsections",
+    "documented_definitions",
+    "documented_functions",
+]

@@ -3,8 +3,10 @@
 - `documented_functions`: every function or method in the standard library's own source
   files (tests, demos and IDLE left out) whose docstring has at least a few words, with
   its code with the docstring removed: the CodeSearchNet construction, offline.
+- `documented_definitions`: the docstrings of its modules and classes.
 - `doc_sections`: the reference documentation that ships with Python
-  (`pydoc_data.topics`, what `help("assert")` prints), one section per topic.
+  (`pydoc_data.topics`, what `help("assert")` prints), one section per topic;
+  `doc_subsections` cuts the topics at every heading instead.
 - `bench_corpus`: a mix of both kinds of text for benchmarks and tests.
 
 Files are read in sorted order and nothing is random, so a given Python version always
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 import sysconfig
 import textwrap
 from collections.abc import Iterator
@@ -37,6 +40,14 @@ class Function:
     id: str  # module.qualified_name
     docstring: str
     code: str
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A module or class with a docstring."""
+
+    id: str  # module, or module.qualified_name of the class
+    docstring: str
 
 
 @dataclass(frozen=True)
@@ -77,10 +88,10 @@ def _without_docstring(lines: list[str], node: ast.FunctionDef | ast.AsyncFuncti
 
 
 @functools.cache
-def documented_functions() -> tuple[Function, ...]:
-    """Documented functions of the standard library with a body besides the docstring."""
+def _scan() -> tuple[tuple[Function, ...], tuple[Definition, ...]]:
+    """One pass over the library's source: documented functions, and documented modules and classes."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    found = []
+    functions, definitions = [], []
     for path in _library_files():
         try:
             source = path.read_text(encoding="utf-8")
@@ -88,6 +99,9 @@ def documented_functions() -> tuple[Function, ...]:
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
         module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        if docstring := ast.get_docstring(tree):
+            definitions.append(Definition(module, docstring))
+        definitions += [Definition(f"{module}.{name}", doc) for name, doc in _class_docstrings(tree)]
         lines = source.splitlines()
         for name, node in _functions_in(tree):
             docstring = ast.get_docstring(node)
@@ -95,8 +109,29 @@ def documented_functions() -> tuple[Function, ...]:
                 continue
             code = _without_docstring(lines, node)
             if code and len(code) <= _MAX_CODE_CHARS:
-                found.append(Function(f"{module}.{name}", docstring, code))
-    return tuple(found)
+                functions.append(Function(f"{module}.{name}", docstring, code))
+    return tuple(functions), tuple(definitions)
+
+
+def _class_docstrings(tree: ast.AST) -> Iterator[tuple[str, str]]:
+    """(qualified name, docstring) of every documented class, nested ones included."""
+    def walk(node: ast.AST, prefix: str) -> Iterator[tuple[str, str]]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                if docstring := ast.get_docstring(child):
+                    yield f"{prefix}{child.name}", docstring
+                yield from walk(child, f"{prefix}{child.name}.")
+    yield from walk(tree, "")
+
+
+def documented_functions() -> tuple[Function, ...]:
+    """Documented functions of the standard library with a body besides the docstring."""
+    return _scan()[0]
+
+
+def documented_definitions() -> tuple[Definition, ...]:
+    """The standard library's documented modules and classes, in file order."""
+    return _scan()[1]
 
 
 @functools.cache
@@ -112,6 +147,30 @@ def doc_sections() -> tuple[DocSection, ...]:
         if body:
             sections.append(DocSection(key, title.strip(), body))
     return tuple(sections)
+
+
+# A heading: a line underlined by one repeated punctuation character, as reStructuredText writes it.
+_HEADING = re.compile(r"^(\S[^\n]*)\n([*=\-^~#])\2{2,}\n", re.MULTILINE)
+
+
+@functools.cache
+def doc_subsections() -> tuple[DocSection, ...]:
+    """The reference documentation cut at every heading: each heading with the text up to the next.
+
+    Topics overlap (a topic can be a section of a larger one), so one text may appear
+    under several topics; it is kept once, under the first topic in sorted order.
+    """
+    from pydoc_data.topics import topics
+
+    sections: dict[str, DocSection] = {}
+    for key in sorted(topics):
+        headings = list(_HEADING.finditer(topics[key]))
+        for n, heading in enumerate(headings):
+            end = headings[n + 1].start() if n + 1 < len(headings) else None
+            body = topics[key][heading.end() : end].strip()
+            if body and body not in sections:
+                sections[body] = DocSection(f"{key}#{n}", heading.group(1).strip(), body)
+    return tuple(sections.values())
 
 
 def _paragraphs() -> list[str]:

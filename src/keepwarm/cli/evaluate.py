@@ -1,0 +1,230 @@
+"""`keepwarm eval`: retrieval quality of served models side by side with their speed and cost."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from keepwarm.cli.options import CONFIG_OPTIONS, DATA_DIR_OPTION, engine_for, model_entries, pricing_options
+from keepwarm.datasets.builtin import BUILTIN, DEFAULT_DOCUMENTS, DEFAULT_QUERIES
+from keepwarm.errors import ConfigError, KeepwarmError
+
+if TYPE_CHECKING:
+    from keepwarm.evaluation import Embedder, Pipeline, Target
+
+PIPELINES = ("dense", "bm25", "hybrid")
+
+
+@click.command(name="eval")
+@click.argument("targets", nargs=-1, metavar="[MODEL[,dimensions=N]]...")
+@click.option(
+    "--dataset",
+    "dataset_specs",
+    multiple=True,
+    metavar="NAME|DIR|FILE",
+    help=f"A built-in set ({', '.join(BUILTIN)}), a BEIR folder, or a pairs JSONL file (with --corpus). "
+    "Repeatable. Default: both built-in sets.",
+)
+@click.option(
+    "--corpus",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The documents of pairs files: JSONL with `_id`, `text` and optionally `title`.",
+)
+@click.option(
+    "--split", default="test", show_default=True, help="Which qrels/<split>.tsv of a BEIR folder to use."
+)
+@click.option(
+    "--pipelines",
+    default=",".join(PIPELINES),
+    show_default=True,
+    help="Comma-separated: dense (each model), bm25, hybrid (each model fused with bm25).",
+)
+@click.option(
+    "--queries",
+    type=click.IntRange(1),
+    default=DEFAULT_QUERIES,
+    show_default=True,
+    help="Queries of each built-in set.",
+)
+@click.option(
+    "--documents",
+    type=click.IntRange(1),
+    default=DEFAULT_DOCUMENTS,
+    show_default=True,
+    help="Documents of each built-in set (their queries' answers included).",
+)
+@click.option("--full", is_flag=True, help="Built-in sets at their full size (all queries and documents).")
+@click.option(
+    "--url", help="A running server (http://host:port, with or without /v1). Default: models in-process."
+)
+@click.option("--api-key", envvar="OPENAI_API_KEY", help="API key for --url (env OPENAI_API_KEY).")
+@CONFIG_OPTIONS
+@DATA_DIR_OPTION
+@pricing_options
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the results as JSON.",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw nDCG@10 against throughput to this image (PNG).",
+)
+@click.option(
+    "--scratch-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Where corpus vectors are written while searching (default: the system's temp folder).",
+)
+def evaluate(
+    targets: tuple[str, ...],
+    dataset_specs: tuple[str, ...],
+    corpus: Path | None,
+    split: str,
+    pipelines: str,
+    queries: int,
+    documents: int,
+    full: bool,
+    url: str | None,
+    api_key: str | None,
+    config: Path | None,
+    model_options: tuple[str, ...],
+    data_dir: Path,
+    price_per_million_tokens: float,
+    price_per_hour: float,
+    json_path: Path | None,
+    plot_path: Path | None,
+    scratch_dir: Path | None,
+) -> None:
+    """Evaluate retrieval with each MODEL (name, alias or name@version; default: every configured model).
+
+    Reports nDCG@10, recall@10/@100 and MRR@10 with the documents per second of indexing,
+    the p95 latency of one query and the cost per million tokens, measured in the same run.
+    """
+    from rich.console import Console
+
+    from keepwarm.cost import Pricing
+    from keepwarm.datasets.retrieval import DatasetError
+    from keepwarm.evaluation import Target, dataset_summary, open_dataset, plot, results_table, run_evaluation
+
+    kinds = _pipeline_kinds(pipelines)
+    try:
+        parsed = [Target.parse(target) for target in targets]
+        datasets = [
+            open_dataset(
+                spec,
+                corpus=corpus,
+                split=split,
+                queries=None if full else queries,
+                documents=None if full else documents,
+            )
+            for spec in dataset_specs or BUILTIN
+        ]
+    except (ValueError, DatasetError) as exc:
+        raise click.UsageError(str(exc)) from None
+    pricing = Pricing(per_million_tokens=price_per_million_tokens, per_hour=price_per_hour)
+    try:
+        with _embedders(parsed, kinds, url, api_key, config, model_options, data_dir) as embedders:
+            chosen = _pipelines(embedders, kinds)
+            rows = run_evaluation(
+                datasets, chosen, pricing, scratch_dir, lambda step: click.echo(step, err=True)
+            )
+    except (ConfigError, KeepwarmError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    Console(width=200).print(results_table(rows))
+    if json_path:
+        report = {
+            "datasets": [dataset_summary(d) for d in datasets],
+            "pricing": dataclasses.asdict(pricing),
+            "results": rows,
+        }
+        json_path.write_text(json.dumps(report, indent=2))
+    if plot_path:
+        plot(rows, plot_path)
+
+
+def _pipeline_kinds(pipelines: str) -> list[str]:
+    kinds = [kind.strip() for kind in pipelines.split(",") if kind.strip()]
+    unknown = sorted(set(kinds) - set(PIPELINES))
+    if unknown or not kinds:
+        raise click.BadParameter(
+            f"unknown pipeline(s) {unknown}; choose from {', '.join(PIPELINES)}", param_hint="--pipelines"
+        )
+    return kinds
+
+
+def _embedders(
+    targets: list[Target],
+    kinds: list[str],
+    url: str | None,
+    api_key: str | None,
+    config: Path | None,
+    model_options: tuple[str, ...],
+    data_dir: Path,
+) -> contextlib.AbstractContextManager[list[Embedder]]:
+    """An embedder per target, through `url` or in-process; none when no pipeline embeds."""
+    if kinds == ["bm25"]:
+        return contextlib.nullcontext([])
+    if url:
+        return _server_embedders(targets, url, api_key)
+    return _engine_embedders(targets, config, model_options, data_dir)
+
+
+@contextlib.contextmanager
+def _server_embedders(targets: list[Target], url: str, api_key: str | None) -> Iterator[list[Embedder]]:
+    """Targets on a running server (default: every model it lists), through the openai client."""
+    import openai
+
+    from keepwarm.evaluation import ServerEmbedder, Target
+
+    base = url.rstrip("/") if url.rstrip("/").endswith("/v1") else url.rstrip("/") + "/v1"
+    client = openai.OpenAI(base_url=base, api_key=api_key or "unused", max_retries=5)
+    try:
+        targets = targets or [Target(model.id) for model in client.models.list()]
+        yield [ServerEmbedder(client, target) for target in targets]
+    except openai.APIError as exc:
+        raise click.ClickException(f"{base}: {exc}") from None
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def _engine_embedders(
+    targets: list[Target], config: Path | None, model_options: tuple[str, ...], data_dir: Path
+) -> Iterator[list[Embedder]]:
+    """Targets in an in-process Engine (default: every configured model), without an embedding cache.
+
+    Without the cache every corpus is really embedded, so the throughput is the model's.
+    """
+    from keepwarm.engine import EngineSettings
+    from keepwarm.evaluation import EngineEmbedder, Target
+
+    names = dict.fromkeys(entry.name for entry in model_entries(config, model_options))
+    targets = targets or [Target(name) for name in names]
+    engine = engine_for(
+        [t.model for t in targets], config, model_options, data_dir, EngineSettings(cache_bytes=0)
+    )
+    try:
+        yield [EngineEmbedder(engine, target) for target in targets]
+    finally:
+        engine.close()
+
+
+def _pipelines(embedders: list[Embedder], kinds: list[str]) -> list[Pipeline]:
+    """Dense per embedder, bm25 once, hybrid per embedder (dense fused with bm25), as `kinds` asks."""
+    from keepwarm.evaluation import BM25, Dense, Hybrid
+
+    dense = [Dense(embedder) for embedder in embedders]
+    lexical = BM25()
+    chosen: list[Pipeline] = list(dense) if "dense" in kinds else []
+    chosen += [lexical] if "bm25" in kinds else []
+    chosen += [Hybrid(pipeline, lexical) for pipeline in dense] if "hybrid" in kinds else []
+    return chosen

@@ -1,0 +1,59 @@
+"""Retrieval evaluation: which served model, version, dtype or size retrieves best, how fast, at what cost.
+
+- `metrics`: nDCG@10, recall@10/@100, MRR@10 with trec_eval's definitions;
+- `search`: exact search over vectors kept on disk (memory bounded by corpus size);
+- `embedders`: a served model in-process (the Engine) or behind a running server;
+- `pipelines`: dense, bm25 and hybrid (reciprocal-rank fusion) retrieval, measured;
+- `runner`: datasets × pipelines → result rows; `report`: the table and the plot.
+"""
+
+from keepwarm.evaluation.embedders import Embedder, EngineEmbedder, ModelInfo, ServerEmbedder, Target
+from keepwarm.evaluation.metrics import METRICS, Qrels, Run, evaluate, per_query
+from keepwarm.evaluation.pipelines import (
+    BM25,
+    Context,
+    Dense,
+    Hybrid,
+    Pipeline,
+    Retrieval,
+    reciprocal_rank_fusion,
+)
+from keepwarm.evaluation.report import plot, results_table
+from keepwarm.evaluation.runner import (
+    dataset_summary,
+    dense_quality,
+    open_dataset,
+    result_row,
+    run_evaluation,
+)
+from keepwarm.evaluation.search import VectorFile, array_blocks, exact_search
+
+__all__ = [
+    "BM25",
+    "METRICS",
+    "Context",
+    "Dense",
+    "Embedder",
+    "EngineEmbedder",
+    "Hybrid",
+    "ModelInfo",
+    "Pipeline",
+    "Qrels",
+    "Retrieval",
+    "Run",
+    "ServerEmbedder",
+    "Target",
+    "VectorFile",
+    "array_blocks",
+    "dataset_summary",
+    "dense_quality",
+    "evaluate",
+    "exact_search",
+    "open_dataset",
+    "per_query",
+    "plot",
+    "reciprocal_rank_fusion",
+    "result_row",
+    "results_table",
+    "run_evaluation",
+]

@@ -1,0 +1,150 @@
+"""What a dense pipeline embeds with: a served model, in-process or behind a running server.
+
+Both sides take the same request a user's application sends, through the same path:
+the in-process `Engine` (tokenization, scheduler, runtime, dimensions) that `keepwarm
+serve` runs, or `/v1/embeddings` of a running server with the `openai` client. Queries
+and documents get the model's `query` and `document` prompts when it has them, and
+texts longer than the model's window are truncated (as an index builder would ask).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import openai
+
+    from keepwarm.engine import Engine
+
+Kind = Literal["query", "document"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A model to evaluate: a name, alias or `name@version`, and optionally `dimensions`."""
+
+    model: str
+    dimensions: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        """`MODEL` or `MODEL,dimensions=N`."""
+        model, *options = text.split(",")
+        dimensions = None
+        for option in options:
+            key, _, value = option.partition("=")
+            if key.strip() != "dimensions" or not value.strip().isdigit() or int(value) < 1:
+                raise ValueError(f"{text!r}: expected MODEL or MODEL,dimensions=N with N ≥ 1")
+            dimensions = int(value)
+        if not model.strip():
+            raise ValueError(f"{text!r}: no model name")
+        return cls(model.strip(), dimensions)
+
+    @property
+    def label(self) -> str:
+        return self.model if self.dimensions is None else f"{self.model},dimensions={self.dimensions}"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What produced the vectors, for the report."""
+
+    version: str
+    dtype: str
+    runtime: str
+    dimensions: int
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Vectors in input order, the model tokens they took, and how many the cache answered."""
+
+    vectors: np.ndarray
+    tokens: int
+    cached: int = 0
+
+
+class Embedder(Protocol):
+    """Embeds texts with one target; safe to call from several threads at once."""
+
+    target: Target
+
+    def info(self) -> ModelInfo: ...
+
+    def embed(self, texts: list[str], kind: Kind) -> Embedded: ...
+
+
+class EngineEmbedder:
+    """A target served by an in-process Engine."""
+
+    def __init__(self, engine: Engine, target: Target) -> None:
+        from keepwarm.engine import EmbedOptions
+
+        self.target, self._engine = target, engine
+        prompts = engine.spec_for(target.model).prompts
+        self._options = {
+            kind: EmbedOptions(
+                truncate=True, dimensions=target.dimensions, prompt_name=kind if kind in prompts else None
+            )
+            for kind in ("query", "document")
+        }
+
+    def info(self) -> ModelInfo:
+        model = self._engine.embed_sync(self.target.model, ["?"], self._options["query"]).model
+        dimensions = self.target.dimensions or model.dimensions
+        return ModelInfo(model.short_version, model.opened.dtype, model.runtime.name, dimensions)
+
+    def embed(self, texts: list[str], kind: Kind) -> Embedded:
+        result = self._engine.embed_sync(self.target.model, texts, self._options[kind])
+        return Embedded(result.vectors, result.tokens, result.cached_inputs)
+
+
+class ServerEmbedder:
+    """A target served by a running keepwarm (or any OpenAI-compatible) server."""
+
+    def __init__(self, client: openai.OpenAI, target: Target) -> None:
+        self.target, self._client = target, client
+        self._described = _describe(client, target.model)
+        prompts = self._described.get("prompts") or {}
+        self._extra = {
+            kind: {"truncate": True, **({"input_type": kind} if kind in prompts else {})}
+            for kind in ("query", "document")
+        }
+
+    def info(self) -> ModelInfo:
+        described = self._described
+        dimensions = (
+            self.target.dimensions
+            or described.get("dimensions")
+            or len(self.embed(["?"], "query").vectors[0])
+        )
+        return ModelInfo(
+            described.get("version", "?"),
+            described.get("dtype", "?"),
+            described.get("runtime", "?"),
+            dimensions,
+        )
+
+    def embed(self, texts: list[str], kind: Kind) -> Embedded:
+        extra = {"dimensions": self.target.dimensions} if self.target.dimensions else {}
+        response = self._client.embeddings.create(
+            model=self.target.model, input=texts, extra_body=self._extra[kind], **extra
+        )
+        vectors = np.array([item.embedding for item in response.data], dtype=np.float32)
+        cached = ((response.model_extra or {}).get("cache") or {}).get("cached_inputs", 0)
+        return Embedded(vectors, response.usage.prompt_tokens, int(cached))
+
+
+def _describe(client: openai.OpenAI, model: str) -> dict[str, Any]:
+    """The server's `/v1/models/{model}` fields beyond OpenAI's (a plain OpenAI server has none)."""
+    import openai
+
+    try:
+        return client.models.retrieve(model).model_extra or {}
+    except openai.NotFoundError:
+        raise ValueError(f"the server does not serve model '{model}'") from None
+    except openai.APIError:
+        return {}

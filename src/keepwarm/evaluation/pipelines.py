@@ -1,0 +1,208 @@
+"""Retrieval pipelines: what turns a query into a ranked list of documents, and what it costs.
+
+A pipeline is named in the report and measured as it would run in production: how fast
+it indexes the corpus (documents per second; for a dense model, embedding it) and how
+long each query takes, one query at a time. Pipelines can build on each other's
+results through the `Context`, which runs each pipeline once per dataset:
+
+- `Dense`: one served model (and `dimensions`); exact search over its vectors.
+- `BM25`: the lexical baseline (`bm25s`, Lucene's BM25 variant, English stop words).
+- `Hybrid`: reciprocal-rank fusion of two pipelines' runs (Cormack et al., k = 60).
+
+keepwarm has no rerankers or learned sparse models yet. Each would be one more class
+here: a reranker reads the top 100 of another pipeline from the `Context` and rescores
+them, as `Hybrid` reads its two inputs; a sparse model indexes the corpus as `BM25`
+does. The runner, report and plot take any pipeline.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from keepwarm.bench.stats import Measurement
+from keepwarm.datasets.retrieval import RetrievalSet
+from keepwarm.evaluation.embedders import Embedded, Embedder, ModelInfo
+from keepwarm.evaluation.metrics import DEPTH, Run, ranking
+from keepwarm.evaluation.search import VectorFile, exact_search
+from keepwarm.runtimes.pooling import l2_normalize
+
+RRF_K = 60
+_CHUNK = 64  # documents per embedding request
+_CONCURRENT = 4  # requests in flight while embedding the corpus, so the model never waits for the caller
+
+
+@dataclass
+class Retrieval:
+    """A pipeline's run on one dataset, with what indexing and querying took."""
+
+    run: Run
+    indexing: Measurement  # texts = documents indexed, tokens = model tokens embedded
+    querying: Measurement  # one latency per query
+    cached: int = 0  # inputs a cache answered instead of the model (their speed is not the model's)
+    model: ModelInfo | None = None
+
+
+class Pipeline(Protocol):
+    """Retrieves the top documents of every query of a dataset."""
+
+    kind: str  # dense | bm25 | hybrid (later: rerank, sparse)
+    name: str  # what it runs: a model, "bm25", or what it fuses
+    label: str  # unique within one evaluation
+
+    def retrieve(self, context: Context) -> Retrieval: ...
+
+
+@dataclass
+class Context:
+    """One dataset being evaluated: a scratch folder, and every pipeline's retrieval once done."""
+
+    dataset: RetrievalSet
+    scratch: Path
+    done: dict[str, Retrieval] = field(default_factory=dict)
+
+    def retrieval(self, pipeline: Pipeline) -> Retrieval:
+        if pipeline.label not in self.done:
+            self.done[pipeline.label] = pipeline.retrieve(self)
+        return self.done[pipeline.label]
+
+
+class Dense:
+    """Embed the corpus and the queries with one target; rank by cosine similarity, exactly.
+
+    Queries go one per request, as a searching user sends them, so their latency is a
+    user's; `query_batch` > 1 sends them in batches when only quality matters.
+    """
+
+    kind = "dense"
+
+    def __init__(self, embedder: Embedder, query_batch: int = 1) -> None:
+        self.embedder, self.query_batch = embedder, query_batch
+        self.name = embedder.target.label
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    def retrieve(self, context: Context) -> Retrieval:
+        info = self.embedder.info()
+        doc_ids, texts = list(context.dataset.documents), list(context.dataset.documents.values())
+        with tempfile.TemporaryDirectory(dir=context.scratch) as folder:
+            vectors = VectorFile(Path(folder) / "corpus.npy", len(texts), info.dimensions)
+            try:
+                indexing, cached = self._embed_corpus(texts, vectors)
+                query_ids = list(context.dataset.queries)
+                querying, queries = self._embed_queries(list(context.dataset.queries.values()))
+                found, scores = exact_search(queries, vectors.blocks(), DEPTH)
+            finally:
+                vectors.close()
+        run = {
+            query: {doc_ids[doc]: float(score) for doc, score in zip(row, row_scores, strict=True)}
+            for query, row, row_scores in zip(query_ids, found, scores, strict=True)
+        }
+        return Retrieval(run, indexing, querying, cached, info)
+
+    def _embed_corpus(self, texts: list[str], vectors: VectorFile) -> tuple[Measurement, int]:
+        """Embed in chunks, several in flight, each written to disk as it arrives."""
+
+        def embed(start: int) -> tuple[Embedded, float]:
+            began = time.perf_counter()
+            embedded = self.embedder.embed(texts[start : start + _CHUNK], "document")
+            vectors.write(start, l2_normalize(embedded.vectors))
+            return embedded, time.perf_counter() - began
+
+        measured, cached = Measurement(), 0
+        with measured.timed(), ThreadPoolExecutor(_CONCURRENT) as pool:
+            for embedded, latency in pool.map(embed, range(0, len(texts), _CHUNK)):
+                measured.add(len(embedded.vectors), embedded.tokens, latency)
+                cached += embedded.cached
+        return measured, cached
+
+    def _embed_queries(self, queries: list[str]) -> tuple[Measurement, np.ndarray]:
+        """Requests of `query_batch` queries, one after another, each one's latency recorded."""
+        measured, rows = Measurement(), []
+        with measured.timed():
+            for start in range(0, len(queries), self.query_batch):
+                began = time.perf_counter()
+                embedded = self.embedder.embed(queries[start : start + self.query_batch], "query")
+                measured.add(len(embedded.vectors), embedded.tokens, time.perf_counter() - began)
+                rows.append(embedded.vectors)
+        return measured, l2_normalize(np.concatenate(rows)) if rows else np.empty((0, 0), np.float32)
+
+
+class BM25:
+    """Lexical ranking with bm25s: lower-cased word tokens, English stop words removed."""
+
+    kind = "bm25"
+    name = "bm25"
+    label = "bm25"
+
+    def retrieve(self, context: Context) -> Retrieval:
+        import bm25s
+
+        doc_ids, texts = list(context.dataset.documents), list(context.dataset.documents.values())
+        indexing, index = Measurement(), bm25s.BM25()
+        with indexing.timed():
+            index.index(_words(texts), show_progress=False)
+        indexing.texts = len(texts)
+        querying, run = Measurement(), {}
+        with querying.timed():
+            for query_id, query in context.dataset.queries.items():
+                began = time.perf_counter()
+                found, scores = index.retrieve(_words([query]), k=min(DEPTH, len(texts)), show_progress=False)
+                run[query_id] = {
+                    doc_ids[d]: float(s) for d, s in zip(found[0], scores[0], strict=True) if s > 0
+                }
+                querying.add(1, 0, time.perf_counter() - began)
+        return Retrieval(run, indexing, querying)
+
+
+def _words(texts: list[str]) -> list[list[str]]:
+    import bm25s
+
+    return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+
+
+class Hybrid:
+    """Reciprocal-rank fusion of two pipelines: each document scores Σ 1 / (k + its rank)."""
+
+    kind = "hybrid"
+
+    def __init__(self, first: Pipeline, second: Pipeline, k: int = RRF_K) -> None:
+        self.first, self.second, self.k = first, second, k
+        self.name = f"{first.name} + {second.name}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.first.label}+{self.second.label}"
+
+    def retrieve(self, context: Context) -> Retrieval:
+        a, b = context.retrieval(self.first), context.retrieval(self.second)
+        querying, run = Measurement(), {}
+        for n, query in enumerate(context.dataset.queries):
+            began = time.perf_counter()
+            run[query] = reciprocal_rank_fusion([a.run.get(query, {}), b.run.get(query, {})], self.k)
+            fused = time.perf_counter() - began
+            querying.add(1, 0, a.querying.latencies[n] + b.querying.latencies[n] + fused)
+        querying.seconds = sum(querying.latencies)
+        indexing = Measurement(
+            texts=a.indexing.texts,
+            tokens=a.indexing.tokens + b.indexing.tokens,
+            seconds=a.indexing.seconds + b.indexing.seconds,
+        )
+        return Retrieval(run, indexing, querying, a.cached + b.cached, a.model or b.model)
+
+
+def reciprocal_rank_fusion(runs: list[dict[str, float]], k: int = RRF_K) -> dict[str, float]:
+    """One query's fused scores: Σ over the runs that rank a document of 1 / (k + rank), rank from 1."""
+    fused: dict[str, float] = {}
+    for scores in runs:
+        for rank, doc in enumerate(ranking(scores), start=1):
+            fused[doc] = fused.get(doc, 0.0) + 1 / (k + rank)
+    return fused
