@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from keepwarm.batches.tenancy import Scope, owned_by, storage_quota_exceeded
+from keepwarm.batches.tenancy import EVERYONE, Scope, owned_by, storage_quota_exceeded
 from keepwarm.errors import NotFound, PayloadTooLarge
 from keepwarm.store import ApiKey
 from keepwarm.store.database import Database
@@ -113,19 +113,19 @@ class FileStore:
             if size > limit:
                 raise PayloadTooLarge(f"The file is over the limit of {limit} bytes.", param="file")
             if stored + size > quota:
-                raise storage_quota_exceeded(owner, stored, None, quota)
+                raise storage_quota_exceeded(owner, stored, quota)
             self.place(staging, file_id)
             with self.database.transaction() as sql:
                 stored = self.stored_bytes(sql, owner.id)
                 if stored + size > quota:
-                    raise storage_quota_exceeded(owner, stored, size, quota)
+                    raise storage_quota_exceeded(owner, stored, quota)
                 self.record(sql, file_id, filename, purpose, owner.id, expires_at)
         except BaseException:
             self.path(file_id).unlink(missing_ok=True)
             raise
         finally:
             staging.unlink(missing_ok=True)
-        return self.get(file_id)
+        return self.get(file_id, EVERYONE)
 
     def place(self, staging: Path, file_id: str) -> None:
         """Move a complete, flushed file to its final name (a no-op when already moved)."""
@@ -157,7 +157,7 @@ class FileStore:
             ),
         )
 
-    def get(self, file_id: str, scope: Scope = None) -> FileRecord:
+    def get(self, file_id: str, scope: Scope) -> FileRecord:
         """The live file, if `scope` may see it (404 otherwise, the same as for no such file)."""
         return self.find(self.database.connection(), file_id, scope)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from keepwarm.batches.files import FileStore
 from keepwarm.batches.output import PartialFile, partial_path, unexecuted_line
 from keepwarm.batches.records import BatchRecord, BatchStatus, BatchStore
+from keepwarm.batches.tenancy import EVERYONE
 from keepwarm.batches.validation import read_lines
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class Finalizer:
         """List the requests that never ran in the error file, then finish as `status`."""
         if batch.total:
             self._list_unexecuted(batch, *_UNEXECUTED[status])
-        self.publish(self.batches.get(batch.id), status)
+        self.publish(self.batches.get(batch.id, EVERYONE), status)
 
     def _list_unexecuted(self, batch: BatchRecord, code: str, message: str) -> None:
         progress = batch.progress

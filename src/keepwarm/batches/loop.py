@@ -25,7 +25,7 @@ from keepwarm.batches.files import FileStore
 from keepwarm.batches.finalize import Finalizer
 from keepwarm.batches.leader import LeaderLock
 from keepwarm.batches.records import BatchRecord, BatchStatus, BatchStore, error_entry
-from keepwarm.batches.tenancy import owner_key
+from keepwarm.batches.tenancy import EVERYONE, owner_key
 from keepwarm.batches.validation import Limits, served_identity, validate_batch
 from keepwarm.engine import Engine
 from keepwarm.engine.background import lower_thread_priority
@@ -182,13 +182,13 @@ class BatchRunner:
         if ran.complete and self.batches.move(
             batch.id, BatchStatus.FINALIZING, when=(BatchStatus.IN_PROGRESS,)
         ):
-            self.finalizer.publish(self.batches.get(batch.id), BatchStatus.COMPLETED)
+            self.finalizer.publish(self.batches.get(batch.id, EVERYONE), BatchStatus.COMPLETED)
         # otherwise it stopped early (cancelled, past its window, key revoked): the next round closes it out
 
     def _stop_for(self, batch: BatchRecord, code: str, message: str) -> None:
         """Fail a batch that cannot go on, keeping what it finished and listing what never ran."""
         self.batches.record_errors(batch.id, [error_entry(code, message)])
-        self.finalizer.close_out(self.batches.get(batch.id), BatchStatus.FAILED)
+        self.finalizer.close_out(self.batches.get(batch.id, EVERYONE), BatchStatus.FAILED)
 
     def _model_problem(self, batch: BatchRecord) -> str | None:
         """Why the batch cannot go on (its vectors must all come from the version it started with)."""

@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from keepwarm.batches.files import new_file_id
-from keepwarm.batches.tenancy import Scope, owned_by
+from keepwarm.batches.tenancy import EVERYONE, Scope, owned_by
 from keepwarm.cost import Pricing, job_cost
 from keepwarm.errors import Conflict, NotFound
 from keepwarm.store.database import Database
@@ -203,7 +203,7 @@ class BatchStore:
         )
         return batch_id
 
-    def get(self, batch_id: str, scope: Scope = None) -> BatchRecord:
+    def get(self, batch_id: str, scope: Scope) -> BatchRecord:
         """The batch, if `scope` may see it (404 otherwise, the same as for no such batch)."""
         rows = self.database.query(f"SELECT * FROM batches WHERE id = ? AND {owned_by(scope)}", (batch_id,))
         if not rows:
@@ -251,18 +251,18 @@ class BatchStore:
                 self._move(sql, batch_id, BatchStatus.CANCELLING)
             elif status not in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
                 raise Conflict(f"Cannot cancel a batch with status '{status}'.", code="batch_not_cancellable")
-        return self.get(batch_id)
+        return self.get(batch_id, EVERYONE)
 
     def start(self, batch_id: str, *, total: int, model: str, model_version: str) -> BatchStatus:
         """validating → in_progress with the validated line count; returns the status after."""
         with self.database.transaction() as sql:
-            if self._status(sql, batch_id) == BatchStatus.VALIDATING:
+            if self._status(sql, batch_id, EVERYONE) == BatchStatus.VALIDATING:
                 sql.execute(
                     "UPDATE batches SET total = ?, model = ?, model_version = ? WHERE id = ?",
                     (total, model, model_version, batch_id),
                 )
                 self._move(sql, batch_id, BatchStatus.IN_PROGRESS)
-            return self._status(sql, batch_id)
+            return self._status(sql, batch_id, EVERYONE)
 
     def fail(self, batch_id: str, errors: list[dict[str, Any]], *, total: int) -> None:
         """→ failed, with the errors that say why (validation, or an internal error)."""
@@ -284,12 +284,12 @@ class BatchStore:
                 f"UPDATE batches SET {', '.join(f'{c} = ?' for c in _PROGRESS_COLUMNS)} WHERE id = ?",
                 (*(getattr(progress, c) for c in _PROGRESS_COLUMNS), batch_id),
             )
-            return self._status(sql, batch_id)
+            return self._status(sql, batch_id, EVERYONE)
 
     def move(self, batch_id: str, status: BatchStatus, *, when: tuple[BatchStatus, ...]) -> bool:
         """Transition to `status` if the batch is in one of `when`; True if it moved."""
         with self.database.transaction() as sql:
-            if self._status(sql, batch_id) not in when:
+            if self._status(sql, batch_id, EVERYONE) not in when:
                 return False
             self._move(sql, batch_id, status)
             return True
@@ -305,7 +305,7 @@ class BatchStore:
         self._move(sql, batch_id, status)
 
     @staticmethod
-    def _status(sql: sqlite3.Connection, batch_id: str, scope: Scope = None) -> BatchStatus:
+    def _status(sql: sqlite3.Connection, batch_id: str, scope: Scope) -> BatchStatus:
         row = sql.execute(
             f"SELECT status FROM batches WHERE id = ? AND {owned_by(scope)}", (batch_id,)
         ).fetchone()

@@ -19,7 +19,13 @@ from keepwarm.batches.db import open_batch_database
 from keepwarm.batches.files import FileRecord, FileStore
 from keepwarm.batches.loop import BatchRunner, RunnerSettings
 from keepwarm.batches.records import BatchRecord, BatchStore
-from keepwarm.batches.tenancy import TenantLimits, scope_of, storage_quota_exceeded, too_many_open_batches
+from keepwarm.batches.tenancy import (
+    EVERYONE,
+    TenantLimits,
+    scope_of,
+    storage_quota_exceeded,
+    too_many_open_batches,
+)
 from keepwarm.cost import Pricing
 from keepwarm.engine import Engine
 from keepwarm.errors import Conflict, InvalidRequest
@@ -113,7 +119,7 @@ class BatchService:
         quota = self.settings.tenants.max_stored_bytes
         stored = self.files.stored_bytes(self.database.connection(), key.id)
         if stored + declared_bytes > quota:
-            raise storage_quota_exceeded(key, stored, None, quota)
+            raise storage_quota_exceeded(key, stored, quota)
 
     def upload(
         self, key: ApiKey, source: IO[bytes], filename: str, purpose: str, expires_after: int | None
@@ -197,7 +203,7 @@ class BatchService:
                 metadata=metadata,
             )
         self.runner.wake()
-        return self.batches.get(batch_id)
+        return self.batches.get(batch_id, EVERYONE)
 
     def get_batch(self, key: ApiKey, batch_id: str) -> BatchRecord:
         return self.batches.get(batch_id, scope_of(key))

@@ -20,6 +20,7 @@ from keepwarm.errors import QuotaExceeded
 from keepwarm.store import ANONYMOUS, ApiKey, KeyStore
 
 Scope = int | None  # the owner id a caller sees; None: everyone's (an admin key)
+EVERYONE: Scope = None  # the runner's own reads, and an admin key's
 _MIB = 1024 * 1024
 
 
@@ -34,12 +35,12 @@ class TenantLimits:
 
 def scope_of(key: ApiKey) -> Scope:
     """Whose objects `key` sees: its own, or everyone's for an admin key."""
-    return None if key.admin else key.id
+    return EVERYONE if key.admin else key.id
 
 
 def owned_by(scope: Scope) -> str:
     """The SQL condition for rows (with a `key_id` column) that `scope` sees."""
-    return "1" if scope is None else f"key_id = {int(scope)}"
+    return "1" if scope is EVERYONE else f"key_id = {int(scope)}"
 
 
 def owner_key(keys: KeyStore, key_id: int) -> ApiKey | None:
@@ -49,10 +50,9 @@ def owner_key(keys: KeyStore, key_id: int) -> ApiKey | None:
     return next((key for key in keys.list() if key.id == key_id and key.revoked_at is None), None)
 
 
-def storage_quota_exceeded(key: ApiKey, stored: int, adding: int | None, limit: int) -> QuotaExceeded:
-    size = f"this file ({adding} bytes)" if adding is not None else "another file"
+def storage_quota_exceeded(key: ApiKey, stored: int, limit: int) -> QuotaExceeded:
     return QuotaExceeded(
-        f"The API key '{key.name}' stores {stored} bytes of files, and {size} would take it past "
+        f"The API key '{key.name}' stores {stored} bytes of files, and this upload would take it past "
         f"its limit of {limit} bytes. Delete files it no longer needs (DELETE /v1/files/{{file_id}}).",
         param="file",
         code="storage_quota_exceeded",
