@@ -92,7 +92,14 @@ class BatchRecord:
     errors: list[dict[str, Any]] | None
     created_at: int
     expires_at: int
-    timestamps: dict[str, int | None]  # in_progress_at, completed_at, ... (None until reached)
+    # when each status was reached (None until it is)
+    in_progress_at: int | None
+    finalizing_at: int | None
+    completed_at: int | None
+    failed_at: int | None
+    cancelling_at: int | None
+    cancelled_at: int | None
+    expired_at: int | None
     output_file_id: str
     error_file_id: str
     output_published: bool
@@ -115,7 +122,7 @@ class BatchRecord:
             errors=json.loads(row["errors"]) if row["errors"] else None,
             created_at=row["created_at"],
             expires_at=row["expires_at"],
-            timestamps={column: row[column] for column in _TIMESTAMP.values()},
+            **{column: row[column] for column in _TIMESTAMP.values()},
             output_file_id=row["output_file_id"],
             error_file_id=row["error_file_id"],
             output_published=bool(row["output_published"]),
@@ -139,7 +146,7 @@ class BatchRecord:
             "error_file_id": self.error_file_id if self.error_published else None,
             "created_at": self.created_at,
             "expires_at": self.expires_at,
-            **self.timestamps,
+            **{column: getattr(self, column) for column in _TIMESTAMP.values()},
             "request_counts": {
                 "total": self.total,
                 "completed": progress.completed,

@@ -23,7 +23,7 @@ from typing import IO, Any
 import orjson
 
 from keepwarm.api.auth import check_model_allowed
-from keepwarm.batches.records import BatchRecord, BatchStore
+from keepwarm.batches.records import BatchRecord, BatchStore, error_entry
 from keepwarm.engine import Engine
 from keepwarm.errors import KeepwarmError
 from keepwarm.store import ApiKey
@@ -65,7 +65,7 @@ class Validated:
     _seen: dict[str, int] = field(default_factory=dict)
 
     def error(self, line: int | None, code: str, message: str, param: str | None = None) -> None:
-        self.errors.append({"code": code, "message": message, "param": param, "line": line})
+        self.errors.append(error_entry(code, message, line, param))
 
 
 def read_lines(handle: IO[bytes], max_bytes: int | None = None, first_number: int = 1) -> Iterator[Line]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from keepwarm.batches.tenancy import TenantLimits
 from keepwarm.cli.options import (
     CONFIG_OPTIONS,
     DATA_DIR_OPTION,
@@ -18,7 +19,6 @@ from keepwarm.cli.options import (
     open_database,
     pricing_options,
 )
-from keepwarm.batches.tenancy import TenantLimits
 from keepwarm.engine import Engine
 from keepwarm.logs import FORMATS
 
@@ -71,11 +71,17 @@ def _check_auth(has_keys: bool, host: str, allow_unauthenticated: bool) -> bool:
     help="Batch inputs per checkpoint: a crash redoes at most this much work.",
 )
 @click.option(
-    "--max-stored-mb", default=_TENANT_DEFAULTS.max_stored_bytes // _MIB, show_default=True, type=click.IntRange(1),
+    "--max-stored-mb",
+    default=_TENANT_DEFAULTS.max_stored_bytes // _MIB,
+    show_default=True,
+    type=click.IntRange(1),
     help="Files (uploads and batch outputs) one API key may keep, in MiB (429 storage_quota_exceeded above).",
 )
 @click.option(
-    "--max-open-batches", default=_TENANT_DEFAULTS.max_open_batches, show_default=True, type=click.IntRange(1),
+    "--max-open-batches",
+    default=_TENANT_DEFAULTS.max_open_batches,
+    show_default=True,
+    type=click.IntRange(1),
     help="Unfinished batches one API key may have (429 too_many_open_batches above).",
 )
 @click.option("--cache-mb", default=256, show_default=True, type=click.IntRange(0), help="In-memory embedding cache (0: off).")
@@ -157,7 +163,8 @@ def serve(
         pricing=api.pricing,
         tenants=TenantLimits(max_stored_bytes=max_stored_mb * _MIB, max_open_batches=max_open_batches),
         runner=RunnerSettings(
-            chunk_inputs=batch_chunk_inputs, limits=Limits(max_line_bytes=api.max_body_bytes)
+            chunk_inputs=batch_chunk_inputs,
+            limits=Limits(max_line_bytes=api.max_body_bytes),  # a batch line is held to the body limit
         ),
     )
     try:
