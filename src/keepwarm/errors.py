@@ -138,6 +138,16 @@ class RateLimited(KeepwarmError):
         self.type = limit
 
 
+class QuotaExceeded(KeepwarmError):
+    """The caller's key holds as much as it may (stored bytes, open batches); waiting will not help (429).
+
+    Unlike RateLimited, nothing refills with time: the key must delete files or let batches finish.
+    """
+
+    status = 429
+    type = "invalid_request_error"
+
+
 class NotReady(KeepwarmError):
     """The server is starting, stopping or the model failed in a retryable way (503)."""
 

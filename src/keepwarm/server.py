@@ -116,7 +116,7 @@ def serve(
     reload: Callable[[], None] | None = None,
 ) -> int:
     """Serve until stopped; return the process exit code. SIGHUP calls `reload`."""
-    batches = BatchService(engine, batch)
+    batches = BatchService(engine, db, batch)
     app = create_app(engine, db, api, batches)
     app.state.reload = reload
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")

@@ -112,7 +112,7 @@ def create_app(
     if batches is not None:
         from keepwarm.batches.routes import batch_router
 
-        app.include_router(batch_router(batches), dependencies=[Depends(auth.caller)])
+        app.include_router(batch_router(batches, auth, limiter))
     _install_error_handlers(app)
     app.include_router(admin_router(auth, store, settings.pricing))
     served_names = list(dict.fromkeys(name for spec in engine.specs for name in spec.names))

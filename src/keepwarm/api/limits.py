@@ -5,6 +5,10 @@ refilling continuously, so a key can burst up to its limit and then proceeds at 
 steady rate. Responses carry OpenAI's `x-ratelimit-*` headers; a refusal is a 429
 `rate_limit_exceeded` with `Retry-After`. Buckets live in this process's memory: with
 several replicas, each enforces the limits on its own.
+
+Background work (batch lines) draws on the same token bucket at a lower priority: it
+never takes the bucket below a reserve kept for the key's online calls, and instead of
+a refusal it learns how long to wait (`take_background`).
 """
 
 from __future__ import annotations
@@ -71,6 +75,26 @@ class RateLimiter:
         """Count a request's tokens against the key's TPM, or raise RateLimited."""
         self._take(key, "tokens", key.tpm, tokens)
 
+    def take_background(self, key: ApiKey, tokens: int, reserve: float) -> float:
+        """Spend `tokens` of the key's TPM for background work, leaving `reserve` (a share of the limit).
+
+        Returns 0 once taken, or else the seconds until it would fit (nothing is taken).
+        A request larger than the limit minus the reserve fits only into a full bucket; one
+        larger than the whole limit is refused as online (RateLimited, waiting will not help).
+        """
+        limit = key.tpm
+        if limit is None:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            bucket = self._bucket(key.id, "tokens", limit, now)
+            if tokens > limit:
+                raise self._too_large(key, "tokens", limit, tokens, now)
+            wait = bucket.wait_for(tokens + min(reserve * limit, limit - tokens))
+            if wait == 0:
+                bucket.level -= tokens
+            return wait
+
     def headers(self, key: ApiKey) -> dict[str, str]:
         """The `x-ratelimit-*` headers for the key's limits (none for an unlimited key)."""
         with self._lock:
@@ -83,11 +107,7 @@ class RateLimiter:
             now = self._clock()
             bucket = self._bucket(key.id, kind, limit, now)
             if amount > limit:
-                raise RateLimited(
-                    f"Request too large for key '{key.name}' on {_UNITS[kind]}: Limit {limit}, "
-                    f"Requested {amount}. Send fewer {kind} per request; waiting will not help.",
-                    limit=kind, retry_after=None, headers=self._headers(key, now),
-                )
+                raise self._too_large(key, kind, limit, amount, now)
             wait = bucket.wait_for(amount)
             if wait > 0:
                 used = limit - math.floor(bucket.level)
@@ -97,6 +117,13 @@ class RateLimiter:
                     limit=kind, retry_after=wait, headers=self._headers(key, now),
                 )
             bucket.level -= amount
+
+    def _too_large(self, key: ApiKey, kind: str, limit: int, amount: int, now: float) -> RateLimited:
+        return RateLimited(
+            f"Request too large for key '{key.name}' on {_UNITS[kind]}: Limit {limit}, "
+            f"Requested {amount}. Send fewer {kind} per request; waiting will not help.",
+            limit=kind, retry_after=None, headers=self._headers(key, now),
+        )
 
     def _bucket(self, key_id: int, kind: str, limit: int, now: float) -> _Bucket:
         bucket = self._buckets.get((key_id, kind))

@@ -66,6 +66,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX batches_by_status ON batches (status, seq)
         """,
     ),
+    # 2: every file and batch belongs to the API key that created it (0: the anonymous caller,
+    # which also owns everything made before keys were recorded)
+    (
+        "ALTER TABLE files ADD COLUMN key_id INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE batches ADD COLUMN key_id INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX files_by_key ON files (key_id, seq)",
+        "CREATE INDEX batches_by_key ON batches (key_id, status)",
+    ),
 )
 
 

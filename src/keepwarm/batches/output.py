@@ -47,7 +47,12 @@ class PartialFile:
 
 
 def _line(custom_id: str, response: dict[str, Any] | None, error: dict[str, Any] | None) -> bytes:
-    document = {"id": f"batch_req_{secrets.token_hex(16)}", "custom_id": custom_id, "response": response, "error": error}
+    document = {
+        "id": f"batch_req_{secrets.token_hex(16)}",
+        "custom_id": custom_id,
+        "response": response,
+        "error": error,
+    }
     return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
 
 
@@ -60,3 +65,8 @@ def response_line(custom_id: str, status_code: int, body: dict[str, Any]) -> byt
 def unexecuted_line(custom_id: str, code: str, message: str) -> bytes:
     """A request that never ran (the batch was cancelled or expired first)."""
     return _line(custom_id, None, {"code": code, "message": message})
+
+
+def partial_path(work: Path, batch_id: str, kind: str) -> Path:
+    """Where a running batch's `output` or `error` file grows until it is published."""
+    return work / f"{batch_id}.{kind}.jsonl"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from keepwarm.batches.tenancy import TenantLimits
 from keepwarm.cli.options import (
     CONFIG_OPTIONS,
     DATA_DIR_OPTION,
@@ -22,6 +23,8 @@ from keepwarm.engine import Engine
 from keepwarm.logs import FORMATS
 
 log = logging.getLogger("keepwarm")
+_MIB = 1024 * 1024
+_TENANT_DEFAULTS = TenantLimits()
 
 
 def is_loopback(host: str) -> bool:
@@ -67,6 +70,20 @@ def _check_auth(has_keys: bool, host: str, allow_unauthenticated: bool) -> bool:
     "--batch-chunk-inputs", default=64, show_default=True, type=click.IntRange(1),
     help="Batch inputs per checkpoint: a crash redoes at most this much work.",
 )
+@click.option(
+    "--max-stored-mb",
+    default=_TENANT_DEFAULTS.max_stored_bytes // _MIB,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Files (uploads and batch outputs) one API key may keep, in MiB (429 storage_quota_exceeded above).",
+)
+@click.option(
+    "--max-open-batches",
+    default=_TENANT_DEFAULTS.max_open_batches,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Unfinished batches one API key may have (429 too_many_open_batches above).",
+)
 @click.option("--cache-mb", default=256, show_default=True, type=click.IntRange(0), help="In-memory embedding cache (0: off).")
 @click.option("--persistent-cache", is_flag=True, help="Also keep cached vectors in the data directory across restarts.")
 @click.option(
@@ -100,6 +117,8 @@ def serve(
     max_queue_tokens: int,
     max_body_mb: int,
     batch_chunk_inputs: int,
+    max_stored_mb: int,
+    max_open_batches: int,
     cache_mb: int,
     persistent_cache: bool,
     queue_timeout: float,
@@ -114,7 +133,7 @@ def serve(
     """Serve embedding models over an OpenAI-compatible HTTP API."""
     from keepwarm.api import ApiSettings
     from keepwarm.api.lifecycle import ShutdownSettings
-    from keepwarm.batches import BatchSettings, RunnerSettings
+    from keepwarm.batches import BatchSettings, Limits, RunnerSettings
     from keepwarm.engine import BatchLimits, EngineSettings
     from keepwarm.logs import configure_logging
     from keepwarm.server import serve as run_server
@@ -134,13 +153,20 @@ def serve(
     )
     engine = Engine(specs, data_dir, settings)
     api = ApiSettings(
-        max_body_bytes=max_body_mb * 1024 * 1024,
+        max_body_bytes=max_body_mb * _MIB,
         open_when_keyless=open_when_keyless,
         pricing=Pricing(per_million_tokens=price_per_million_tokens, per_hour=price_per_hour),
         shutdown=ShutdownSettings(drain_seconds=drain_seconds, grace_seconds=grace_seconds),
     )
     reload = partial(_reload, engine, config, model_options)
-    batch = BatchSettings(pricing=api.pricing, runner=RunnerSettings(chunk_inputs=batch_chunk_inputs))
+    batch = BatchSettings(
+        pricing=api.pricing,
+        tenants=TenantLimits(max_stored_bytes=max_stored_mb * _MIB, max_open_batches=max_open_batches),
+        runner=RunnerSettings(
+            chunk_inputs=batch_chunk_inputs,
+            limits=Limits(max_line_bytes=api.max_body_bytes),  # a batch line is held to the body limit
+        ),
+    )
     try:
         code = run_server(engine, db, host, port, api, batch=batch, reload=reload)
     finally:

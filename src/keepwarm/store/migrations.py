@@ -41,4 +41,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     ),
+    # 2: how far each batch's usage is metered, so a chunk redone after a crash is not metered twice
+    (
+        """
+        CREATE TABLE metered_lines (
+            source TEXT PRIMARY KEY,
+            through_line INTEGER NOT NULL
+        )
+        """,
+    ),
 )

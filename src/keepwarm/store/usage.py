@@ -4,11 +4,18 @@ One row per (UTC day, key, model, version), updated in place by each answered re
 so the table stays small however much traffic there is. The HTTP layer commits the
 update before it sends the response: an answered request is never missing from usage,
 even if the process is killed right after.
+
+Batch requests are metered by line number under their batch's id (`record_lines`): the
+highest line metered is kept with the usage in one transaction, so a chunk the batch
+runner redoes after a crash (its output was never checkpointed) is not metered again.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -49,17 +56,17 @@ class UsageRow:
     compute_seconds: float
 
 
-
-
 _UPSERT = """
 INSERT INTO usage (day, key_id, model, version, requests, tokens, cache_hits, compute_seconds)
-VALUES (?, ?, ?, ?, 1, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (day, key_id, model, version) DO UPDATE SET
-    requests = requests + 1,
+    requests = requests + excluded.requests,
     tokens = tokens + excluded.tokens,
     cache_hits = cache_hits + excluded.cache_hits,
     compute_seconds = compute_seconds + excluded.compute_seconds
 """
+
+_METERED_THROUGH = "SELECT through_line FROM metered_lines WHERE source = ?"
 
 _REPORT = """
 SELECT u.day, u.key_id, COALESCE(k.name, '(no key)') AS key_name, u.model, u.version,
@@ -79,10 +86,25 @@ class UsageStore:
     def record(self, event: UsageEvent) -> None:
         """Add one answered request; committed (durable against a process kill) on return."""
         with self.db.transaction() as conn:
+            _add(conn, [event])
+
+    def record_lines(self, source: str, events: Sequence[tuple[int, UsageEvent]]) -> None:
+        """Add answered requests numbered by line under `source` (a batch id), each line at most once.
+
+        Lines come in increasing order across calls; any at or below the highest line
+        already metered for `source` was metered by an earlier call and is skipped.
+        """
+        with self.db.transaction() as conn:
+            metered = conn.execute(_METERED_THROUGH, (source,)).fetchone()
+            through = metered[0] if metered else 0
+            fresh = [(line, event) for line, event in events if line > through]
+            if not fresh:
+                return
+            _add(conn, [event for _, event in fresh])
             conn.execute(
-                _UPSERT,
-                (event.day, event.key_id, event.model, event.version, event.tokens, event.cache_hits,
-                 event.compute_seconds),
+                "INSERT INTO metered_lines (source, through_line) VALUES (?, ?) "
+                "ON CONFLICT (source) DO UPDATE SET through_line = excluded.through_line",
+                (source, max(line for line, _ in fresh)),
             )
 
     def report(self, since: date | None = None, until: date | None = None, key: str | None = None) -> list[UsageRow]:
@@ -91,6 +113,18 @@ class UsageStore:
         last = until.isoformat() if until else "9999-99-99"
         rows = self.db.connection().execute(_REPORT, (first, last, key, key, key)).fetchall()
         return [UsageRow(**dict(row)) for row in rows]
+
+
+def _add(conn: sqlite3.Connection, events: Sequence[UsageEvent]) -> None:
+    """Add events to their (day, key, model, version) rows, one upsert per row."""
+    rows: dict[tuple[str, int, str, str], list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])
+    for event in events:
+        totals = rows[(event.day, event.key_id, event.model, event.version)]
+        totals[0] += 1
+        totals[1] += event.tokens
+        totals[2] += event.cache_hits
+        totals[3] += event.compute_seconds
+    conn.executemany(_UPSERT, [(*row, *totals) for row, totals in rows.items()])
 
 
 def usage_report(rows: list[UsageRow], pricing: Pricing) -> dict[str, Any]:

@@ -52,7 +52,10 @@ def online_load(plan: Plan) -> tuple[dict[str, float | None], int]:
             tokens += response.json()["usage"]["total_tokens"]
 
     count = int(plan.rate * plan.seconds)
-    with httpx.Client(timeout=60, limits=httpx.Limits(max_connections=32)) as client, ThreadPoolExecutor(32) as pool:
+    with (
+        httpx.Client(timeout=60, limits=httpx.Limits(max_connections=32)) as client,
+        ThreadPoolExecutor(32) as pool,
+    ):
         start = time.perf_counter()
         futures = []
         for n in range(count):
@@ -67,8 +70,15 @@ def online_load(plan: Plan) -> tuple[dict[str, float | None], int]:
 
 def _job_lines(plan: Plan) -> bytes:
     return b"".join(
-        json.dumps({"custom_id": f"doc-{n}", "method": "POST", "url": "/v1/embeddings",
-                    "body": {"model": plan.model, "input": text, "truncate": True}}).encode() + b"\n"
+        json.dumps(
+            {
+                "custom_id": f"doc-{n}",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": plan.model, "input": text, "truncate": True},
+            }
+        ).encode()
+        + b"\n"
         for n, text in enumerate(plan.documents)
     )
 
@@ -79,7 +89,9 @@ class Job:
     def __init__(self, client: openai.OpenAI, plan: Plan) -> None:
         self.client = client
         upload = client.files.create(file=("bench.jsonl", io.BytesIO(_job_lines(plan))), purpose="batch")
-        self.batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h")
+        self.batch = client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h"
+        )
         while self._refresh().status == "validating" or not self.batch.usage.total_tokens:
             time.sleep(0.05)  # measure from the first checkpoint on: workers started, pipeline full
 
@@ -122,10 +134,15 @@ def run(plan: Plan) -> dict[str, Any]:
         job.cancel()
     online_share = online_tokens / plan.seconds / alone if alone else None
     return {
-        "online_rate_per_s": plan.rate, "phase_seconds": plan.seconds,
-        "online_idle": idle, "online_during_job": loaded,
+        "online_rate_per_s": plan.rate,
+        "phase_seconds": plan.seconds,
+        "online_idle": idle,
+        "online_during_job": loaded,
         "p50_ratio": round(loaded["p50_ms"] / idle["p50_ms"], 2),
-        "job_tokens_per_s_alone": alone, "job_tokens_per_s_during_online": shared,
+        "job_tokens_per_s_alone": alone,
+        "job_tokens_per_s_during_online": shared,
         "online_share_of_capacity": round(online_share, 3) if online_share is not None else None,
-        "job_share_of_capacity_left": round(shared / (alone * (1 - online_share)), 3) if online_share else None,
+        "job_share_of_capacity_left": round(shared / (alone * (1 - online_share)), 3)
+        if online_share
+        else None,
     }
