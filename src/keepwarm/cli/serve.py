@@ -115,7 +115,7 @@ def serve(
     from keepwarm.api import ApiSettings
     from keepwarm.api.lifecycle import ShutdownSettings
     from keepwarm.batches import BatchSettings, RunnerSettings
-    from keepwarm.engine import BatchLimits, EngineSettings
+    from keepwarm.engine import CallLimits, EngineSettings
     from keepwarm.logs import configure_logging
     from keepwarm.server import serve as run_server
     from keepwarm.cost import Pricing
@@ -125,9 +125,14 @@ def serve(
     specs = model_specs(config, model_options)
     db = open_database(data_dir)
     open_when_keyless = _check_auth(KeyStore(db).has_active(), host, allow_unauthenticated)
-    limits = BatchLimits(max_batch_tokens, max_batch_size, max_queue_tokens, max_batch_padding_tokens)
+    limits = CallLimits(
+        max_call_tokens=max_batch_tokens,
+        max_call_rows=max_batch_size,
+        max_queue_tokens=max_queue_tokens,
+        max_padding_tokens=max_batch_padding_tokens,
+    )
     settings = EngineSettings(
-        batch=limits,
+        calls=limits,
         cache_bytes=cache_mb * 1024 * 1024,
         persistent_cache=persistent_cache,
         queue_timeout=queue_timeout or None,
