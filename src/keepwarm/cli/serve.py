@@ -63,6 +63,8 @@ def _check_auth(has_keys: bool, host: str, allow_unauthenticated: bool) -> bool:
               help="Padding tokens a model call may hold, for every model.")
 @click.option("--max-queue-tokens", default=600_000, show_default=True, type=click.IntRange(1), help="Tokens waiting per model before 429.")
 @click.option("--max-body-mb", default=16, show_default=True, type=click.IntRange(1), help="Largest request body in MiB (413 above).")
+@click.option("--max-input-chars", default=1_000_000, show_default=True, type=click.IntRange(1),
+              help="Longest input in characters (token-id inputs: ids); longer ones are refused with 400.")
 @click.option(
     "--batch-chunk-inputs", default=64, show_default=True, type=click.IntRange(1),
     help="Batch inputs per checkpoint: a crash redoes at most this much work.",
@@ -99,6 +101,7 @@ def serve(
     max_batch_padding_tokens: int | None,
     max_queue_tokens: int,
     max_body_mb: int,
+    max_input_chars: int,
     batch_chunk_inputs: int,
     cache_mb: int,
     persistent_cache: bool,
@@ -133,6 +136,7 @@ def serve(
     )
     settings = EngineSettings(
         calls=limits,
+        max_input_chars=max_input_chars,
         cache_bytes=cache_mb * 1024 * 1024,
         persistent_cache=persistent_cache,
         queue_timeout=queue_timeout or None,

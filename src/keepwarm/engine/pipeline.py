@@ -96,7 +96,12 @@ class Pipeline:
             if options.truncate is None
             else ("truncate" if options.truncate else "error")
         )
-        tokenized = served.tokenizer.encode(inputs, overflow=overflow, prompt_name=options.prompt_name)
+        tokenized = served.tokenizer.encode(
+            inputs,
+            overflow=overflow,
+            prompt_name=options.prompt_name,
+            max_chars=self._settings.max_input_chars,
+        )
         if tokenized.tokens > self._settings.max_request_tokens:
             raise InvalidRequest(
                 f"This request has {tokenized.tokens} tokens; the maximum per request is "

@@ -32,6 +32,8 @@ class EngineSettings:
 
     calls: CallLimits = CallLimits()
     max_request_tokens: int = 300_000
+    # longest input in characters, refused before it is tokenized (token-id inputs: ids)
+    max_input_chars: int = 1_000_000
     tokenizer_threads: int = 2
     cache_bytes: int = 256 * 1024 * 1024  # in-memory embedding cache; 0 turns the cache off
     persistent_cache: bool = False  # also keep cached vectors in <data dir>/cache.sqlite
