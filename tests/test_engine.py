@@ -1,4 +1,7 @@
-"""The engine as a library: exact vectors whatever the batching, cached artifacts, no torch at start."""
+"""The engine as a library, on the real model.
+
+Exact vectors however inputs share model calls, cached artifacts, no torch at start.
+"""
 
 from __future__ import annotations
 
@@ -13,41 +16,34 @@ import pytest
 from helpers import MODEL, assert_same_vectors
 
 from keepwarm.catalog import DEFAULT_ENTRY
-from keepwarm.engine import BatchLimits, EmbedOptions, Engine, EngineSettings
+from keepwarm.engine import CallLimits, EmbedOptions, Engine, EngineSettings
 
 TRUNCATE = EmbedOptions(truncate=True)
 
 
 @pytest.mark.parametrize("rows,budget", [(1, 512), (7, 2048), (64, 8192)])
-def test_vectors_do_not_depend_on_batch_composition(data_dir, reference, corpus, rows, budget) -> None:  # noqa: ANN001
-    engine = Engine([DEFAULT_ENTRY.to_spec()], data_dir, EngineSettings(batch=BatchLimits(budget, rows, 10**6)))
-    engine.load()
-    try:
+def test_vectors_do_not_depend_on_how_inputs_share_model_calls(
+    data_dir, reference, corpus, rows, budget
+) -> None:  # noqa: ANN001
+    limits = CallLimits(max_call_tokens=budget, max_call_rows=rows, max_queue_tokens=10**6)
+    with Engine([DEFAULT_ENTRY.to_spec()], data_dir, EngineSettings(calls=limits)) as engine:
         texts = corpus[:50]
         result = engine.embed_sync(MODEL, texts, TRUNCATE)
-        assert_same_vectors(result.vectors, reference.encode(texts))
-        assert result.tokens == int(reference.tokenize(texts)["attention_mask"].sum())
-    finally:
-        engine.close()
+    assert_same_vectors(result.vectors, reference.encode(texts))
+    assert result.tokens == int(reference.tokenize(texts)["attention_mask"].sum())
 
 
 def test_threads_embedding_at_once_get_their_own_vectors(data_dir, reference, corpus) -> None:  # noqa: ANN001
-    engine = Engine([DEFAULT_ENTRY.to_spec()], data_dir)
-    engine.load()
-    try:
-        groups = [corpus[i : i + 3] for i in range(0, 60, 3)]
-        with ThreadPoolExecutor(8) as pool:
-            results = list(pool.map(lambda g: engine.embed_sync(MODEL, g, TRUNCATE), groups))
-        for group, result in zip(groups, results):
-            assert_same_vectors(result.vectors, reference.encode(group))
-    finally:
-        engine.close()
+    groups = [corpus[i : i + 3] for i in range(0, 60, 3)]
+    with Engine([DEFAULT_ENTRY.to_spec()], data_dir) as engine, ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda g: engine.embed_sync(MODEL, g, TRUNCATE), groups))
+    for group, result in zip(groups, results, strict=True):
+        assert_same_vectors(result.vectors, reference.encode(group))
 
 
 def test_artifact_is_built_once_and_verified(data_dir) -> None:  # noqa: ANN001
-    engine = Engine([DEFAULT_ENTRY.to_spec()], data_dir)
-    engine.load()
-    engine.close()
+    with Engine([DEFAULT_ENTRY.to_spec()], data_dir):
+        pass
     artifacts = [p for p in (data_dir / "artifacts").iterdir() if not p.name.startswith(".")]
     minilm = [p for p in artifacts if p.name.startswith(MODEL) and (p / "model.onnx").exists()]
     assert len(minilm) == 1  # one export; the other folders hold measurements derived from it
@@ -57,7 +53,8 @@ def test_artifact_is_built_once_and_verified(data_dir) -> None:  # noqa: ANN001
 
 
 def test_cached_artifact_loads_without_importing_torch(data_dir) -> None:  # noqa: ANN001
-    Engine([DEFAULT_ENTRY.to_spec()], data_dir).load()  # make sure the artifact exists
+    with Engine([DEFAULT_ENTRY.to_spec()], data_dir):  # make sure the artifact exists
+        pass
     script = (
         "import sys; from pathlib import Path;"
         "from keepwarm.catalog import DEFAULT_ENTRY; from keepwarm.engine import Engine;"
@@ -70,20 +67,16 @@ def test_cached_artifact_loads_without_importing_torch(data_dir) -> None:  # noq
 
 
 def test_a_changed_model_gets_a_new_artifact(tmp_path: Path, model_dir: Path) -> None:
-    from tiny_models import tiny_bert
+    from helpers.models import tiny_bert
 
     from keepwarm.catalog import ModelEntry
 
     directory = tiny_bert(tmp_path / "tiny", model_dir, seed=3)
     entry = ModelEntry(name="tiny", source=str(directory))
-    first = Engine([entry.to_spec()], tmp_path / "data")
-    first.load()
-    before = first.embed_sync("tiny", ["same text"]).vectors
-    first.close()
+    with Engine([entry.to_spec()], tmp_path / "data") as first:
+        before = first.embed_sync("tiny", ["same text"]).vectors
     tiny_bert(directory, model_dir, seed=4)  # new weights, same place
-    second = Engine([entry.to_spec()], tmp_path / "data")
-    second.load()
-    after = second.embed_sync("tiny", ["same text"]).vectors
-    second.close()
+    with Engine([entry.to_spec()], tmp_path / "data") as second:
+        after = second.embed_sync("tiny", ["same text"]).vectors
     assert len(list((tmp_path / "data" / "artifacts").glob("tiny-*/model.onnx"))) == 2
     assert not np.allclose(before, after)

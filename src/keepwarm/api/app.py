@@ -34,6 +34,7 @@ from keepwarm.api.responses import (
 )
 from keepwarm.api.schemas import EmbeddingRequest, parse_embedding_request
 from keepwarm.api.store import StoreAccess
+from keepwarm.catalog import ModelSpec
 from keepwarm.engine import Engine
 from keepwarm.errors import ConfigError, InvalidRequest, KeepwarmError, NotReady
 from keepwarm.cost import Pricing
@@ -131,14 +132,17 @@ def create_app(
         record = record_of(request)
         limiter.check_request(key)
         body = parse_embedding_request(await read_body(request, settings.max_body_bytes))
-        spec = engine.spec_for(body.model)
-        check_model_allowed(key, body.model, spec.names)
-        record.model = spec.name
+
+        def authorize(spec: ModelSpec) -> None:  # on the exact version the engine then serves
+            check_model_allowed(key, body.model, spec.names)
+            record.model = spec.name
+
         options = body.options(request.headers.get("x-expect-model-version"))
         admit = partial(limiter.check_tokens, key) if key.tpm is not None else None
-        result = await unless_disconnected(request, engine.embed(body.model, body.input, options, admit=admit))
+        embedding = engine.embed(body.model, body.input, options, admit=admit, authorize=authorize)
+        result = await unless_disconnected(request, embedding)
         event = UsageEvent(
-            key.id, result.model.spec.name, result.model.short_version, result.tokens, result.cached_inputs,
+            key.id, result.model.name, result.model.short_version, result.tokens, result.cached_inputs,
             result.timings.compute,
         )
         await store.call(store.usage.record, event)  # committed before the answer leaves

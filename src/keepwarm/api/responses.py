@@ -16,9 +16,8 @@ import numpy as np
 import orjson
 from starlette.responses import Response
 
-from keepwarm.engine import Embeddings
 from keepwarm.catalog.versions import short_version
-from keepwarm.engine.engine import ModelView
+from keepwarm.engine import Embeddings, ModelView
 from keepwarm.errors import KeepwarmError
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
@@ -56,12 +55,12 @@ def embeddings_body(result: Embeddings, *, requested_model: str, encoding_format
 
 def _version_body(view: ModelView) -> dict[str, Any]:
     """What one version of a model is: its identity, settings and, when loaded, runtime facts."""
-    spec, model = view.spec, view.model
+    spec, loaded = view.spec, view.loaded
     body: dict[str, Any] = {
         "version": short_version(view.version),
         "full_version": view.version,
         "current": view.current,
-        "loaded": model is not None,
+        "loaded": loaded is not None,
         "source": str(spec.directory),
         "max_tokens": spec.max_tokens,
         "pooling": spec.pooling,
@@ -75,13 +74,13 @@ def _version_body(view: ModelView) -> dict[str, Any]:
         "dtype": spec.dtype,
         "load": spec.load,
     }
-    if model is not None:
+    if loaded is not None:
         body.update(
-            dimensions=model.dimensions,
-            runtime=model.runtime.name,
-            accuracy=model.opened.accuracy,
-            max_batch_tokens=model.scheduler.limits.max_batch_tokens,
-            max_padding_tokens=model.scheduler.limits.max_padding_tokens,
+            dimensions=loaded.dimensions,
+            runtime=loaded.runtime,
+            accuracy=dict(loaded.accuracy),
+            max_batch_tokens=loaded.max_call_tokens,  # named like the --max-batch-tokens flag
+            max_padding_tokens=loaded.max_padding_tokens,
         )
     return body
 
@@ -92,9 +91,9 @@ def model_body(view: ModelView, versions: list[ModelView]) -> dict[str, Any]:
         "id": view.spec.name,
         "object": "model",
         # a loaded model keeps the time read at load; only an unloaded one is looked up on disk
-        "created": view.model.created if view.model else int(
-            (view.spec.directory / "config.json").stat().st_mtime
-        ),
+        "created": view.loaded.created
+        if view.loaded
+        else int((view.spec.directory / "config.json").stat().st_mtime),
         "owned_by": "keepwarm",
         "aliases": list(view.spec.aliases),
         **_version_body(view),
@@ -118,5 +117,7 @@ def error_response(error: KeepwarmError) -> JSONResponse:
     if error.retry_after:
         headers["Retry-After"] = str(math.ceil(error.retry_after))
     return JSONResponse(
-        error_body(error.message, error.type, error.param, error.code), status_code=error.status, headers=headers
+        error_body(error.message, error.type, error.param, error.code),
+        status_code=error.status,
+        headers=headers,
     )

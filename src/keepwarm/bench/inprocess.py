@@ -22,10 +22,11 @@ from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.engine import Engine
 from keepwarm.engine.model import ServedModel
 from keepwarm.engine.tokenization import ModelTokenizer
-from keepwarm.engine.worker import pad_batch
+from keepwarm.engine.worker import pad_rows
+from keepwarm.machine import available_cores
 from keepwarm.runtimes.base import Runtime
 from keepwarm.runtimes.factory import onnx_fp32_artifact
-from keepwarm.runtimes.ort import OnnxRuntime, available_cores
+from keepwarm.runtimes.ort import OnnxRuntime
 
 Progress = Callable[[int], None]
 _WARM_UP_TEXTS = 64
@@ -73,7 +74,7 @@ def single_calls(baseline: Baseline, text: str, count: int, gap: float, progress
         time.sleep(gap)
         started = time.perf_counter()
         ids = baseline.tokenizer.encode_texts([text], overflow="truncate").ids
-        baseline.runtime.embed(*pad_batch(ids, baseline.tokenizer.pad_id))
+        baseline.runtime.embed(*pad_rows(ids, baseline.tokenizer.pad_id))
         result.add(1, len(ids[0]), time.perf_counter() - started)
         progress(1)
     result.seconds = sum(result.latencies)
@@ -111,7 +112,7 @@ def _embed_sorted(
     return _run_sorted(
         [len(row) for row in ids],
         per_call,
-        lambda rows: baseline.runtime.embed(*pad_batch([ids[i] for i in rows], pad_id)),
+        lambda rows: baseline.runtime.embed(*pad_rows([ids[i] for i in rows], pad_id)),
         progress,
         result,
     )

@@ -27,7 +27,7 @@ from keepwarm.bench.inprocess import Baseline
 from keepwarm.bench.process import ServerProcess
 from keepwarm.bench.stats import Measurement
 from keepwarm.catalog import ModelSpec
-from keepwarm.runtimes.ort import available_cores
+from keepwarm.machine import available_cores
 
 # A phase's progress: a context manager given (label, total texts) yielding an advance(n) callable.
 Tracker = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]

@@ -66,6 +66,8 @@ def _check_auth(has_keys: bool, host: str, allow_unauthenticated: bool) -> bool:
               help="Padding tokens a model call may hold, for every model.")
 @click.option("--max-queue-tokens", default=600_000, show_default=True, type=click.IntRange(1), help="Tokens waiting per model before 429.")
 @click.option("--max-body-mb", default=16, show_default=True, type=click.IntRange(1), help="Largest request body in MiB (413 above).")
+@click.option("--max-input-chars", default=1_000_000, show_default=True, type=click.IntRange(1),
+              help="Longest input in characters (token-id inputs: ids); longer ones are refused with 400.")
 @click.option(
     "--batch-chunk-inputs", default=64, show_default=True, type=click.IntRange(1),
     help="Batch inputs per checkpoint: a crash redoes at most this much work.",
@@ -116,6 +118,7 @@ def serve(
     max_batch_padding_tokens: int | None,
     max_queue_tokens: int,
     max_body_mb: int,
+    max_input_chars: int,
     batch_chunk_inputs: int,
     max_stored_mb: int,
     max_open_batches: int,
@@ -134,7 +137,7 @@ def serve(
     from keepwarm.api import ApiSettings
     from keepwarm.api.lifecycle import ShutdownSettings
     from keepwarm.batches import BatchSettings, Limits, RunnerSettings
-    from keepwarm.engine import BatchLimits, EngineSettings
+    from keepwarm.engine import CallLimits, EngineSettings
     from keepwarm.logs import configure_logging
     from keepwarm.server import serve as run_server
     from keepwarm.cost import Pricing
@@ -144,9 +147,15 @@ def serve(
     specs = model_specs(config, model_options)
     db = open_database(data_dir)
     open_when_keyless = _check_auth(KeyStore(db).has_active(), host, allow_unauthenticated)
-    limits = BatchLimits(max_batch_tokens, max_batch_size, max_queue_tokens, max_batch_padding_tokens)
+    limits = CallLimits(
+        max_call_tokens=max_batch_tokens,
+        max_call_rows=max_batch_size,
+        max_queue_tokens=max_queue_tokens,
+        max_padding_tokens=max_batch_padding_tokens,
+    )
     settings = EngineSettings(
-        batch=limits,
+        calls=limits,
+        max_input_chars=max_input_chars,
         cache_bytes=cache_mb * 1024 * 1024,
         persistent_cache=persistent_cache,
         queue_timeout=queue_timeout or None,

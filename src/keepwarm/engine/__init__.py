@@ -1,7 +1,19 @@
-"""The engine: tokenization, batching and scheduling between callers and runtimes."""
+"""The engine: tokenization, scheduling and model calls between callers and runtimes."""
 
-from keepwarm.engine.engine import EmbedOptions, Embeddings, Engine, EngineSettings, Timings
-from keepwarm.engine.jobs import BACKGROUND, ONLINE
-from keepwarm.engine.scheduler import BatchLimits
+from keepwarm.engine.engine import Engine
+from keepwarm.engine.scheduler import CallLimits
+from keepwarm.engine.types import Embeddings, EmbedOptions, EngineSettings, ModelInfo, ModelView, Timings
+from keepwarm.engine.work import BACKGROUND, ONLINE
 
-__all__ = ["BACKGROUND", "ONLINE", "BatchLimits", "EmbedOptions", "Embeddings", "Engine", "EngineSettings", "Timings"]
+__all__ = [
+    "BACKGROUND",
+    "ONLINE",
+    "CallLimits",
+    "EmbedOptions",
+    "Embeddings",
+    "Engine",
+    "EngineSettings",
+    "ModelInfo",
+    "ModelView",
+    "Timings",
+]

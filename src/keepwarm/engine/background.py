@@ -1,7 +1,7 @@
-"""Workers for background work (batch jobs, re-embedding) that the OS pre-empts for online work.
+"""Workers for background work (Batch API jobs, re-embedding) that the OS pre-empts for online work.
 
-Waiting for a running background batch would cost an online request up to a whole
-batch's time (seconds, for a large batch on a small CPU), so background work does not
+Waiting for a running background model call would cost an online request up to a whole
+call's time (seconds, for a large call on a small CPU), so background work does not
 share the online worker. It runs on its own threads, one per core, each with a
 single-threaded copy of the model's runtime (which computes on the calling thread)
 and each at the lowest CPU priority (nice 19). When online work arrives, the kernel gives its
@@ -17,9 +17,10 @@ import os
 import threading
 from collections.abc import Callable
 
-from keepwarm.engine.jobs import BACKGROUND
 from keepwarm.engine.scheduler import Scheduler
-from keepwarm.engine.worker import BatchObserver, ModelWorker
+from keepwarm.engine.work import BACKGROUND
+from keepwarm.engine.worker import CallObserver, ModelWorker
+from keepwarm.machine import available_cores
 from keepwarm.runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,15 @@ def lower_thread_priority() -> None:
 class BackgroundWorkers:
     """Lazily started low-priority workers serving one model's background lane."""
 
-    def __init__(self, name: str, make_runtime: Callable[[], Runtime], scheduler: Scheduler, pad_id: int,
-                 observe: BatchObserver | None, count: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        make_runtime: Callable[[], Runtime],
+        scheduler: Scheduler,
+        pad_id: int,
+        observe: CallObserver | None,
+        count: int,
+    ) -> None:
         self._name = name
         self._make_runtime = make_runtime
         self._scheduler = scheduler
@@ -50,13 +58,12 @@ class BackgroundWorkers:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_runtime(cls, name: str, runtime: Runtime, scheduler: Scheduler, pad_id: int,
-                    observe: BatchObserver | None) -> BackgroundWorkers | None:
+    def for_runtime(
+        cls, name: str, runtime: Runtime, scheduler: Scheduler, pad_id: int, observe: CallObserver | None
+    ) -> BackgroundWorkers | None:
         """Workers for `runtime`'s model, or None when it cannot run single-threaded copies (torch, GPU)."""
         if not runtime.single_threaded_copies:
             return None
-        from keepwarm.runtimes.ort import available_cores
-
         return cls(name, runtime.single_threaded_copy, scheduler, pad_id, observe, available_cores())
 
     def start(self) -> None:
@@ -67,12 +74,20 @@ class BackgroundWorkers:
             if self._workers:
                 return
             for number in range(self._count):
-                worker = ModelWorker(f"{self._name}-background-{number}", self._make_runtime(), self._scheduler,
-                                     self._pad_id, self._observe, priorities=(BACKGROUND,),
-                                     on_start=lower_thread_priority)
+                worker = ModelWorker(
+                    f"{self._name}-background-{number}",
+                    self._make_runtime(),
+                    self._scheduler,
+                    self._pad_id,
+                    self._observe,
+                    priorities=(BACKGROUND,),
+                    on_start=lower_thread_priority,
+                )
                 worker.start()
                 self._workers.append(worker)
-            log.info("model '%s': %d background worker(s) at low CPU priority", self._name, len(self._workers))
+            log.info(
+                "model '%s': %d background worker(s) at low CPU priority", self._name, len(self._workers)
+            )
 
     def join(self, timeout: float) -> None:
         for worker in self._workers:

@@ -25,7 +25,9 @@ _ENTRY_OVERHEAD = 100  # bytes of bookkeeping per in-memory entry, counted again
 
 def cache_key(version: str, ids: np.ndarray) -> bytes:
     """Digest of the model version and the token ids."""
-    return hashlib.sha256(version.encode() + b"\0" + np.ascontiguousarray(ids, dtype="<i8").tobytes()).digest()
+    return hashlib.sha256(
+        version.encode() + b"\0" + np.ascontiguousarray(ids, dtype="<i8").tobytes()
+    ).digest()
 
 
 class EmbeddingCache:
@@ -43,7 +45,9 @@ class EmbeddingCache:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)"
+            )
             self._writer = ThreadPoolExecutor(1, "keepwarm-cache-writer")
 
     def get_many(self, keys: list[bytes]) -> list[np.ndarray | None]:

@@ -1,9 +1,16 @@
-"""A model ready to serve: its spec, tokenizer, runtime, queue and worker thread."""
+"""A model ready to serve: its spec, tokenizer, runtime, queue and worker thread.
+
+`load_model` is the engine's default loader: it builds (or reuses) the artifacts, opens
+and warms up the runtime and measures the call limits, then `start_model` puts a queue
+and workers around the runtime. A loader of one's own (the Engine's `loader` seam, used
+by tests with a runtime of known vectors) calls `start_model` with its runtime.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -12,11 +19,12 @@ import numpy as np
 from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.catalog.versions import short_version, version_label
 from keepwarm.engine.background import BackgroundWorkers
-from keepwarm.engine.jobs import ONLINE
-from keepwarm.engine.scheduler import BatchLimits, Scheduler
+from keepwarm.engine.scheduler import CallLimits, Scheduler
 from keepwarm.engine.tokenization import ModelTokenizer
 from keepwarm.engine.tuning import measured_limits
-from keepwarm.engine.worker import ModelWorker, pad_batch
+from keepwarm.engine.types import ModelInfo
+from keepwarm.engine.work import ONLINE
+from keepwarm.engine.worker import ModelWorker, pad_rows
 from keepwarm.errors import ConfigError, NotReady
 from keepwarm.metrics import Metrics
 from keepwarm.runtimes.accuracy import Batch
@@ -27,12 +35,12 @@ log = logging.getLogger(__name__)
 
 # (rows, tokens) shapes run once after loading so the first request is not slow
 _WARMUP_SHAPES = ((1, 8), (8, 64), (32, 16))
-_PROBE_BATCH = 16
+_PROBE_ROWS = 16  # texts per call when probing accuracy or calibrating
 
 
 @dataclass
 class ServedModel:
-    """Everything needed to embed with one model, and what it is known by."""
+    """Everything needed to embed with one model; `info` is what callers are told about it."""
 
     spec: ModelSpec
     tokenizer: ModelTokenizer
@@ -40,8 +48,7 @@ class ServedModel:
     scheduler: Scheduler
     worker: ModelWorker
     fingerprint: str
-    version: str
-    created: int = 0
+    info: ModelInfo
     load_seconds: float = 0.0
     background: BackgroundWorkers | None = None
 
@@ -50,16 +57,20 @@ class ServedModel:
         return self.opened.runtime
 
     @property
+    def version(self) -> str:
+        return self.info.version
+
+    @property
     def dimensions(self) -> int:
-        return self.runtime.dimensions
+        return self.info.dimensions
 
     @property
     def short_version(self) -> str:
-        return short_version(self.version)
+        return self.info.short_version
 
     @property
     def label(self) -> str:
-        return version_label(self.spec.name, self.version)
+        return self.info.label
 
     def close(self) -> None:
         """Stop taking work, fail what is still queued, and let the worker finish."""
@@ -70,10 +81,14 @@ class ServedModel:
             self.background.join(timeout=30)
 
 
-def token_batches(tokenizer: ModelTokenizer, texts: list[str]) -> list[Batch]:
-    """`texts` tokenized for this model (truncated to its limit), in padded batches."""
+Loader = Callable[[ModelSpec, str, str, ArtifactStore, CallLimits, Metrics], ServedModel]
+"""(spec, fingerprint, version, artifact store, call limits, metrics) -> a started model."""
+
+
+def padded_calls(tokenizer: ModelTokenizer, texts: list[str]) -> list[Batch]:
+    """`texts` tokenized for this model (truncated to its limit), padded, in calls of a few rows."""
     rows = tokenizer.encode_texts(texts, overflow="truncate").ids
-    return [pad_batch(rows[i : i + _PROBE_BATCH], tokenizer.pad_id) for i in range(0, len(rows), _PROBE_BATCH)]
+    return [pad_rows(rows[i : i + _PROBE_ROWS], tokenizer.pad_id) for i in range(0, len(rows), _PROBE_ROWS)]
 
 
 def _warm_up(opened: OpenedRuntime, pad_id: int) -> None:
@@ -85,7 +100,9 @@ def _warm_up(opened: OpenedRuntime, pad_id: int) -> None:
 def _check_matryoshka(spec: ModelSpec, dimensions: int) -> None:
     too_big = [d for d in spec.matryoshka_dims if d > dimensions]
     if too_big:
-        raise ConfigError(f"model '{spec.name}': key 'matryoshka_dims' has {too_big}, above the model's {dimensions}")
+        raise ConfigError(
+            f"model '{spec.name}': key 'matryoshka_dims' has {too_big}, above the model's {dimensions}"
+        )
 
 
 def load_model(
@@ -93,30 +110,68 @@ def load_model(
     fingerprint: str,
     version: str,
     store: ArtifactStore,
-    limits: BatchLimits,
+    limits: CallLimits,
     metrics: Metrics,
 ) -> ServedModel:
     """Build (or reuse) the model's artifacts, open its runtime, warm it up and start its worker."""
     started = time.perf_counter()
     tokenizer = ModelTokenizer(spec)
-    probe = token_batches(tokenizer, list(PROBE_TEXTS))
-    calibration = partial(token_batches, tokenizer, calibration_texts())
+    probe = padded_calls(tokenizer, list(PROBE_TEXTS))
+    calibration = partial(padded_calls, tokenizer, calibration_texts())
     opened = open_runtime(spec, store, fingerprint, probe, calibration)
     _check_matryoshka(spec, opened.runtime.dimensions)
     _warm_up(opened, tokenizer.pad_id)
     limits = measured_limits(limits, spec, fingerprint, opened.runtime, opened.dtype, store, tokenizer.pad_id)
+    return start_model(spec, fingerprint, version, tokenizer, opened, limits, metrics, started=started)
+
+
+def start_model(
+    spec: ModelSpec,
+    fingerprint: str,
+    version: str,
+    tokenizer: ModelTokenizer,
+    opened: OpenedRuntime,
+    limits: CallLimits,
+    metrics: Metrics,
+    *,
+    started: float | None = None,
+) -> ServedModel:
+    """Put a queue and workers around an opened runtime; `limits` must have every field set."""
+    if limits.max_call_tokens is None or limits.max_padding_tokens is None:
+        raise ValueError("start_model needs resolved call limits (max_call_tokens and max_padding_tokens)")
+    started = time.perf_counter() if started is None else started
     label = version_label(spec.name, version)
     scheduler = Scheduler(limits, on_dropped=metrics.inputs_dropped.labels(label).inc)
     metrics.track_queue(label, lambda: scheduler.queued_tokens)
-    observe = partial(metrics.observe_batch, label)
-    background = BackgroundWorkers.for_runtime(spec.name, opened.runtime, scheduler, tokenizer.pad_id, observe)
+    observe = partial(metrics.observe_batch, label)  # metrics' name for a model call
+    background = BackgroundWorkers.for_runtime(
+        spec.name, opened.runtime, scheduler, tokenizer.pad_id, observe
+    )
     online_only = (ONLINE,) if background else None  # else this worker serves background work too
-    worker = ModelWorker(spec.name, opened.runtime, scheduler, tokenizer.pad_id, observe, priorities=online_only)
+    worker = ModelWorker(
+        spec.name, opened.runtime, scheduler, tokenizer.pad_id, observe, priorities=online_only
+    )
     worker.start()
     seconds = time.perf_counter() - started
     log.info(
         "model '%s@%s' loaded in %.2fs (%s %s, %d dims)",
-        spec.name, short_version(version), seconds, opened.runtime.name, opened.dtype, opened.runtime.dimensions,
+        spec.name,
+        short_version(version),
+        seconds,
+        opened.runtime.name,
+        opened.dtype,
+        opened.runtime.dimensions,
+    )
+    info = ModelInfo(
+        name=spec.name,
+        version=version,
+        dimensions=opened.runtime.dimensions,
+        runtime=opened.runtime.name,
+        dtype=opened.dtype,
+        max_call_tokens=limits.max_call_tokens,
+        max_padding_tokens=limits.max_padding_tokens,
+        created=int((spec.directory / "config.json").stat().st_mtime),
+        accuracy=dict(opened.accuracy),
     )
     return ServedModel(
         spec=spec,
@@ -125,8 +180,7 @@ def load_model(
         scheduler=scheduler,
         worker=worker,
         fingerprint=fingerprint,
-        version=version,
-        created=int((spec.directory / "config.json").stat().st_mtime),
+        info=info,
         load_seconds=seconds,
         background=background,
     )

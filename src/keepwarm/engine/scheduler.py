@@ -1,25 +1,24 @@
-"""The batching policy: which queued inputs run together in the next model call.
+"""The scheduling policy: which queued inputs run together in the next model call.
 
 Policy, in order of importance:
 1. Priority: online requests before background work.
-2. Fairness: every batch contains the oldest waiting input of that priority.
-3. Efficiency: the rest of the batch is filled with inputs of the closest lengths, up to
+2. Fairness: every model call contains the oldest waiting input of that priority.
+3. Efficiency: the rest of the call is filled with inputs of the closest lengths, up to
    a budget of padded tokens (rows × longest row), a cap on rows, and an allowance of
    padding tokens. A fixed row count would waste time on long texts and leave throughput
    unused on short ones. Padding costs as much compute as real tokens: filling the
-   budget with whatever is queued was measured to pad ~40 % of every batch under a
-   16-client load (half the in-process throughput), and grouping only equal lengths
-   made five times as many calls (0.8 × the throughput, in an in-process simulation of
-   that load). So a batch may hold as much padding as costs what another model call
-   would. The budget and the allowance are measured for each model at its first load
-   (engine/tuning.py).
+   budget with whatever is queued pads a large share of every call under load, and
+   grouping only equal lengths makes many more calls; both were measured to cost
+   throughput (docs/benchmarks.md). So a call may hold as much padding as costs what
+   another model call would. The budget and the allowance are measured for each model
+   at its first load (engine/tuning.py).
 
 Deadlines: an online job that waited longer than its queue timeout before any of its
 inputs reached the model is failed (DeadlineExceeded) when it comes up, not computed
 for a caller that has likely given up; its inputs are dropped.
 
-There is no waiting to fill a batch: when the model is free, whatever is queued runs.
-Inputs that arrive meanwhile form the next batch, so batches grow with load by
+There is no waiting to fill a call: when the model is free, whatever is queued runs.
+Inputs that arrive meanwhile form the next call, so calls grow with load by
 themselves. The queue is bounded in tokens: when full, submissions are refused with a
 retry hint derived from the measured throughput.
 """
@@ -34,18 +33,18 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from keepwarm.engine.jobs import WorkItem
+from keepwarm.engine.work import WorkItem
 from keepwarm.errors import DeadlineExceeded, NotReady, Overloaded
-
 
 _HELD_POLL_SECONDS = 0.01
 
+
 @dataclass(frozen=True)
-class BatchLimits:
+class CallLimits:
     """How big one model call and the waiting queue may get."""
 
-    max_batch_tokens: int | None = None  # None: measured for each model (engine/tuning.py)
-    max_batch_items: int = 64
+    max_call_tokens: int | None = None  # padded tokens; None: measured for each model (engine/tuning.py)
+    max_call_rows: int = 64
     max_queue_tokens: int = 600_000
     max_padding_tokens: int | None = None  # None: measured for each model (engine/tuning.py)
 
@@ -77,11 +76,11 @@ class _Lane:
         return taken
 
 
-def _window(keys: list[tuple[int, int]], anchor: int, limits: BatchLimits) -> tuple[int, int]:
-    """Grow [start, stop) around `anchor` towards the closest lengths while the batch still fits."""
+def _window(keys: list[tuple[int, int]], anchor: int, limits: CallLimits) -> tuple[int, int]:
+    """Grow [start, stop) around `anchor` towards the closest lengths while the call still fits."""
     start, stop = anchor, anchor + 1
     anchor_length = longest = real = keys[anchor][0]
-    while stop - start < limits.max_batch_items:
+    while stop - start < limits.max_call_rows:
         rows = stop - start + 1
         left_fits = start > 0 and _fits(real + keys[start - 1][0], longest, rows, limits)
         right_longest = max(longest, keys[stop][0]) if stop < len(keys) else longest
@@ -102,16 +101,16 @@ def _window(keys: list[tuple[int, int]], anchor: int, limits: BatchLimits) -> tu
     return start, stop
 
 
-def _fits(real: int, longest: int, rows: int, limits: BatchLimits) -> bool:
+def _fits(real: int, longest: int, rows: int, limits: CallLimits) -> bool:
     """Within the padded-token budget, with padding (compute spent on nothing) within its allowance."""
     padded = longest * rows
-    return padded <= limits.max_batch_tokens and padded - real <= limits.max_padding_tokens
+    return padded <= limits.max_call_tokens and padded - real <= limits.max_padding_tokens
 
 
 class Scheduler:
-    """A thread-safe queue of work items that hands out batches by the policy above."""
+    """A thread-safe queue of work items that hands out model calls by the policy above."""
 
-    def __init__(self, limits: BatchLimits, on_dropped: Callable[[int], None] | None = None) -> None:
+    def __init__(self, limits: CallLimits, on_dropped: Callable[[int], None] | None = None) -> None:
         self.limits = limits
         self._on_dropped = on_dropped
         self._lanes: dict[int, _Lane] = {}
@@ -126,7 +125,7 @@ class Scheduler:
 
     @property
     def tokens_per_second(self) -> float:
-        """Recent model throughput (moving average over batches)."""
+        """Recent model throughput (moving average over model calls)."""
         return self._tokens_per_second
 
     def submit(self, items: list[WorkItem]) -> None:
@@ -146,10 +145,10 @@ class Scheduler:
             self._queued_tokens += tokens
             self._condition.notify_all()  # workers may serve different priorities
 
-    def next_batch(
+    def next_call(
         self, priorities: tuple[int, ...] | None = None, *, held: Callable[[], bool] | None = None
     ) -> list[WorkItem] | None:
-        """Block until a batch of one of `priorities` (default: any) is available; None once closed.
+        """Block until a model call's inputs of `priorities` (default: any) are queued; None once closed.
 
         While `held()` is true nothing is taken: work stays queued, visible and subject to
         its deadline, as if the model were busy (the worker's test hook; polled).
@@ -157,9 +156,9 @@ class Scheduler:
         with self._condition:
             while True:
                 if held is None or not held():
-                    batch = self._select(priorities)
-                    if batch:
-                        return batch
+                    call = self._select(priorities)
+                    if call:
+                        return call
                 if self._closed:
                     return None
                 self._condition.wait(_HELD_POLL_SECONDS if held else None)
@@ -180,8 +179,8 @@ class Scheduler:
         """Feed the measured speed into the Retry-After estimate (moving average)."""
         if seconds > 0:
             rate = tokens / seconds
-            self._tokens_per_second = rate if not self._tokens_per_second else (
-                0.8 * self._tokens_per_second + 0.2 * rate
+            self._tokens_per_second = (
+                rate if not self._tokens_per_second else (0.8 * self._tokens_per_second + 0.2 * rate)
             )
 
     def close(self) -> list[WorkItem]:
@@ -205,19 +204,19 @@ class Scheduler:
             while (anchor := lane.oldest()) is not None:
                 position = bisect.bisect_left(lane.by_length, anchor.sort_key)
                 start, stop = _window(lane.by_length, position, self.limits)
-                batch = lane.take(start, stop)
-                self._queued_tokens -= sum(item.length for item in batch)
-                self._expire_overdue(batch)
-                live = [item for item in batch if not item.job.finished]
-                self._dropped(len(batch) - len(live))
+                call = lane.take(start, stop)
+                self._queued_tokens -= sum(item.length for item in call)
+                self._expire_overdue(call)
+                live = [item for item in call if not item.job.finished]
+                self._dropped(len(call) - len(live))
                 if live:
                     return live
         return []
 
-    def _expire_overdue(self, batch: list[WorkItem]) -> None:
+    def _expire_overdue(self, call: list[WorkItem]) -> None:
         """Fail jobs that waited past their deadline: nobody should pay for late work."""
         now = time.perf_counter()
-        for item in batch:
+        for item in call:
             if item.job.overdue(now):
                 waited = now - item.job.submitted
                 item.job.fail(DeadlineExceeded(waited, item.job.queue_timeout or 0, self._drain_seconds()))

@@ -1,32 +1,63 @@
-"""Turning request inputs into the model's token ids.
+"""Turning request inputs into the model's token ids, at a cost bounded by what the model reads.
 
 Texts go through the model's own fast tokenizer (Hugging Face `tokenizers`), with the
 padding and truncation baked into some `tokenizer.json` files switched off: the engine
-pads each batch to its longest row, and the length limit is the model's, applied here.
+pads each model call to its longest row, and the length limit is the model's, applied here.
 
 Token-id inputs are what LangChain's OpenAI client sends by default: ids in OpenAI's
 cl100k_base vocabulary. They are decoded back to text with tiktoken and re-tokenized
 with the model's tokenizer, so they mean what the sender meant. A model configured
 with `token_ids = "model"` takes ids in its own vocabulary instead, as they are.
+
+Cost. A model reads at most `max_tokens` tokens of an input, so truncating (or refusing)
+an input tokenizes only a prefix of it: first about `_FIRST_WINDOW` characters per allowed
+token, then `_WINDOW_GROWTH` times more while that prefix cannot tell, up to
+`_LAST_WINDOW` characters per token. However long the input, and whatever it holds (one
+run of a single letter, only spaces), it costs at most about twice that last window.
+
+The kept tokens are exactly those of tokenizing the whole text and truncating it. The
+prefix ends before a space that follows a word: every tokenizer that ends words at spaces
+(BERT's, byte-level BPE, SentencePiece's Metaspace) gives the same tokens before such a
+space whatever follows it. A run without spaces is cut where it ends, if that is before
+the next window; a longer one is cut inside, and tokens ending within `_UNSETTLED_CHARS`
+of the cut, which could change with what follows, do not count (for a Unigram tokenizer,
+as in SentencePiece models, none does: its segmentation of a run is not local). Two kinds
+of text are read no further than the last window, so their tokens can differ from the
+whole text's: one whose first `max_tokens` tokens end past it (long whitespace, or runs the
+tokenizer turns into one unknown token, followed by words), and, for a Unigram tokenizer,
+one whose first tokens lie in a run without spaces that goes on past it. Truncating such a
+text keeps what the last window holds; refusing one says it is too long.
+
+Chunking needs every token, so it tokenizes the whole text, in time linear in its length;
+the engine caps every input's characters before any of this (EngineSettings.max_input_chars).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Encoding, Tokenizer, models
 
 from keepwarm.catalog.spec import ModelSpec
 from keepwarm.errors import InputTooLong, InvalidRequest
 
-# Texts longer than this many characters per allowed token are first tokenized from a
-# prefix: a 10 MB string must not cost seconds of CPU just to learn that it is too long.
-_PREFIX_CHARS_PER_TOKEN = 64
+_FIRST_WINDOW = 8  # characters per allowed token in the first prefix
+_WINDOW_GROWTH = 4
+_LAST_WINDOW = 128  # characters per allowed token in the last (largest) prefix
+# Inside a run with no space to cut before, tokens ending this close to the cut may differ from
+# the whole text's (a WordPiece word over 100 characters is one unknown token; BPE merges near
+# the end of a word), so they are not trusted. Unigram's segmentation of a run is not local:
+# no token of a run cut inside is trusted there.
+_UNSETTLED_CHARS = 128
+_WORD_THEN_SPACE = re.compile(r"\S(?= )")  # a word's last character, then a space
+_SPACE_AFTER_WORD = re.compile(r" (?=\S)")  # the same, searched in a reversed prefix
+_CL100K_DECODE_IDS = 4096  # ids decoded at a time, so a long list stops once it is over the limit
 
 
 @cache
@@ -70,17 +101,39 @@ class ModelTokenizer:
         self.max_tokens = spec.max_tokens
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
         self.pad_id = _pad_token_id(path, self._tokenizer)
+        # content tokens kept by truncation (the rest of max_tokens are the template's special tokens)
+        self._kept = spec.max_tokens - self._tokenizer.num_special_tokens_to_add(is_pair=False)
+        self._splits_at_spaces = _splits_at_spaces(self._tokenizer)
+        self._last_window = _LAST_WINDOW * spec.max_tokens
+        self._trusts_cuts_in_runs = not isinstance(self._tokenizer.model, models.Unigram)
 
-    def encode(self, inputs: Sequence[str] | Sequence[Sequence[int]], *, overflow: str,
-               prompt_name: str | None = None) -> Tokenized:
-        """Tokenize texts or token-id lists; `overflow` is error, truncate or chunk."""
+    def encode(
+        self,
+        inputs: Sequence[str] | Sequence[Sequence[int]],
+        *,
+        overflow: str,
+        prompt_name: str | None = None,
+        max_chars: int | None = None,
+    ) -> Tokenized:
+        """Tokenize texts or token-id lists; `overflow` is error, truncate or chunk.
+
+        An input longer than `max_chars` characters (token-id lists: ids, then their decoded
+        text) is refused before any tokenization.
+        """
         if isinstance(inputs[0], str):
-            texts = [self.spec.apply_prompt(t, prompt_name) for t in inputs]  # type: ignore[arg-type]
-            return self.encode_texts(texts, overflow=overflow)
+            texts = list(inputs)  # type: ignore[arg-type]
+            _check_lengths(texts, max_chars, "characters")
+            return self.encode_texts(
+                [self.spec.apply_prompt(t, prompt_name) for t in texts], overflow=overflow
+            )
         arrays = [list(ids) for ids in inputs]  # type: ignore[arg-type]
+        _check_lengths(arrays, max_chars, "token ids")
         if self.spec.token_ids == "cl100k":
-            texts = [self.spec.apply_prompt(_decode_cl100k(ids, i), prompt_name) for i, ids in enumerate(arrays)]
-            return self.encode_texts(texts, overflow=overflow)
+            decoded = [_decode_cl100k(ids, i, max_chars) for i, ids in enumerate(arrays)]
+            _check_lengths(decoded, max_chars, "characters once decoded from cl100k_base")
+            return self.encode_texts(
+                [self.spec.apply_prompt(t, prompt_name) for t in decoded], overflow=overflow
+            )
         if prompt_name is not None:
             raise InvalidRequest(
                 "input_type/prompt_name need text input: this model takes token ids in its own vocabulary "
@@ -91,21 +144,70 @@ class ModelTokenizer:
 
     def encode_texts(self, texts: list[str], *, overflow: str) -> Tokenized:
         """Token ids for each text, applying the overflow policy to texts over the limit."""
-        limit = self.max_tokens * _PREFIX_CHARS_PER_TOKEN
-        clip = overflow != "chunk"  # chunking needs every token
-        encodings = self._encode_batch([text[:limit] if clip else text for text in texts], 0)
+        if overflow == "chunk":
+            encodings = self._encode_batch(texts, 0)  # chunking needs every token
+        else:
+            encodings = self._encode_heads(texts, refuse=overflow == "error")
         ids: list[np.ndarray] = []
         owners: list[int] = []
-        for index, (text, encoding) in enumerate(zip(texts, encodings, strict=True)):
-            if clip and len(text) > limit and len(encoding.overflowing) < 2:
-                # the prefix was not clearly over the limit: only the whole text can tell
-                encoding = self._encode_batch([text], index)[0]
-            if encoding.overflowing and overflow == "error":
-                raise InputTooLong(index, None, self.max_tokens)
+        for index, encoding in enumerate(encodings):
             windows = [encoding, *encoding.overflowing] if overflow == "chunk" else [encoding]
             ids.extend(np.asarray(w.ids, dtype=np.int64) for w in windows)
             owners.extend([index] * len(windows))
         return Tokenized(ids, owners if len(owners) != len(texts) else None)
+
+    def _encode_heads(self, texts: list[str], *, refuse: bool) -> list[Encoding]:
+        """Each text's first `max_tokens` tokens, from a bounded prefix; InputTooLong for more if `refuse`."""
+        window = _FIRST_WINDOW * self.max_tokens
+        cuts = [self._cut(text, window) for text in texts]
+        encodings = self._encode_batch([text[:cut] for text, (cut, _) in zip(texts, cuts, strict=True)], 0)
+        for index, text in enumerate(texts):
+            size = window
+            cut, at_space = cuts[index]
+            while not self._decided(index, text, cut, at_space, encodings[index], refuse):
+                if size >= self._last_window:
+                    if refuse:
+                        raise _too_many_characters(index, len(text), size // self.max_tokens, self.max_tokens)
+                    break  # its first tokens lie past what the engine reads: keep what the last window holds
+                size *= _WINDOW_GROWTH
+                cut, at_space = self._cut(text, size)
+                encodings[index] = self._encode_batch([text[:cut]], index)[0]
+        return encodings
+
+    def _decided(
+        self, index: int, text: str, cut: int, at_space: bool, encoding: Encoding, refuse: bool
+    ) -> bool:
+        """Whether the prefix `text[:cut]` settles the text's tokens (InputTooLong if it has too many)."""
+        over = bool(encoding.overflowing)
+        if cut == len(text):
+            if refuse and over:
+                raise InputTooLong(index, None, self.max_tokens)
+            return True
+        settled = cut  # tokens up to here are the whole text's
+        if not at_space:
+            settled = cut - _UNSETTLED_CHARS if self._trusts_cuts_in_runs else -1
+        if refuse:
+            if over and _content_ends(encoding.overflowing[0])[0] <= settled:
+                raise InputTooLong(index, None, self.max_tokens)
+            return False  # at most max_tokens so far, and more text follows
+        kept = _content_ends(encoding)
+        return len(kept) >= self._kept and (not kept or kept[-1] <= settled)
+
+    def _cut(self, text: str, window: int) -> tuple[int, bool]:
+        """Where a prefix of about `window` characters ends, and if it ends before a space after a word."""
+        if len(text) <= window:
+            return len(text), True
+        if self._splits_at_spaces:
+            low = window // 2  # a space in the window's second half, so the prefix stays near its size
+            found = _SPACE_AFTER_WORD.search(text[low : window + 1][::-1])
+            if found is not None:
+                return window - found.start(), True
+            # inside a run without spaces: end the prefix where the run ends, if before the next window would
+            reach = min(_WINDOW_GROWTH * window, self._last_window)
+            ahead = _WORD_THEN_SPACE.search(text, window, reach + 1)
+            if ahead is not None:
+                return ahead.end(), True
+        return window, False
 
     def _model_ids(self, arrays: list[list[int]], overflow: str) -> Tokenized:
         ids: list[np.ndarray] = []
@@ -137,6 +239,47 @@ class ModelTokenizer:
             raise
 
 
+def _splits_at_spaces(tokenizer: Tokenizer) -> bool:
+    """Whether the tokenizer ends words at spaces (BERT's, byte-level and Metaspace pre-tokenizers do)."""
+    if tokenizer.pre_tokenizer is None:
+        return False  # one word for the whole text (some SentencePiece conversions): no cut is safe
+    pieces = tokenizer.pre_tokenizer.pre_tokenize_str("ab cd")
+    return any(end == 2 for _, (_, end) in pieces)
+
+
+def _content_ends(encoding: Encoding) -> list[int]:
+    """Where each of the encoding's own tokens (not the template's special tokens) ends, in characters."""
+    return [
+        end
+        for (_, end), special in zip(encoding.offsets, encoding.special_tokens_mask, strict=True)
+        if not special
+    ]
+
+
+def _check_lengths(inputs: Sequence[Sequence[object]], limit: int | None, unit: str) -> None:
+    """InvalidRequest for the first input longer than `limit` (`unit` names what is counted)."""
+    if limit is None:
+        return
+    for index, item in enumerate(inputs):
+        if len(item) > limit:
+            raise InvalidRequest(
+                f"input[{index}] has {len(item):,} {unit}; the maximum per input is {limit:,}. "
+                "Split it into smaller inputs.",
+                param=f"input[{index}]",
+                code="input_too_large",
+            )
+
+
+def _too_many_characters(index: int, length: int, per_token: int, max_tokens: int) -> InvalidRequest:
+    return InvalidRequest(
+        f"input[{index}] has {length:,} characters, more than this model reads to find its first "
+        f'{max_tokens} tokens ({per_token} characters per token). Shorten it, or send "truncate": true '
+        "to embed only its first tokens.",
+        param=f"input[{index}]",
+        code="context_length_exceeded",
+    )
+
+
 def _as_id_array(ids: list[int], index: int, vocab_size: int, vocabulary: str) -> np.ndarray:
     """Validate ids against a vocabulary size and return them as int64."""
     if any(i < 0 or i >= vocab_size for i in ids):
@@ -148,14 +291,22 @@ def _as_id_array(ids: list[int], index: int, vocab_size: int, vocabulary: str) -
     return np.asarray(ids, dtype=np.int64)
 
 
-def _decode_cl100k(ids: list[int], index: int) -> str:
+def _decode_cl100k(ids: list[int], index: int, max_chars: int | None) -> str:
+    """The text `ids` stand for in cl100k_base; decoding stops once it is surely over `max_chars`."""
     encoding = _cl100k()
     _as_id_array(ids, index, encoding.n_vocab, "OpenAI's cl100k_base vocabulary")
+    max_bytes = None if max_chars is None else 4 * max_chars  # UTF-8 takes at most 4 bytes a character
+    parts: list[bytes] = []
+    size = 0
     try:
-        data = encoding.decode_bytes(ids)
+        for start in range(0, len(ids), _CL100K_DECODE_IDS):
+            parts.append(encoding.decode_bytes(ids[start : start + _CL100K_DECODE_IDS]))
+            size += len(parts[-1])
+            if max_bytes is not None and size > max_bytes:
+                break
     except KeyError as exc:  # ids inside the range that name no token
         raise InvalidRequest(
             f"input[{index}] contains {exc.args[0]}; it is not a cl100k_base token id",
             param=f"input[{index}]",
         ) from None
-    return data.decode("utf-8", errors="replace")
+    return b"".join(parts).decode("utf-8", errors="replace")

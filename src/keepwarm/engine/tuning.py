@@ -1,15 +1,14 @@
-"""How model calls are batched, measured for each model on this machine.
+"""How big a model call may be, measured for each model on this machine.
 
 Two limits shape every model call (engine/scheduler.py), and both depend on the model
 and the hardware, so neither is a constant tuned for MiniLM:
 
 - The padded-token budget. Bigger calls amortise what every call costs beyond its
   tokens (scheduling, thread hand-offs, OpenVINO preparing kernels for a new shape):
-  on MiniLM with 16 clients, 2048 padded tokens served 92.6 texts/s and 512 only 74.7
-  (docs/benchmarks.md). But every text in a call waits for the whole call, so a budget
-  that suits a small model makes a large one answer in seconds. The model is timed at
-  budgets from 256 padded tokens up, on batches of about a typical length (128 tokens,
-  or its limit if shorter), each of a new shape as served batches are, and gets the
+  (docs/benchmarks.md has the figures). But every text in a call waits for the whole
+  call, so a budget that suits a small model makes a large one answer in seconds. The
+  model is timed at budgets from 256 padded tokens up, on calls of about a typical length
+  (128 tokens, or its limit if shorter), each of a new shape as served calls are, and gets the
   largest budget whose call takes at most a quarter of a second (on the line fitted
   below, so one slow timing cannot flip the choice), among those within 10 % of the
   best throughput seen: a runtime can slow down on large calls, but differences under
@@ -24,13 +23,15 @@ and the hardware, so neither is a constant tuned for MiniLM:
 
 The result is recorded in the artifact store under the model files, runtime, dtype and
 core count it was measured with, so later starts reuse it. `--max-batch-tokens` and
-`--max-batch-padding-tokens` override it for every model.
+`--max-batch-padding-tokens` (the CLI's names) override it for every model. The clock is a
+parameter, so the choice can be tested with a model of a known cost on any machine.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,10 @@ from typing import Any
 import numpy as np
 
 from keepwarm.catalog import ArtifactStore, ModelSpec
-from keepwarm.engine.scheduler import BatchLimits
+from keepwarm.engine.scheduler import CallLimits
+from keepwarm.machine import available_cores
 from keepwarm.runtimes.base import Runtime
 from keepwarm.runtimes.export import export_key
-from keepwarm.runtimes.ort import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -52,40 +53,55 @@ LONGEST_CALL_SECONDS = 0.25
 SMALL_CALL_TOKENS = 16
 _TIMED_CALLS = 3  # new shapes timed per size and sweep
 _SWEEPS = 2
+_MEASURED = ("max_call_tokens", "max_padding_tokens")
+
+Clock = Callable[[], float]  # seconds, monotonic
 
 
 def measured_limits(
-    limits: BatchLimits, spec: ModelSpec, fingerprint: str, runtime: Runtime, dtype: str, store: ArtifactStore,
+    limits: CallLimits,
+    spec: ModelSpec,
+    fingerprint: str,
+    runtime: Runtime,
+    dtype: str,
+    store: ArtifactStore,
     pad_id: int,
-) -> BatchLimits:
-    """`limits` with the fields left open (None) filled in from this model's measurement (made once, recorded)."""
-    if limits.max_batch_tokens is not None and limits.max_padding_tokens is not None:
+) -> CallLimits:
+    """`limits` with its open (None) fields filled in from this model's measurement (made once, recorded)."""
+    if limits.max_call_tokens is not None and limits.max_padding_tokens is not None:
         return limits
-    key = f"{export_key(spec, fingerprint)}-batching-{runtime.name}-{dtype}-{available_cores()}cores"
+    key = f"{export_key(spec, fingerprint)}-call-limits-{runtime.name}-{dtype}-{available_cores()}cores"
 
     def measure(_: Path) -> dict[str, Any]:
-        return measure_batching(runtime, pad_id, spec.max_tokens, limits.max_batch_items)
+        return measure_call_limits(runtime, pad_id, spec.max_tokens, limits.max_call_rows)
 
     _, record = store.get(key) or store.build(key, measure)
-    measured = {field: int(record[field]) for field in ("max_batch_tokens", "max_padding_tokens")}
-    return replace(limits, **{field: value for field, value in measured.items() if getattr(limits, field) is None})
+    measured = {field: int(record[field]) for field in _MEASURED}
+    return replace(
+        limits, **{field: value for field, value in measured.items() if getattr(limits, field) is None}
+    )
 
 
-def measure_batching(runtime: Runtime, pad_id: int, max_tokens: int, max_rows: int) -> dict[str, Any]:
+def measure_call_limits(
+    runtime: Runtime, pad_id: int, max_tokens: int, max_rows: int, *, clock: Clock = time.perf_counter
+) -> dict[str, Any]:
     """Time calls of growing size; choose the token budget and padding allowance from those times."""
     length = min(TYPICAL_TOKENS, max_tokens)
-    started = time.perf_counter()
+    started = clock()
     shapes = [(1, min(SMALL_CALL_TOKENS, length))]  # almost no tokens: what a call costs beyond them
-    calls = [_new_shape_calls(runtime, *shapes[0], pad_id, sweep=0)]
+    calls = [_new_shape_calls(runtime, *shapes[0], pad_id, sweep=0, clock=clock)]
     for budget in CANDIDATE_BUDGETS:
         shapes.append((min(max_rows, max(1, budget // length)), length))
-        calls.append(_new_shape_calls(runtime, *shapes[-1], pad_id, sweep=0))
+        calls.append(_new_shape_calls(runtime, *shapes[-1], pad_id, sweep=0, clock=clock))
         if calls[-1][1] > LONGEST_CALL_SECONDS or shapes[-1][0] == max_rows:
             break
     for sweep in range(1, _SWEEPS):  # apart in time, so a slow moment of a shared machine is outvoted
-        again = [_new_shape_calls(runtime, *shape, pad_id, sweep=sweep) for shape in shapes]
-        calls = [min(a, b, key=lambda call: call[1] / call[0]) for a, b in zip(calls, again)]
-    speeds = {budget: tokens / seconds for budget, (tokens, seconds) in zip(CANDIDATE_BUDGETS, calls[1:])}
+        again = [_new_shape_calls(runtime, *shape, pad_id, sweep=sweep, clock=clock) for shape in shapes]
+        calls = [min(a, b, key=lambda call: call[1] / call[0]) for a, b in zip(calls, again, strict=True)]
+    speeds = {
+        budget: tokens / seconds
+        for budget, (tokens, seconds) in zip(CANDIDATE_BUDGETS, calls[1:], strict=False)
+    }
     per_call, per_token = _call_cost(calls)
     # judged on the fitted line, not one timing: a call measured a little slow must not flip the choice
     short = {b: speed for b, speed in speeds.items() if per_call + per_token * b <= LONGEST_CALL_SECONDS}
@@ -93,13 +109,18 @@ def measure_batching(runtime: Runtime, pad_id: int, max_tokens: int, max_rows: i
     budget = max(b for b, speed in short.items() if speed >= NEAR_BEST * max(short.values()))
     padding = int(min(budget, per_call / per_token))
     log.info(
-        "batching for %s: %d padded tokens per call, up to %d of them padding (%.1f ms per call + %.3f ms per "
-        "token; tokens/s by budget: %s; measured in %.1fs)",
-        runtime.spec.name, budget, padding, per_call * 1e3, per_token * 1e3,
-        {b: round(s) for b, s in speeds.items()}, time.perf_counter() - started,
+        "model calls for %s: %d padded tokens per call, up to %d of them padding (%.1f ms per call + %.3f ms "
+        "per token; tokens/s by budget: %s; measured in %.1fs)",
+        runtime.spec.name,
+        budget,
+        padding,
+        per_call * 1e3,
+        per_token * 1e3,
+        {b: round(s) for b, s in speeds.items()},
+        clock() - started,
     )
     return {
-        "max_batch_tokens": budget,
+        "max_call_tokens": budget,
         "max_padding_tokens": padding,
         "typical_tokens": length,
         "seconds_per_call": per_call,
@@ -116,26 +137,30 @@ def _call_cost(calls: list[tuple[int, float]]) -> tuple[float, float]:
     few tokens, measured rather than extrapolated from large calls.
     """
     points = sorted(calls)
-    slopes = [(t2 - t1) / (n2 - n1) for i, (n1, t1) in enumerate(points) for n2, t2 in points[i + 1:] if n2 > n1]
+    slopes = [
+        (t2 - t1) / (n2 - n1) for i, (n1, t1) in enumerate(points) for n2, t2 in points[i + 1 :] if n2 > n1
+    ]
     fastest = min(t / n for n, t in points)
     per_token = max(float(np.median(slopes)), fastest / 100) if slopes else fastest  # tokens are never free
     smallest_tokens, smallest_seconds = points[0]
     return max(0.0, smallest_seconds - per_token * smallest_tokens), per_token
 
 
-def _new_shape_calls(runtime: Runtime, rows: int, length: int, pad_id: int, sweep: int) -> tuple[int, float]:
+def _new_shape_calls(
+    runtime: Runtime, rows: int, length: int, pad_id: int, *, sweep: int, clock: Clock
+) -> tuple[int, float]:
     """Tokens and seconds of the fastest of a few calls, each on a shape the runtime has not seen.
 
-    Served batches rarely repeat a shape, and some runtimes (OpenVINO) prepare kernels
+    Served calls rarely repeat a shape, and some runtimes (OpenVINO) prepare kernels
     for every new one, so a repeated shape would flatter small calls. Each sweep trims
     the rows by a few more tokens for shapes of its own.
     """
     fastest = (0, float("inf"))
     for trim in range(sweep * _TIMED_CALLS, (sweep + 1) * _TIMED_CALLS):
         ids = np.full((rows, max(1, length - trim)), pad_id, dtype=np.int64)
-        began = time.perf_counter()
+        began = clock()
         runtime.embed(ids, np.ones_like(ids))
-        seconds = time.perf_counter() - began
+        seconds = clock() - began
         if ids.size / seconds > fastest[0] / fastest[1]:
             fastest = (ids.size, seconds)
     return fastest

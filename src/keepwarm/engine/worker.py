@@ -1,7 +1,7 @@
-"""The thread that feeds one model: takes batches from the scheduler and runs them.
+"""The thread that feeds one model: takes model calls from the scheduler and runs them.
 
 Inference runs here, off the event loop. Tokenization happens earlier, on other
-threads, when requests arrive, so the next batch is tokenized while this one runs.
+threads, when requests arrive, so the next call's inputs are tokenized while this one runs.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from keepwarm.engine.jobs import WorkItem
 from keepwarm.engine.scheduler import Scheduler
+from keepwarm.engine.work import WorkItem
 from keepwarm.errors import NotReady
 from keepwarm.runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
 
-BatchObserver = Callable[[int, int, float, int], None]  # (rows, tokens, seconds, failed model calls)
+CallObserver = Callable[[int, int, float, int], None]  # (rows, tokens, seconds, failed model calls)
 
 # Test hook: while the file this names exists, workers start no model call, so a test can
 # hold work in the queue for as long as it needs instead of racing a model's speed. When
@@ -46,7 +46,7 @@ def _hold_check(name: str) -> Callable[[], bool] | None:
     return held
 
 
-def pad_batch(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+def pad_rows(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad token-id rows to the longest one; return input_ids and attention_mask."""
     longest = max(len(ids) for ids in rows)
     input_ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
@@ -58,7 +58,7 @@ def pad_batch(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarr
 
 
 class ModelWorker:
-    """Runs batches for one model on a dedicated thread until the scheduler closes."""
+    """Runs model calls for one model on a dedicated thread until the scheduler closes."""
 
     def __init__(
         self,
@@ -66,7 +66,7 @@ class ModelWorker:
         runtime: Runtime,
         scheduler: Scheduler,
         pad_id: int,
-        observe: BatchObserver | None = None,
+        observe: CallObserver | None = None,
         *,
         priorities: tuple[int, ...] | None = None,
         on_start: Callable[[], None] | None = None,
@@ -89,28 +89,32 @@ class ModelWorker:
     def _loop(self) -> None:
         if self._on_start:
             self._on_start()
-        while (batch := self.scheduler.next_batch(self.priorities, held=self._held)) is not None:
+        while (call := self.scheduler.next_call(self.priorities, held=self._held)) is not None:
             started = time.perf_counter()
-            for item in batch:
+            for item in call:
                 item.job.mark_started(started)
-            failures = self._run(batch)
+            failures = self._run(call)
             elapsed = time.perf_counter() - started
-            tokens = sum(item.length for item in batch)
+            tokens = sum(item.length for item in call)
             self.scheduler.record_throughput(tokens, elapsed)
             if self._observe:
-                self._observe(len(batch), tokens, elapsed, failures)
+                self._observe(len(call), tokens, elapsed, failures)
 
     def _run(self, items: list[WorkItem]) -> int:
         """Embed and deliver; on a runtime error, retry in halves to isolate the culprit.
 
-        Returns how many model calls failed (0 when the batch simply worked).
+        Returns how many model calls failed (0 when the call simply worked).
         """
         started = time.perf_counter()
         try:
-            vectors = self.runtime.embed(*pad_batch([item.ids for item in items], self.pad_id))
-        except Exception as exc:  # noqa: BLE001 - any runtime fault must stay inside this batch
+            vectors = self.runtime.embed(*pad_rows([item.ids for item in items], self.pad_id))
+        except Exception as exc:  # noqa: BLE001 - any runtime fault must stay inside this call
             if len(items) > 1:
-                log.warning("a batch of %d inputs failed (%s); retrying it in halves", len(items), type(exc).__name__)
+                log.warning(
+                    "a model call of %d inputs failed (%s); retrying it in halves",
+                    len(items),
+                    type(exc).__name__,
+                )
                 middle = len(items) // 2
                 return 1 + self._run(items[:middle]) + self._run(items[middle:])
             log.exception("inference failed for one input of %d tokens", items[0].length)

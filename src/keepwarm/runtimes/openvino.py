@@ -18,9 +18,9 @@ import numpy as np
 import openvino as ov
 
 from keepwarm.catalog.spec import ModelSpec
+from keepwarm.machine import available_cores
 from keepwarm.runtimes.accuracy import FP32_EQUIVALENT, Batch, cosine_stats, embed_all, texts_per_second
 from keepwarm.runtimes.base import Runtime
-from keepwarm.runtimes.ort import available_cores
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,15 +9,8 @@ import onnxruntime as ort
 
 from keepwarm.catalog.spec import ModelSpec
 from keepwarm.errors import ConfigError
+from keepwarm.machine import available_cores
 from keepwarm.runtimes.base import Runtime
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (cgroup/affinity aware where the OS tells)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:

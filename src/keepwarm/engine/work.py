@@ -1,4 +1,4 @@
-"""A job is one caller's request inside the engine; a work item is one of its inputs.
+"""The engine's units of work: a job is one caller's request, a work item one of its inputs.
 
 The worker thread writes each finished vector straight into the job's output array
 and completes the job's future once the last one lands. A `concurrent.futures.Future`
@@ -8,15 +8,17 @@ an awaiting request (a client that hung up) cancels the job too.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 import numpy as np
 
 ONLINE = 0  # interactive requests: always served first
-BACKGROUND = 1  # batch and re-embedding work: uses the capacity online traffic leaves
+BACKGROUND = 1  # Batch API jobs and re-embedding: use the capacity online traffic leaves
 
 _sequence = itertools.count()
 
@@ -50,7 +52,11 @@ class Job:
 
     def overdue(self, now: float) -> bool:
         """True if the job has waited longer than its queue timeout without any work started."""
-        return self.started is None and self.queue_timeout is not None and now - self.submitted > self.queue_timeout
+        return (
+            self.started is None
+            and self.queue_timeout is not None
+            and now - self.submitted > self.queue_timeout
+        )
 
     @property
     def finished(self) -> bool:
@@ -72,11 +78,9 @@ class Job:
         """Fail the whole job; the caller sees `error`."""
         self._settle(lambda: self.future.set_exception(error))
 
-    def _settle(self, action) -> None:  # noqa: ANN001
-        try:
+    def _settle(self, action: Callable[[], None]) -> None:
+        with contextlib.suppress(InvalidStateError):  # cancelled by the caller in the meantime
             action()
-        except InvalidStateError:
-            pass  # cancelled by the caller in the meantime
 
 
 @dataclass(eq=False, slots=True)

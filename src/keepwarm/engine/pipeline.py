@@ -1,0 +1,219 @@
+"""One request's way through a loaded model: plan, queue, wait, assemble.
+
+Planning tokenizes the inputs (on the event loop when that is cheaper than a thread
+hand-off, else on the tokenizer threads), answers what the cache knows and collapses
+repeated inputs; the rest is queued as one job for the model's worker. Once the job is
+done the vectors are assembled in input order: computed and cached ones together,
+chunk windows combined into one vector per input, cut to the requested dimensions.
+`run` (asyncio) and `run_sync` (threads) are the same steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from keepwarm.engine.cache import EmbeddingCache, cache_key
+from keepwarm.engine.model import ServedModel
+from keepwarm.engine.tokenization import Tokenized
+from keepwarm.engine.types import Admission, Embeddings, EmbedOptions, EngineSettings, Inputs, Timings
+from keepwarm.engine.work import ONLINE, Job, WorkItem
+from keepwarm.errors import InvalidRequest
+from keepwarm.metrics import Metrics
+from keepwarm.runtimes.pooling import l2_normalize
+
+# Requests up to this many characters (or token ids) are tokenized on the event loop:
+# that takes less time than the hand-off to a thread and back. Larger requests go to the
+# tokenizer threads, so the event loop keeps answering other requests meanwhile.
+_INLINE_TOKENIZE_SIZE = 2048
+
+
+@dataclass
+class _Plan:
+    """One request after tokenization and cache lookup: what is known, what to compute."""
+
+    tokenized: Tokenized
+    vectors: list[np.ndarray | None]
+    pending: dict[bytes, list[int]]  # distinct inputs to compute -> their positions
+    cached_inputs: int = 0
+    cached_tokens: int = 0
+
+
+class Pipeline:
+    """The request path shared by every model: see the module docs."""
+
+    def __init__(self, settings: EngineSettings, cache: EmbeddingCache | None, metrics: Metrics) -> None:
+        self._settings = settings
+        self._cache = cache
+        self._metrics = metrics
+        self._tokenize_pool = ThreadPoolExecutor(settings.tokenizer_threads, "keepwarm-tokenize")
+
+    async def run(
+        self, served: ServedModel, inputs: Inputs, options: EmbedOptions, admit: Admission | None
+    ) -> Embeddings:
+        """Embed `inputs` with `served`; cancelling it drops the request's queued inputs."""
+        _check_options(served, options)
+        started = time.perf_counter()
+        if _size(inputs) <= _INLINE_TOKENIZE_SIZE:  # a thread hand-off costs more than this much work
+            plan = self._plan(served, inputs, options)
+        else:
+            loop = asyncio.get_running_loop()
+            plan = await loop.run_in_executor(self._tokenize_pool, self._plan, served, inputs, options)
+        tokenization = time.perf_counter() - started
+        job = self._submit(served, plan, options.priority, admit)
+        try:
+            await asyncio.wrap_future(job.future)
+        except asyncio.CancelledError:
+            served.scheduler.discard_finished()
+            raise
+        return self._assemble(served, plan, job, options.dimensions, tokenization)
+
+    def run_sync(
+        self, served: ServedModel, inputs: Inputs, options: EmbedOptions, admit: Admission | None
+    ) -> Embeddings:
+        """Blocking `run`, for scripts, benchmarks and worker threads."""
+        _check_options(served, options)
+        started = time.perf_counter()
+        plan = self._plan(served, inputs, options)
+        tokenization = time.perf_counter() - started
+        job = self._submit(served, plan, options.priority, admit)
+        job.future.result()
+        return self._assemble(served, plan, job, options.dimensions, tokenization)
+
+    def close(self) -> None:
+        self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _plan(self, served: ServedModel, inputs: Inputs, options: EmbedOptions) -> _Plan:
+        """Tokenize, then answer from the cache and collapse repeated inputs (off the event loop)."""
+        if not inputs:
+            raise InvalidRequest("input must not be empty", param="input")
+        overflow = (
+            served.spec.overflow
+            if options.truncate is None
+            else ("truncate" if options.truncate else "error")
+        )
+        tokenized = served.tokenizer.encode(
+            inputs,
+            overflow=overflow,
+            prompt_name=options.prompt_name,
+            max_chars=self._settings.max_input_chars,
+        )
+        if tokenized.tokens > self._settings.max_request_tokens:
+            raise InvalidRequest(
+                f"This request has {tokenized.tokens} tokens; the maximum per request is "
+                f"{self._settings.max_request_tokens}. Split it into smaller requests.",
+                param="input",
+                code="max_tokens_per_request",
+            )
+        keys = [cache_key(served.version, ids) for ids in tokenized.ids]
+        found = self._cache.get_many(keys) if self._cache else [None] * len(keys)
+        plan = _Plan(tokenized, found, {})
+        for position, (key, vector) in enumerate(zip(keys, found, strict=True)):
+            if vector is not None:
+                plan.cached_inputs += 1
+                plan.cached_tokens += len(tokenized.ids[position])
+            else:
+                plan.pending.setdefault(key, []).append(position)
+        self._metrics.cache_lookups.labels("hit").inc(plan.cached_inputs)
+        self._metrics.cache_lookups.labels("miss").inc(len(keys) - plan.cached_inputs)
+        return plan
+
+    def _submit(self, served: ServedModel, plan: _Plan, priority: int, admit: Admission | None) -> Job:
+        if admit is not None:
+            admit(plan.tokenized.tokens)
+        if priority != ONLINE and served.background:
+            served.background.start()
+        timeout = self._settings.queue_timeout if priority == ONLINE else None
+        job = Job(len(plan.pending), served.dimensions, priority=priority, queue_timeout=timeout)
+        ids = plan.tokenized.ids
+        items = [
+            WorkItem(ids=ids[positions[0]], job=job, index=n)
+            for n, positions in enumerate(plan.pending.values())
+        ]
+        if items:
+            served.scheduler.submit(items)
+        else:
+            job.future.set_result(job.vectors)
+        return job
+
+    def _assemble(
+        self, served: ServedModel, plan: _Plan, job: Job, dimensions: int | None, tokenization: float
+    ) -> Embeddings:
+        computed = job.vectors
+        vectors = np.empty((len(plan.vectors), served.dimensions), dtype=np.float32)
+        for position, vector in enumerate(plan.vectors):
+            if vector is not None:
+                vectors[position] = vector
+        for row, positions in enumerate(plan.pending.values()):
+            vectors[positions] = computed[row]
+        if self._cache is not None and plan.pending:
+            self._cache.put_many([(key, computed[row]) for row, key in enumerate(plan.pending)])
+        repeated = sum(len(p) - 1 for p in plan.pending.values())
+        saved_tokens = plan.cached_tokens + sum(
+            len(plan.tokenized.ids[p[0]]) * (len(p) - 1) for p in plan.pending.values()
+        )
+        if plan.tokenized.owners is not None:
+            vectors = _combine_chunks(vectors, plan.tokenized, normalize=served.spec.normalize)
+        if dimensions is not None and dimensions != served.dimensions:
+            vectors = l2_normalize(vectors[:, :dimensions])
+        return Embeddings(
+            vectors,
+            plan.tokenized.tokens,
+            served.info,
+            plan.cached_inputs + repeated,
+            saved_tokens,
+            _timings(job, tokenization),
+        )
+
+
+def _timings(job: Job, tokenization: float) -> Timings:
+    started = job.started if job.started is not None else job.submitted
+    return Timings(
+        tokenization=tokenization,
+        queue=started - job.submitted,
+        inference=(job.completed or started) - started,
+        compute=job.compute_seconds,
+    )
+
+
+def _size(inputs: Inputs) -> int:
+    """Characters (or token ids) in a request: a cheap measure of its tokenization work."""
+    return sum(len(item) for item in inputs)
+
+
+def _check_options(served: ServedModel, options: EmbedOptions) -> None:
+    spec, dimensions = served.spec, options.dimensions
+    if dimensions is not None:
+        if spec.matryoshka_dims and dimensions not in (*spec.matryoshka_dims, served.dimensions):
+            raise InvalidRequest(
+                f"dimensions must be one of {[*spec.matryoshka_dims, served.dimensions]} for model "
+                f"'{spec.name}' (its Matryoshka sizes), got {dimensions}",
+                param="dimensions",
+            )
+        if not 1 <= dimensions <= served.dimensions:
+            raise InvalidRequest(
+                f"dimensions must be between 1 and {served.dimensions} for model '{spec.name}', "
+                f"got {dimensions}",
+                param="dimensions",
+            )
+    if options.prompt_name is not None and options.prompt_name not in spec.prompts:
+        allowed = ", ".join(sorted(spec.prompts)) or "none (this model has no prompts)"
+        raise InvalidRequest(
+            f"model '{spec.name}' has no prompt '{options.prompt_name}'; allowed values: {allowed}",
+            param="input_type",
+        )
+
+
+def _combine_chunks(vectors: np.ndarray, tokenized: Tokenized, *, normalize: bool) -> np.ndarray:
+    """Token-weighted mean of each input's window vectors (renormalised for normalising models)."""
+    owners = np.asarray(tokenized.owners)
+    weights = np.array([len(ids) for ids in tokenized.ids], dtype=np.float64)
+    count = int(owners.max()) + 1
+    summed = np.zeros((count, vectors.shape[1]), dtype=np.float64)
+    np.add.at(summed, owners, vectors * weights[:, None])
+    combined = (summed / np.bincount(owners, weights=weights)[:, None]).astype(np.float32)
+    return l2_normalize(combined) if normalize else combined
