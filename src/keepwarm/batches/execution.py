@@ -213,7 +213,7 @@ class Execution:
         )
         usage = UsageEvent(
             key.id,
-            result.model.spec.name,
+            result.model.name,
             result.model.short_version,
             result.tokens,
             result.cached_inputs,
