@@ -20,7 +20,8 @@ TRUNCATE = EmbedOptions(truncate=True)
 
 @pytest.mark.parametrize("rows,budget", [(1, 512), (7, 2048), (64, 8192)])
 def test_vectors_do_not_depend_on_batch_composition(data_dir, reference, corpus, rows, budget) -> None:  # noqa: ANN001
-    engine = Engine([DEFAULT_ENTRY.to_spec()], data_dir, EngineSettings(batch=BatchLimits(budget, rows, 10**6)))
+    limits = BatchLimits(max_batch_tokens=budget, max_batch_items=rows, max_queue_tokens=10**6)
+    engine = Engine([DEFAULT_ENTRY.to_spec()], data_dir, EngineSettings(batch=limits))
     engine.load()
     try:
         texts = corpus[:50]

@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 
 from keepwarm.engine.jobs import BACKGROUND, ONLINE, Job, WorkItem
-from keepwarm.engine.scheduler import BatchLimits, Scheduler
+from keepwarm.engine.scheduler import CallLimits, Scheduler
 from keepwarm.errors import NotReady, Overloaded
 
 
-def _limits(tokens: int, rows: int, queue: int = 10_000, padding: int = 100) -> BatchLimits:
+def _limits(tokens: int, rows: int, queue: int = 10_000, padding: int = 100) -> CallLimits:
     """Limits as a loaded model's scheduler gets them (budget and padding allowance filled in)."""
-    return BatchLimits(tokens, rows, queue, padding)
+    return CallLimits(
+        max_batch_tokens=tokens, max_batch_items=rows, max_queue_tokens=queue, max_padding_tokens=padding
+    )
 
 
 def _items(lengths: list[int], priority: int = ONLINE) -> list[WorkItem]:
@@ -109,7 +111,7 @@ def test_cancelled_jobs_never_reach_a_batch() -> None:
 
 
 def test_close_wakes_the_worker_and_returns_leftovers() -> None:
-    scheduler = Scheduler(BatchLimits())
+    scheduler = Scheduler(_limits(1000, 64))
     results: list[object] = []
     waiter = threading.Thread(target=lambda: results.append(scheduler.next_batch()))
     waiter.start()

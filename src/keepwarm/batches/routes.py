@@ -9,13 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import IO, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, StrictStr
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
+from keepwarm.api.auth import Auth
 from keepwarm.api.http import read_body
+from keepwarm.api.limits import RateLimiter
 from keepwarm.api.responses import JSONResponse
 from keepwarm.api.schemas import parse_json_body
 from keepwarm.batches.service import BatchService
@@ -64,9 +66,9 @@ def _expires_after(form: Any) -> int | None:
     return int(seconds)
 
 
-def batch_router(service: BatchService) -> APIRouter:
-    """The routes of OpenAI's Files and Batches APIs over `service`."""
-    router = APIRouter(tags=["batches"])
+def batch_router(service: BatchService, auth: Auth, limiter: RateLimiter) -> APIRouter:
+    """The routes of OpenAI's Files and Batches APIs over `service`, for callers `auth` admits."""
+    router = APIRouter(tags=["batches"], dependencies=[Depends(auth.caller)])
     limit = service.settings.max_file_bytes
 
     @router.post("/v1/files")

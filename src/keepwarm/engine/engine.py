@@ -60,8 +60,8 @@ class EngineSettings:
     tokenizer_threads: int = 2
     cache_bytes: int = 256 * 1024 * 1024  # in-memory embedding cache; 0 turns the cache off
     persistent_cache: bool = False  # also keep cached vectors in <data dir>/cache.sqlite
-    # online requests that waited longer than this before reaching the model are dropped
-    queue_timeout: float | None = None
+    # seconds an online request may wait before reaching the model, else it is dropped (None: no limit)
+    queue_timeout: float | None = 60.0
 
 
 @dataclass(frozen=True)

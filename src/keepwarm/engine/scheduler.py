@@ -31,7 +31,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from keepwarm.engine.jobs import WorkItem
@@ -40,14 +40,38 @@ from keepwarm.errors import DeadlineExceeded, NotReady, Overloaded
 
 _HELD_POLL_SECONDS = 0.01
 
+
 @dataclass(frozen=True)
 class BatchLimits:
-    """How big one model call and the waiting queue may get."""
+    """The operator's batching settings, for every model; a None field is measured per model (tuning.py)."""
 
-    max_batch_tokens: int | None = None  # None: measured for each model (engine/tuning.py)
+    max_batch_tokens: int | None = None
     max_batch_items: int = 64
     max_queue_tokens: int = 600_000
-    max_padding_tokens: int | None = None  # None: measured for each model (engine/tuning.py)
+    max_padding_tokens: int | None = None
+
+    def resolved(self, measured: Mapping[str, int]) -> CallLimits:
+        """These settings with each open field taken from `measured` (keyed by field name)."""
+        return CallLimits(
+            max_batch_tokens=_given_or(self.max_batch_tokens, measured, "max_batch_tokens"),
+            max_batch_items=self.max_batch_items,
+            max_queue_tokens=self.max_queue_tokens,
+            max_padding_tokens=_given_or(self.max_padding_tokens, measured, "max_padding_tokens"),
+        )
+
+
+def _given_or(value: int | None, measured: Mapping[str, int], field: str) -> int:
+    return value if value is not None else int(measured[field])
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    """How big one model call and the waiting queue may get for one model: every limit known."""
+
+    max_batch_tokens: int  # padded tokens (rows × longest row) per call
+    max_batch_items: int  # rows per call
+    max_queue_tokens: int  # tokens waiting before submissions are refused
+    max_padding_tokens: int  # padding tokens one call may hold
 
 
 class _Lane:
@@ -77,7 +101,7 @@ class _Lane:
         return taken
 
 
-def _window(keys: list[tuple[int, int]], anchor: int, limits: BatchLimits) -> tuple[int, int]:
+def _window(keys: list[tuple[int, int]], anchor: int, limits: CallLimits) -> tuple[int, int]:
     """Grow [start, stop) around `anchor` towards the closest lengths while the batch still fits."""
     start, stop = anchor, anchor + 1
     anchor_length = longest = real = keys[anchor][0]
@@ -102,7 +126,7 @@ def _window(keys: list[tuple[int, int]], anchor: int, limits: BatchLimits) -> tu
     return start, stop
 
 
-def _fits(real: int, longest: int, rows: int, limits: BatchLimits) -> bool:
+def _fits(real: int, longest: int, rows: int, limits: CallLimits) -> bool:
     """Within the padded-token budget, with padding (compute spent on nothing) within its allowance."""
     padded = longest * rows
     return padded <= limits.max_batch_tokens and padded - real <= limits.max_padding_tokens
@@ -111,7 +135,7 @@ def _fits(real: int, longest: int, rows: int, limits: BatchLimits) -> bool:
 class Scheduler:
     """A thread-safe queue of work items that hands out batches by the policy above."""
 
-    def __init__(self, limits: BatchLimits, on_dropped: Callable[[int], None] | None = None) -> None:
+    def __init__(self, limits: CallLimits, on_dropped: Callable[[int], None] | None = None) -> None:
         self.limits = limits
         self._on_dropped = on_dropped
         self._lanes: dict[int, _Lane] = {}

@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from keepwarm.catalog import ArtifactStore, ModelSpec
-from keepwarm.engine.scheduler import BatchLimits
+from keepwarm.engine.scheduler import BatchLimits, CallLimits
 from keepwarm.runtimes.base import Runtime
 from keepwarm.runtimes.export import export_key
 from keepwarm.runtimes.ort import available_cores
@@ -57,18 +56,17 @@ _SWEEPS = 2
 def measured_limits(
     limits: BatchLimits, spec: ModelSpec, fingerprint: str, runtime: Runtime, dtype: str, store: ArtifactStore,
     pad_id: int,
-) -> BatchLimits:
+) -> CallLimits:
     """`limits` with the fields left open (None) filled in from this model's measurement (made once, recorded)."""
     if limits.max_batch_tokens is not None and limits.max_padding_tokens is not None:
-        return limits
+        return limits.resolved({})
     key = f"{export_key(spec, fingerprint)}-batching-{runtime.name}-{dtype}-{available_cores()}cores"
 
     def measure(_: Path) -> dict[str, Any]:
         return measure_batching(runtime, pad_id, spec.max_tokens, limits.max_batch_items)
 
     _, record = store.get(key) or store.build(key, measure)
-    measured = {field: int(record[field]) for field in ("max_batch_tokens", "max_padding_tokens")}
-    return replace(limits, **{field: value for field, value in measured.items() if getattr(limits, field) is None})
+    return limits.resolved(record)
 
 
 def measure_batching(runtime: Runtime, pad_id: int, max_tokens: int, max_rows: int) -> dict[str, Any]:
