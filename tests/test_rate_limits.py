@@ -1,10 +1,12 @@
-"""Per-key requests and tokens per minute: 429 rate_limit_exceeded with Retry-After and x-ratelimit-* headers."""
+"""Per-key requests and tokens per minute: 429 rate_limit_exceeded, Retry-After and x-ratelimit-* headers."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
-from helpers import MODEL, create_key
+from helpers import MODEL, create_key, keepwarm
 
 from keepwarm.api.limits import RateLimiter, format_duration
 from keepwarm.errors import RateLimited
@@ -13,8 +15,10 @@ from keepwarm.store import ApiKey
 
 def _embed(url: str, key: str, text: str = "hello") -> httpx.Response:
     return httpx.post(
-        f"{url}/v1/embeddings", json={"model": MODEL, "input": text},
-        headers={"Authorization": f"Bearer {key}"}, timeout=60,
+        f"{url}/v1/embeddings",
+        json={"model": MODEL, "input": text},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
     )
 
 
@@ -40,7 +44,8 @@ def test_requests_over_the_rpm_get_429_with_retry_after(keyed_server) -> None:  
 
 def test_tokens_over_the_tpm_get_429(keyed_server) -> None:  # noqa: ANN001
     key = create_key(keyed_server.data_dir, "tpm-40", "--tpm", "40")
-    text = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"  # 17 tokens
+    # 17 tokens
+    text = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
     first = _embed(keyed_server.url, key, text)
     assert first.status_code == 200 and first.json()["usage"]["total_tokens"] == 17
     assert first.headers["x-ratelimit-limit-tokens"] == "40"
@@ -69,6 +74,21 @@ def test_limits_are_per_key(keyed_server) -> None:  # noqa: ANN001
     assert _embed(keyed_server.url, first).status_code == 200
     assert _embed(keyed_server.url, first).status_code == 429
     assert _embed(keyed_server.url, second).status_code == 200
+
+
+def _metered_requests(data_dir, name: str) -> int:  # noqa: ANN001
+    report = json.loads(keepwarm("usage", "--json", "--key", name, "--data-dir", str(data_dir)).stdout)
+    return report["total"]["requests"]
+
+
+def test_rate_limited_requests_are_not_metered(keyed_server) -> None:  # noqa: ANN001
+    rpm = create_key(keyed_server.data_dir, "metered-rpm", "--rpm", "1")
+    assert _embed(keyed_server.url, rpm).status_code == 200
+    _rate_limited(_embed(keyed_server.url, rpm), "requests")
+    tpm = create_key(keyed_server.data_dir, "metered-tpm", "--tpm", "5")
+    _rate_limited(_embed(keyed_server.url, tpm, "a sentence with more than five tokens in it"), "tokens")
+    assert _metered_requests(keyed_server.data_dir, "metered-rpm") == 1  # the answered one only
+    assert _metered_requests(keyed_server.data_dir, "metered-tpm") == 0
 
 
 class _Clock:

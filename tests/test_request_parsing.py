@@ -12,7 +12,9 @@ from keepwarm.errors import InvalidRequest
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 texts = st.text(min_size=1, max_size=40)
@@ -64,13 +66,32 @@ def test_any_json_document_parses_or_names_what_is_wrong(document) -> None:  # n
 
 
 @settings(max_examples=300)
-@given(st.dictionaries(st.sampled_from(["input", "model", "encoding_format", "dimensions", "user", "truncate",
-                                        "input_type", "prompt_name"]),
-                       json_values))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "input",
+                "model",
+                "encoding_format",
+                "dimensions",
+                "user",
+                "truncate",
+                "input_type",
+                "prompt_name",
+            ]
+        ),
+        json_values,
+    )
+)
 def test_wrong_field_values_name_the_field(document) -> None:  # noqa: ANN001
+    """Any document of known fields is a request, or a 400 whose `param` names a wrong or missing field."""
     result = _parse(_json(document))
-    if isinstance(result, InvalidRequest) and result.param is not None:
-        assert result.param.split("[")[0].split(".")[0] in document or result.param in ("input", "model")
+    if isinstance(result, EmbeddingRequest):
+        assert {"input", "model"} <= set(document)
+        return
+    assert result.status == 400 and result.param is not None, result.message
+    field = result.param.split("[")[0].split(".")[0]
+    assert field in document or field in {"input", "model"} - set(document), (result.param, document)
 
 
 @settings(max_examples=300)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from keepwarm.api.store import StoreAccess
+from keepwarm.api.store_access import StoreAccess
+from keepwarm.errors import NotReady
 from keepwarm.cost import Pricing
 from keepwarm.errors import NotReady
 from keepwarm.store import Database, KeyStore, StoreError, UsageEvent, UsageStore, usage_report

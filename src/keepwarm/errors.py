@@ -68,6 +68,10 @@ class ModelNotFound(KeepwarmError):
             f"The model '{model}' does not exist on this server{detail}. Available models: {names}.",
             param="model",
         )
+        # kept, so the HTTP layer can name only the models the caller's key may use
+        self.model = model
+        self.available = available
+        self.detail = detail
 
 
 class InvalidApiKey(KeepwarmError):
@@ -108,6 +112,22 @@ class VersionConflict(KeepwarmError):
     default_code = "model_version_mismatch"
 
 
+class RequestTimeout(KeepwarmError):
+    """The request's head or body stopped arriving, or came in too slowly (408)."""
+
+    status = 408
+    type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
+class HeadersTooLarge(KeepwarmError):
+    """The request line and headers are over the configured size limit (431)."""
+
+    status = 431
+    type = "invalid_request_error"
+    default_code = "headers_too_large"
+
+
 class PayloadTooLarge(KeepwarmError):
     """The request body is over the configured size limit (413)."""
 
@@ -133,7 +153,9 @@ class RateLimited(KeepwarmError):
     status = 429
     default_code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, limit: str, retry_after: float | None, headers: dict[str, str]) -> None:
+    def __init__(
+        self, message: str, *, limit: str, retry_after: float | None, headers: dict[str, str]
+    ) -> None:
         super().__init__(message, retry_after=retry_after, headers=headers)
         self.type = limit
 

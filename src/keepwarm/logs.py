@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 
 import orjson
 
+LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("text", "json")
+DEFAULT_LEVEL, DEFAULT_FORMAT = "info", "text"
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,7 +41,7 @@ class TextFormatter(logging.Formatter):
         return f"{line} {orjson.dumps(fields, default=str).decode()}" if fields else line
 
 
-def configure_logging(level: str = "info", fmt: str = "text") -> None:
+def configure_logging(level: str = DEFAULT_LEVEL, fmt: str = DEFAULT_FORMAT) -> None:
     """Route keepwarm's and uvicorn's logs to stderr in the chosen format."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())

@@ -1,20 +1,18 @@
 """Prometheus metrics, one registry per application so several servers can share a process.
 
 Counters are exported with prometheus-client's `_total` suffix. Per-model gauges (queue
-depth, throughput, load time) are read at scrape time, so they are never stale.
+depth, throughput, load time) are read at scrape time, so they are never stale. The
+engine and the HTTP layer both report here, so this module takes plain numbers and
+imports neither.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-if TYPE_CHECKING:  # the engine imports this module
-    from keepwarm.engine.types import Timings
 
 # request latencies, from sub-millisecond tokenization to minute-long queue waits
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -31,10 +29,13 @@ class _ModelGauges(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         yield _family("keepwarm_queue_tokens", "Tokens waiting in each model's queue", self.queues)
         yield _family(
-            "keepwarm_tokens_per_second", "Recent model throughput (moving average over batches)", self.throughputs
+            "keepwarm_tokens_per_second",
+            "Recent model throughput (moving average over batches)",
+            self.throughputs,
         )
         yield _family(
-            "keepwarm_model_load_seconds", "Time to load (or export), then warm up each model",
+            "keepwarm_model_load_seconds",
+            "Time to load (or export), then warm up each model",
             {model: (lambda s=seconds: s) for model, seconds in self.load_seconds.items()},
         )
 
@@ -52,14 +53,30 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
         self.requests = Counter(
-            "keepwarm_requests", "HTTP requests answered, by route, model and status",
-            ["route", "model", "status"], registry=registry,
+            "keepwarm_requests",
+            "HTTP requests answered, by route, model and status",
+            ["route", "model", "status"],
+            registry=registry,
         )
         self.request_errors = Counter(
-            "keepwarm_request_errors", "Error responses by model and error code", ["model", "code"], registry=registry,
+            "keepwarm_request_errors",
+            "Error responses by model and error code",
+            ["model", "code"],
+            registry=registry,
         )
-        self.in_flight = Gauge("keepwarm_requests_in_flight", "HTTP requests being handled", registry=registry)
-        self.request_seconds = self._latency("keepwarm_request_duration_seconds", "Embedding request, arrival to answer")
+        self.in_flight = Gauge(
+            "keepwarm_requests_in_flight", "HTTP requests being handled", registry=registry
+        )
+        self.connections_open = Gauge("keepwarm_connections_open", "HTTP connections open", registry=registry)
+        self.connections_cut = Counter(
+            "keepwarm_connections_cut",
+            "Connections the server closed for breaking an HTTP limit, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.request_seconds = self._latency(
+            "keepwarm_request_duration_seconds", "Embedding request, arrival to answer"
+        )
         self.tokenization_seconds = self._latency(
             "keepwarm_request_tokenization_seconds", "Tokenizing one request's inputs"
         )
@@ -70,29 +87,48 @@ class Metrics:
             "keepwarm_request_inference_seconds", "From the request's first model call to its last vector"
         )
         self.request_tokens = Counter(
-            "keepwarm_request_tokens", "Tokens embedded for answered requests", ["model"], registry=registry,
+            "keepwarm_request_tokens",
+            "Tokens embedded for answered requests",
+            ["model"],
+            registry=registry,
         )
         self.batch_rows = Histogram(
-            "keepwarm_batch_rows", "Inputs per model call", ["model"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=registry,
+            "keepwarm_batch_rows",
+            "Inputs per model call",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=registry,
         )
         self.batch_tokens = Histogram(
-            "keepwarm_batch_tokens", "Real (unpadded) tokens per model call", ["model"],
-            buckets=(16, 64, 256, 1024, 4096, 16384, 65536), registry=registry,
+            "keepwarm_batch_tokens",
+            "Real (unpadded) tokens per model call",
+            ["model"],
+            buckets=(16, 64, 256, 1024, 4096, 16384, 65536),
+            registry=registry,
         )
         self.inference_seconds = Histogram(
-            "keepwarm_inference_seconds", "Time of one model call", ["model"], registry=registry,
+            "keepwarm_inference_seconds",
+            "Time of one model call",
+            ["model"],
+            registry=registry,
         )
         self.inference_failures = Counter(
-            "keepwarm_inference_failures", "Model calls that raised (a failed batch is retried in halves)",
-            ["model"], registry=registry,
+            "keepwarm_inference_failures",
+            "Model calls that raised (a failed batch is retried in halves)",
+            ["model"],
+            registry=registry,
         )
         self.cache_lookups = Counter(
-            "keepwarm_cache_lookups", "Embedding cache lookups by result (hit or miss)", ["result"], registry=registry,
+            "keepwarm_cache_lookups",
+            "Embedding cache lookups by result (hit or miss)",
+            ["result"],
+            registry=registry,
         )
         self.inputs_dropped = Counter(
-            "keepwarm_inputs_dropped", "Queued inputs dropped uncomputed (client gone, or deadline passed)",
-            ["model"], registry=registry,
+            "keepwarm_inputs_dropped",
+            "Queued inputs dropped uncomputed (client gone, or deadline passed)",
+            ["model"],
+            registry=registry,
         )
         self._models = _ModelGauges()
         registry.register(self._models)
@@ -116,10 +152,12 @@ class Metrics:
         if failures:
             self.inference_failures.labels(model).inc(failures)
 
-    def observe_request(self, model: str, seconds: float, tokens: int, timings: Timings) -> None:
-        """An answered embedding request: its latencies and tokens."""
+    def observe_request(
+        self, model: str, seconds: float, tokens: int, *, tokenization: float, queue: float, inference: float
+    ) -> None:
+        """An answered embedding request: its latencies (in seconds) and tokens."""
         self.request_seconds.labels(model).observe(seconds)
-        self.tokenization_seconds.labels(model).observe(timings.tokenization)
-        self.queue_seconds.labels(model).observe(timings.queue)
-        self.request_inference_seconds.labels(model).observe(timings.inference)
+        self.tokenization_seconds.labels(model).observe(tokenization)
+        self.queue_seconds.labels(model).observe(queue)
+        self.request_inference_seconds.labels(model).observe(inference)
         self.request_tokens.labels(model).inc(tokens)

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from keepwarm.api.auth import Auth
 from keepwarm.api.responses import JSONResponse
-from keepwarm.api.store import StoreAccess
+from keepwarm.api.store_access import StoreAccess
 from keepwarm.cost import Pricing
 from keepwarm.store import ApiKey, usage_report
 

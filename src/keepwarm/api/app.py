@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING
 
-from fastapi import Depends, FastAPI, Path, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from keepwarm.api.admin import admin_router
-from keepwarm.api.http import ClientDisconnected, read_body, unless_disconnected
 from keepwarm.api.auth import Auth, check_model_allowed
-from keepwarm.api.lifecycle import Lifecycle, ShutdownSettings
+from keepwarm.api.http import ClientDisconnected, read_body, unless_disconnected
+from keepwarm.api.lifecycle import Lifecycle
 from keepwarm.api.limits import RateLimiter
 from keepwarm.api.middleware import RequestMiddleware, record_of
 from keepwarm.api.responses import (
@@ -33,15 +32,13 @@ from keepwarm.api.responses import (
     model_body,
 )
 from keepwarm.api.schemas import EmbeddingRequest, parse_embedding_request
-from keepwarm.api.store import StoreAccess
+from keepwarm.api.settings import ApiSettings
+from keepwarm.api.store_access import StoreAccess
 from keepwarm.catalog import ModelSpec
+from keepwarm.catalog.versions import split_pin
 from keepwarm.engine import Engine
-from keepwarm.errors import ConfigError, InvalidRequest, KeepwarmError, NotReady
-from keepwarm.cost import Pricing
-from keepwarm.store import ApiKey, Database, UsageEvent
-
-if TYPE_CHECKING:
-    from keepwarm.batches import BatchService
+from keepwarm.errors import ConfigError, InvalidRequest, KeepwarmError, ModelNotFound, NotReady
+from keepwarm.store import ApiKey, UsageEvent
 
 log = logging.getLogger(__name__)
 
@@ -49,27 +46,37 @@ log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499
 
 
-@dataclass(frozen=True)
-class ApiSettings:
-    """What the HTTP layer enforces and reports around the engine."""
-
-    max_body_bytes: int = 16 * 1024 * 1024
-    # serve callers without a key while no active key exists (loopback, or --allow-unauthenticated)
-    open_when_keyless: bool = True
-    pricing: Pricing = field(default_factory=Pricing)
-    shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
+def _names_usable_by(engine: Engine, key: ApiKey | None) -> set[str]:
+    """Every name and alias of the served models `key` may use (none while the caller is unknown)."""
+    if key is None:
+        return set()
+    usable = [view.spec for view in engine.catalog() if view.current and key.may_use(view.spec.names)]
+    return {name for spec in usable for name in spec.names}
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _as_seen_by(error: ModelNotFound, usable: set[str]) -> ModelNotFound:
+    """`error` naming only the models in `usable`; a pinned name's versions only if the name is usable."""
+    name, _ = split_pin(error.model)
+    detail = error.detail if name in usable else ""
+    return ModelNotFound(error.model, [n for n in error.available if n in usable], detail)
+
+
+def _install_error_handlers(app: FastAPI, engine: Engine) -> None:
+    """Every failure as OpenAI's envelope. Unexpected exceptions are the middleware's (see there)."""
+
     @app.exception_handler(KeepwarmError)
     async def keepwarm_error(request: Request, exc: KeepwarmError) -> Response:
-        record_of(request).error = exc.code or exc.type
+        record = record_of(request)
+        if isinstance(exc, ModelNotFound):  # other keys' models are not this caller's business
+            exc = _as_seen_by(exc, _names_usable_by(engine, record.key))
+        record.error = exc.code or exc.type
         return error_response(exc)
 
     @app.exception_handler(ClientDisconnected)
     async def client_gone(request: Request, _: ClientDisconnected) -> Response:
         record_of(request).error = "client_disconnected"
-        log.info("client disconnected before its answer; its queued inputs were dropped (%s)", request.url.path)
+        path = request.url.path
+        log.info("client disconnected before its answer; its queued inputs were dropped (%s)", path)
         return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(RequestValidationError)
@@ -77,7 +84,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         record_of(request).error = "invalid_request_error"
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "path", "query")) or None
-        return JSONResponse(error_body(f"Invalid request: {first['msg']}", "invalid_request_error", param), 400)
+        message = f"Invalid request: {first['msg']}"
+        return JSONResponse(error_body(message, "invalid_request_error", param), 400)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -88,33 +96,32 @@ def _install_error_handlers(app: FastAPI) -> None:
         record_of(request).error = code or "invalid_request_error"
         return JSONResponse(error_body(message, "invalid_request_error", None, code), exc.status_code)
 
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> Response:
-        log.error("internal error: %s", exc, exc_info=exc)
-        return JSONResponse(error_body("The server had an internal error.", "server_error"), 500)
-
 
 def create_app(
-    engine: Engine, db: Database, settings: ApiSettings | None = None, batches: BatchService | None = None
+    engine: Engine,
+    *,
+    store: StoreAccess,
+    auth: Auth,
+    limiter: RateLimiter,
+    lifecycle: Lifecycle,
+    settings: ApiSettings,
+    reload: Callable[[], None] | None = None,
+    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
-    """The ASGI application serving `engine`, with keys and usage in `db` (and, given, the Batch API).
+    """The ASGI application serving `engine`, keys and usage through `store`, and `routers` besides.
 
-    `app.state.lifecycle` is how the server drains it; `app.state.store.close()` must run
-    at shutdown, after the last request, so every usage write is committed.
+    `lifecycle` is how the server drains it; `reload` re-reads the model catalog for
+    `POST /admin/reload` (without it, that route answers 503). The caller owns the
+    collaborators: it closes `store` at shutdown, after the last request, so every usage
+    write is committed.
     """
-    settings = settings or ApiSettings()
-    app = FastAPI(title="keepwarm", summary="OpenAI-compatible embeddings", default_response_class=JSONResponse)
-    store = StoreAccess(db)
-    auth = Auth(store, open_when_keyless=settings.open_when_keyless)
-    limiter = RateLimiter()
-    lifecycle = Lifecycle(settings.shutdown)
-    app.state.engine, app.state.store, app.state.lifecycle = engine, store, lifecycle
+    app = FastAPI(
+        title="keepwarm", summary="OpenAI-compatible embeddings", default_response_class=JSONResponse
+    )
     app.add_middleware(RequestMiddleware, lifecycle=lifecycle, metrics=engine.metrics)
-    if batches is not None:
-        from keepwarm.batches.routes import batch_router
-
-        app.include_router(batch_router(batches, auth, limiter))
-    _install_error_handlers(app)
+    _install_error_handlers(app, engine)
+    for router in routers:
+        app.include_router(router)
     app.include_router(admin_router(auth, store, settings.pricing))
     served_names = list(dict.fromkeys(name for spec in engine.specs for name in spec.names))
 
@@ -180,21 +187,22 @@ def create_app(
         if lifecycle.draining:
             raise NotReady("keepwarm is shutting down", retry_after=1)
         if not engine.ready:
-            raise NotReady("keepwarm is not ready: models are still loading or the server is stopping", retry_after=1)
+            raise NotReady(
+                "keepwarm is not ready: models are still loading or the server is stopping", retry_after=1
+            )
         return JSONResponse({"status": "ready", "models": [m.spec.name for m in engine.models]})
 
     @app.post("/admin/reload")
     async def reload_catalog(_: ApiKey = Depends(auth.admin)) -> Response:
         """Re-read the model catalog and swap models without dropping in-flight requests (like SIGHUP)."""
-        reload = getattr(app.state, "reload", None)
         if reload is None:
             raise NotReady("this server was started without a reloadable catalog")
         try:
             await asyncio.get_running_loop().run_in_executor(None, reload)
         except ConfigError as exc:
             raise InvalidRequest(f"the new catalog was refused, the old one keeps serving: {exc}") from None
-        views = engine.catalog()
-        return JSONResponse({"status": "reloaded", "models": [model_body(v, [v]) for v in views if v.current]})
+        current = [view for view in engine.catalog() if view.current]
+        return JSONResponse({"status": "reloaded", "models": [model_body(view, [view]) for view in current]})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

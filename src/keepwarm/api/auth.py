@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from keepwarm.api.middleware import record_of
-from keepwarm.api.store import StoreAccess
+from keepwarm.api.store_access import StoreAccess
 from keepwarm.errors import InvalidApiKey, PermissionDenied
 from keepwarm.store import ANONYMOUS, ApiKey, KeyStore
 
@@ -29,8 +29,8 @@ def identify(keys: KeyStore, secret: str | None, open_when_keyless: bool) -> Api
         return ANONYMOUS
     if not secret:
         raise InvalidApiKey(
-            "You didn't provide an API key. Send it in the Authorization header: 'Authorization: Bearer <key>'. "
-            "Keys are made with `keepwarm keys create`.",
+            "You didn't provide an API key. Send it in the Authorization header: "
+            "'Authorization: Bearer <key>'. Keys are made with `keepwarm keys create`.",
             headers=_CHALLENGE,
         )
     raise InvalidApiKey("Incorrect API key provided, or the key was revoked.", headers=_CHALLENGE)
@@ -59,7 +59,8 @@ class Auth:
             return key  # the server runs open (no keys exist): admin routes are open like the rest
         if not key.admin:
             raise PermissionDenied(
-                "This endpoint needs an admin key (`keepwarm keys create --admin`).", code="admin_key_required"
+                "This endpoint needs an admin key (`keepwarm keys create --admin`).",
+                code="admin_key_required",
             )
         return key
 
@@ -68,5 +69,7 @@ def check_model_allowed(key: ApiKey, requested: str, names: tuple[str, ...]) -> 
     """PermissionDenied (403) unless the key may use the model known by `names`."""
     if not key.may_use(names):
         raise PermissionDenied(
-            f"The API key '{key.name}' may not use the model '{requested}'.", param="model", code="model_not_allowed"
+            f"The API key '{key.name}' may not use the model '{requested}'.",
+            param="model",
+            code="model_not_allowed",
         )

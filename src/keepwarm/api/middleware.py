@@ -3,6 +3,10 @@
 A pure ASGI middleware (Starlette's BaseHTTPMiddleware would break the route's
 client-disconnect detection). Routes tell it what they learned, such as the caller's key,
 the model and the engine's timings, through the request's `RequestRecord`.
+
+It is also the last line of defence: an exception no route turned into an error answer
+(a bug) is logged with its traceback under the request id, and the caller gets a 500
+envelope that names only that id, never the exception, its message or a path.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keepwarm.api.lifecycle import Lifecycle
-from keepwarm.api.responses import error_response
+from keepwarm.api.responses import JSONResponse, error_body, error_response
 from keepwarm.engine import Embeddings
 from keepwarm.errors import NotReady
 from keepwarm.metrics import Metrics
 from keepwarm.store import ApiKey
 
 access_log = logging.getLogger("keepwarm.access")
+log = logging.getLogger(__name__)
 
 _SCOPE_KEY = "keepwarm.request"
 # answered while draining: probes and scrapes must keep working until the process exits
@@ -98,6 +103,11 @@ class RequestMiddleware:
             # the grace time ran out mid-request: a retryable 503 rather than a dropped connection
             if not status:
                 await _refuse(record, scope, receive, send_with_headers)
+        except Exception as exc:
+            log.error("internal error in request %s", record.id, exc_info=exc)
+            if status:
+                raise  # the answer has begun: nothing else can be sent; uvicorn closes the connection
+            await _internal_error(record, scope, receive, send_with_headers)
         finally:
             status = status or 500
             self.lifecycle.in_flight -= 1
@@ -117,7 +127,15 @@ class RequestMiddleware:
             self.metrics.request_errors.labels(record.model, record.error).inc()
         result = record.result
         if result is not None and status == 200:
-            self.metrics.observe_request(record.model, seconds, result.tokens, result.timings)
+            timings = result.timings
+            self.metrics.observe_request(
+                record.model,
+                seconds,
+                result.tokens,
+                tokenization=timings.tokenization,
+                queue=timings.queue,
+                inference=timings.inference,
+            )
         # probes and scrapes arrive every few seconds: keep them out of the default log level
         level = logging.DEBUG if scope["path"] in _ALWAYS_SERVED else logging.INFO
         access_log.log(level, "request", extra={"fields": _log_fields(scope, record, status, seconds)})
@@ -126,9 +144,18 @@ class RequestMiddleware:
 async def _refuse(record: RequestRecord, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer 503 because the server is stopping, and close the connection."""
     record.error = "service_unavailable"
-    refusal = error_response(NotReady("The server is shutting down; retry on another replica.", retry_after=1))
+    refusal = error_response(
+        NotReady("The server is shutting down; retry on another replica.", retry_after=1)
+    )
     refusal.headers["connection"] = "close"
     await refusal(scope, receive, send)
+
+
+async def _internal_error(record: RequestRecord, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer 500 with a message that names the request, for the operator's logs, and nothing else."""
+    record.error = "internal_error"
+    message = f"The server had an internal error; its log has the details under request id {record.id}."
+    await JSONResponse(error_body(message, "server_error", None, "internal_error"), 500)(scope, receive, send)
 
 
 def _request_id(scope: Scope) -> str:

@@ -9,8 +9,18 @@ from typing import Any
 import click
 import platformdirs
 
-from keepwarm.catalog import DEFAULT_ENTRY, ModelEntry, ModelSpec, check_unique_names, load_config, parse_model_option
+from keepwarm.catalog import (
+    DEFAULT_ENTRY,
+    ModelEntry,
+    ModelSpec,
+    check_unique_names,
+    load_config,
+    parse_model_option,
+)
+from keepwarm.cost import Pricing
 from keepwarm.errors import ConfigError
+
+_PRICING = Pricing()  # the price options' defaults
 
 DATA_DIR_OPTION = click.option(
     "--data-dir",
@@ -25,12 +35,19 @@ DATA_DIR_OPTION = click.option(
 def pricing_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--price-per-million-tokens and --price-per-hour, for commands that report cost."""
     command = click.option(
-        "--price-per-hour", type=click.FloatRange(0), default=0.0, envvar="KEEPWARM_PRICE_PER_HOUR",
-        show_default=True, help="Price of one hour of model compute time (env KEEPWARM_PRICE_PER_HOUR).",
+        "--price-per-hour",
+        type=click.FloatRange(0),
+        default=_PRICING.per_hour,
+        envvar="KEEPWARM_PRICE_PER_HOUR",
+        show_default=True,
+        help="Price of one hour of model compute time (env KEEPWARM_PRICE_PER_HOUR).",
     )(command)
     return click.option(
-        "--price-per-million-tokens", type=click.FloatRange(0), default=0.0,
-        envvar="KEEPWARM_PRICE_PER_MILLION_TOKENS", show_default=True,
+        "--price-per-million-tokens",
+        type=click.FloatRange(0),
+        default=_PRICING.per_million_tokens,
+        envvar="KEEPWARM_PRICE_PER_MILLION_TOKENS",
+        show_default=True,
         help="Price of one million embedded tokens (env KEEPWARM_PRICE_PER_MILLION_TOKENS).",
     )(command)
 
@@ -38,7 +55,10 @@ def pricing_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     """Left-aligned columns, wide enough for their longest cell."""
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    lines = ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows))
+    lines = (
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *rows)
+    )
     return "\n".join(lines)
 
 
@@ -93,7 +113,9 @@ def CONFIG_OPTIONS(command):  # noqa: ANN001, ANN201, N802 - a decorator, named 
         "Default: the bundled all-minilm-l6-v2.",
     )(command)
     return click.option(
-        "--config", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Model catalog TOML file."
+        "--config",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        help="Model catalog TOML file.",
     )(command)
 
 
@@ -115,7 +137,9 @@ def engine_for(  # noqa: ANN201
     chosen = [spec for spec in specs if wanted & set(spec.names)]
     missing = wanted - {alias for spec in chosen for alias in spec.names}
     if missing:
-        raise ConfigError(f"model(s) {sorted(missing)} not in the catalog; add them as NAME=PATH or with --config")
+        raise ConfigError(
+            f"model(s) {sorted(missing)} not in the catalog; add them as NAME=PATH or with --config"
+        )
     engine = Engine(chosen, data_dir, settings)
     engine.load()
     return engine

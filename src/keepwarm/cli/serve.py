@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 import sys
 from functools import partial
 from pathlib import Path
+from types import FrameType
 
 import click
 
+from keepwarm.api.lifecycle import ShutdownSettings
+from keepwarm.api.settings import ApiSettings, ConnectionLimits
+from keepwarm.batches import BatchSettings, Limits, RunnerSettings
 from keepwarm.batches.tenancy import TenantLimits
 from keepwarm.cli.options import (
     CONFIG_OPTIONS,
@@ -19,12 +24,11 @@ from keepwarm.cli.options import (
     open_database,
     pricing_options,
 )
-from keepwarm.engine import Engine
-from keepwarm.logs import FORMATS
+from keepwarm.cost import Pricing
+from keepwarm.engine import CallLimits, Engine, EngineSettings
+from keepwarm.logs import DEFAULT_FORMAT, DEFAULT_LEVEL, FORMATS, LEVELS, configure_logging
 
 log = logging.getLogger("keepwarm")
-_MIB = 1024 * 1024
-_TENANT_DEFAULTS = TenantLimits()
 
 
 def is_loopback(host: str) -> bool:
@@ -42,8 +46,10 @@ def _check_auth(has_keys: bool, host: str, allow_unauthenticated: bool) -> bool:
     if has_keys:
         log.info("API keys required: requests need 'Authorization: Bearer <key>'")
     elif is_loopback(host):
-        log.warning("no API keys exist: serving WITHOUT authentication, on loopback only "
-                    "(create one with `keepwarm keys create --name NAME`)")
+        log.warning(
+            "no API keys exist: serving WITHOUT authentication, on loopback only "
+            "(create one with `keepwarm keys create --name NAME`)"
+        )
     elif allow_unauthenticated:
         log.warning("no API keys exist: serving WITHOUT authentication on %s (--allow-unauthenticated)", host)
     else:
@@ -54,59 +60,175 @@ def _check_auth(has_keys: bool, host: str, allow_unauthenticated: bool) -> bool:
     return is_loopback(host) or allow_unauthenticated
 
 
+MiB = 1024 * 1024
+KiB = 1024
+# the defaults of every option below, stated once: in these settings' fields
+_API = ApiSettings()
+_ENGINE = EngineSettings()
+_BATCHES = BatchSettings()
+_CONNECTIONS = _API.connections
+
+
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--host", default=_API.host, show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=_API.port, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on."
+)
 @CONFIG_OPTIONS
 @DATA_DIR_OPTION
-@click.option("--max-batch-tokens", type=click.IntRange(1), show_default="measured per model at first load",
-              help="Padded tokens per model call, for every model.")
-@click.option("--max-batch-size", default=64, show_default=True, type=click.IntRange(1), help="Rows per model call.")
-@click.option("--max-batch-padding-tokens", type=click.IntRange(0), show_default="measured per model at first load",
-              help="Padding tokens a model call may hold, for every model.")
-@click.option("--max-queue-tokens", default=600_000, show_default=True, type=click.IntRange(1), help="Tokens waiting per model before 429.")
-@click.option("--max-body-mb", default=16, show_default=True, type=click.IntRange(1), help="Largest request body in MiB (413 above).")
-@click.option("--max-input-chars", default=1_000_000, show_default=True, type=click.IntRange(1),
-              help="Longest input in characters (token-id inputs: ids); longer ones are refused with 400.")
 @click.option(
-    "--batch-chunk-inputs", default=64, show_default=True, type=click.IntRange(1),
-    help="Batch inputs per checkpoint: a crash redoes at most this much work.",
+    "--max-batch-tokens",
+    type=click.IntRange(1),
+    default=_ENGINE.calls.max_call_tokens,
+    show_default="measured per model at first load",
+    help="Padded tokens per model call, for every model.",
+)
+@click.option(
+    "--max-batch-size",
+    default=_ENGINE.calls.max_call_rows,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Rows per model call.",
+)
+@click.option(
+    "--max-batch-padding-tokens",
+    type=click.IntRange(0),
+    default=_ENGINE.calls.max_padding_tokens,
+    show_default="measured per model at first load",
+    help="Padding tokens a model call may hold, for every model.",
+)
+@click.option(
+    "--max-queue-tokens",
+    default=_ENGINE.calls.max_queue_tokens,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Tokens waiting per model before 429.",
+)
+@click.option(
+    "--max-body-mb",
+    default=_API.max_body_bytes // MiB,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Largest request body in MiB (413 above).",
+)
+@click.option(
+    "--max-input-chars",
+    default=_ENGINE.max_input_chars,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Longest input in characters (token-id inputs: ids); longer ones are refused with 400.",
 )
 @click.option(
     "--max-stored-mb",
-    default=_TENANT_DEFAULTS.max_stored_bytes // _MIB,
+    default=_BATCHES.tenants.max_stored_bytes // MiB,
     show_default=True,
     type=click.IntRange(1),
     help="Files (uploads and batch outputs) one API key may keep, in MiB (429 storage_quota_exceeded above).",
 )
 @click.option(
     "--max-open-batches",
-    default=_TENANT_DEFAULTS.max_open_batches,
+    default=_BATCHES.tenants.max_open_batches,
     show_default=True,
     type=click.IntRange(1),
     help="Unfinished batches one API key may have (429 too_many_open_batches above).",
 )
-@click.option("--cache-mb", default=256, show_default=True, type=click.IntRange(0), help="In-memory embedding cache (0: off).")
-@click.option("--persistent-cache", is_flag=True, help="Also keep cached vectors in the data directory across restarts.")
 @click.option(
-    "--queue-timeout", default=60.0, show_default=True, type=click.FloatRange(0),
+    "--batch-chunk-inputs",
+    default=_BATCHES.runner.chunk_inputs,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Batch inputs per checkpoint: a crash redoes at most this much work.",
+)
+@click.option(
+    "--cache-mb",
+    default=_ENGINE.cache_bytes // MiB,
+    show_default=True,
+    type=click.IntRange(0),
+    help="In-memory embedding cache (0: off).",
+)
+@click.option(
+    "--persistent-cache",
+    is_flag=True,
+    default=_ENGINE.persistent_cache,
+    help="Also keep cached vectors in the data directory across restarts.",
+)
+@click.option(
+    "--queue-timeout",
+    default=_ENGINE.queue_timeout or 0,
+    show_default=True,
+    type=click.FloatRange(0),
     help="Seconds a request may wait in the queue before it is dropped with 503 (0: no limit).",
 )
 @click.option(
-    "--allow-unauthenticated", is_flag=True,
+    "--allow-unauthenticated",
+    is_flag=True,
     help="Serve without API keys on a non-loopback --host while no key exists.",
 )
 @click.option(
-    "--drain-seconds", default=0.0, show_default=True, type=click.FloatRange(0),
+    "--drain-seconds",
+    default=_API.shutdown.drain_seconds,
+    show_default=True,
+    type=click.FloatRange(0),
     help="On SIGTERM, keep answering 503 for at least this long before closing the socket.",
 )
 @click.option(
-    "--grace-seconds", default=30.0, show_default=True, type=click.FloatRange(0),
+    "--grace-seconds",
+    default=_API.shutdown.grace_seconds,
+    show_default=True,
+    type=click.FloatRange(0),
     help="On SIGTERM, longest wait for in-flight requests before they are cancelled.",
 )
+@click.option(
+    "--max-connections",
+    default=_CONNECTIONS.max_connections,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Open connections at once; more are answered 503 and closed.",
+)
+@click.option(
+    "--max-header-kb",
+    default=_CONNECTIONS.max_header_bytes // KiB,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Largest request line and headers in KiB (431 above).",
+)
+@click.option(
+    "--header-timeout",
+    default=_CONNECTIONS.header_timeout,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds a request's headers may take to arrive (408).",
+)
+@click.option(
+    "--body-timeout",
+    default=_CONNECTIONS.body_timeout,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Longest pause in a request body, in seconds (408).",
+)
+@click.option(
+    "--min-body-rate",
+    default=_CONNECTIONS.min_body_rate,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Bytes/s a body must average after its first --body-timeout seconds (408 below; 0: off).",
+)
+@click.option(
+    "--keep-alive-timeout",
+    default=_CONNECTIONS.keep_alive_timeout,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Idle seconds between requests before a connection is closed.",
+)
 @pricing_options
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--log-format", default="text", show_default=True, type=click.Choice(FORMATS), help="Log line format.")
+@click.option("--log-level", default=DEFAULT_LEVEL, show_default=True, type=click.Choice(LEVELS))
+@click.option(
+    "--log-format",
+    default=DEFAULT_FORMAT,
+    show_default=True,
+    type=click.Choice(FORMATS),
+    help="Log line format.",
+)
 def serve(
     host: str,
     port: int,
@@ -119,30 +241,31 @@ def serve(
     max_queue_tokens: int,
     max_body_mb: int,
     max_input_chars: int,
-    batch_chunk_inputs: int,
     max_stored_mb: int,
     max_open_batches: int,
+    batch_chunk_inputs: int,
     cache_mb: int,
     persistent_cache: bool,
     queue_timeout: float,
     allow_unauthenticated: bool,
     drain_seconds: float,
     grace_seconds: float,
+    max_connections: int,
+    max_header_kb: int,
+    header_timeout: float,
+    body_timeout: float,
+    min_body_rate: int,
+    keep_alive_timeout: float,
     price_per_million_tokens: float,
     price_per_hour: float,
     log_level: str,
     log_format: str,
 ) -> None:
     """Serve embedding models over an OpenAI-compatible HTTP API."""
-    from keepwarm.api import ApiSettings
-    from keepwarm.api.lifecycle import ShutdownSettings
-    from keepwarm.batches import BatchSettings, Limits, RunnerSettings
-    from keepwarm.engine import CallLimits, EngineSettings
-    from keepwarm.logs import configure_logging
     from keepwarm.server import serve as run_server
-    from keepwarm.cost import Pricing
     from keepwarm.store import KeyStore
 
+    signal.signal(signal.SIGTERM, _stopped_while_starting)
     configure_logging(log_level, log_format)
     specs = model_specs(config, model_options)
     db = open_database(data_dir)
@@ -156,31 +279,47 @@ def serve(
     settings = EngineSettings(
         calls=limits,
         max_input_chars=max_input_chars,
-        cache_bytes=cache_mb * 1024 * 1024,
+        cache_bytes=cache_mb * MiB,
         persistent_cache=persistent_cache,
         queue_timeout=queue_timeout or None,
     )
     engine = Engine(specs, data_dir, settings)
+    pricing = Pricing(per_million_tokens=price_per_million_tokens, per_hour=price_per_hour)
     api = ApiSettings(
-        max_body_bytes=max_body_mb * _MIB,
+        host=host,
+        port=port,
+        max_body_bytes=max_body_mb * MiB,
         open_when_keyless=open_when_keyless,
-        pricing=Pricing(per_million_tokens=price_per_million_tokens, per_hour=price_per_hour),
+        pricing=pricing,
         shutdown=ShutdownSettings(drain_seconds=drain_seconds, grace_seconds=grace_seconds),
+        connections=ConnectionLimits(
+            max_connections=max_connections,
+            max_header_bytes=max_header_kb * KiB,
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+            min_body_rate=min_body_rate,
+            keep_alive_timeout=keep_alive_timeout,
+        ),
     )
     reload = partial(_reload, engine, config, model_options)
     batch = BatchSettings(
-        pricing=api.pricing,
-        tenants=TenantLimits(max_stored_bytes=max_stored_mb * _MIB, max_open_batches=max_open_batches),
+        pricing=pricing,
+        tenants=TenantLimits(max_stored_bytes=max_stored_mb * MiB, max_open_batches=max_open_batches),
         runner=RunnerSettings(
             chunk_inputs=batch_chunk_inputs,
             limits=Limits(max_line_bytes=api.max_body_bytes),  # a batch line is held to the body limit
         ),
     )
     try:
-        code = run_server(engine, db, host, port, api, batch=batch, reload=reload)
+        code = run_server(engine, db, api, batch, reload)
     finally:
         db.close()
     sys.exit(code)
+
+
+def _stopped_while_starting(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM before the server has taken over signals: nothing was accepted, so a clean exit."""
+    raise SystemExit(0)
 
 
 def _reload(engine: Engine, config: Path | None, model_options: tuple[str, ...]) -> None:

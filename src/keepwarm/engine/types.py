@@ -38,7 +38,7 @@ class EngineSettings:
     cache_bytes: int = 256 * 1024 * 1024  # in-memory embedding cache; 0 turns the cache off
     persistent_cache: bool = False  # also keep cached vectors in <data dir>/cache.sqlite
     # online requests that waited longer than this before reaching the model are dropped
-    queue_timeout: float | None = None
+    queue_timeout: float | None = 60.0
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ class ModelWorker:
                 middle = len(items) // 2
                 return 1 + self._run(items[:middle]) + self._run(items[middle:])
             log.exception("inference failed for one input of %d tokens", items[0].length)
-            items[0].job.fail(NotReady(f"inference failed: {type(exc).__name__}; retry", retry_after=1))
+            items[0].job.fail(NotReady("inference failed for one of this request's inputs; retry", retry_after=1))
             return 1
         seconds_per_token = (time.perf_counter() - started) / sum(item.length for item in items)
         for item, vector in zip(items, vectors, strict=True):

@@ -37,7 +37,9 @@ class StoreAccess:
             return await loop.run_in_executor(self._pool, partial(function, *args))
         except sqlite3.Error as exc:
             log.error("state database error: %s", exc)
-            raise NotReady("The server's state database is unavailable; retry shortly.", retry_after=1) from exc
+            raise NotReady(
+                "The server's state database is unavailable; retry shortly.", retry_after=1
+            ) from exc
 
     def close(self) -> None:
         """Wait for pending writes (usage of answered requests) to commit, then stop the threads."""
