@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -97,11 +98,10 @@ def export(name: str, config: Path | None, model_options: tuple[str, ...], data_
 def diff(first: str, second: str, config: Path | None, model_options: tuple[str, ...], data_dir: Path,
          corpus: Path | None) -> None:
     """Embed the same texts with FIRST and SECOND (names or name@version) and say if they are interchangeable."""
-    from keepwarm.engine import EmbedOptions, Engine
-    from keepwarm.runtimes.accuracy import FP32_EQUIVALENT, cosine_stats
-    from keepwarm.runtimes.probe import PROBE_TEXTS
-
     from keepwarm.bench.corpus import CorpusError, load_corpus
+    from keepwarm.engine import Engine
+    from keepwarm.reembed.diff import diff_versions
+    from keepwarm.runtimes.probe import PROBE_TEXTS
 
     try:
         texts = load_corpus(corpus) if corpus else list(PROBE_TEXTS)
@@ -109,23 +109,6 @@ def diff(first: str, second: str, config: Path | None, model_options: tuple[str,
         raise click.UsageError(str(exc)) from None
     engine = Engine(model_specs(config, model_options), data_dir)
     try:
-        options = EmbedOptions(truncate=True)
-        a, b = (engine.embed_sync(ref, texts, options) for ref in (first, second))
-        report: dict[str, object] = {
-            "first": a.model.label,
-            "second": b.model.label,
-            "texts": len(texts),
-        }
-        if a.vectors.shape != b.vectors.shape:
-            report.update(interchangeable=False, reason=f"dimensions differ: {a.vectors.shape[1]} vs {b.vectors.shape[1]}")
-        else:
-            stats = cosine_stats(a.vectors, b.vectors)
-            report.update(stats, interchangeable=stats["min_cosine"] >= FP32_EQUIVALENT)
-        report["advice"] = (
-            "vectors are interchangeable: an index built with one can be searched with the other"
-            if report["interchangeable"]
-            else "vectors are NOT interchangeable: re-embed the index (serve both versions and pin the old one meanwhile)"
-        )
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps(asyncio.run(diff_versions(engine, first, second, texts)).report(), indent=2))
     finally:
         engine.close()
