@@ -22,7 +22,8 @@ from keepwarm.runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
 
-BatchObserver = Callable[[int, int, float, int], None]  # (rows, tokens, seconds, failed model calls)
+# (rows, tokens, padded tokens, seconds, failed model calls)
+BatchObserver = Callable[[int, int, int, float, int], None]
 
 # Test hook: while the file this names exists, workers start no model call, so a test can
 # hold work in the queue for as long as it needs instead of racing a model's speed.
@@ -86,7 +87,8 @@ class ModelWorker:
             tokens = sum(item.length for item in batch)
             self.scheduler.record_throughput(tokens, elapsed)
             if self._observe:
-                self._observe(len(batch), tokens, elapsed, failures)
+                padded = len(batch) * max(item.length for item in batch)
+                self._observe(len(batch), tokens, padded, elapsed, failures)
 
     def _run(self, items: list[WorkItem]) -> int:
         """Embed and deliver; on a runtime error, retry in halves to isolate the culprit.
