@@ -19,5 +19,9 @@ install-test: $(BIN)/python
 serve: install
 	$(BIN)/keepwarm serve $(ARGS)
 
+# the dashboard's tests drive Debian's headless Chromium: install it if it is missing, or say how
 test: install-test
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+		|| (apt-get update && apt-get install -y chromium chromium-driver) \
+		|| { echo "the dashboard tests need Chromium: run 'apt-get install -y chromium chromium-driver' as root" >&2; exit 1; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from keepwarm.api import ApiSettings, create_app
 from keepwarm.api.lifecycle import Lifecycle
 from keepwarm.batches import BatchService, BatchSettings
+from keepwarm.dashboard import DashboardServices, dashboard_router
 from keepwarm.engine import Engine
 from keepwarm.errors import ConfigError
 from keepwarm.store import Database
@@ -119,6 +120,10 @@ def serve(
     batches = BatchService(engine, batch)
     app = create_app(engine, db, api, batches)
     app.state.reload = reload
+    api = api or ApiSettings()
+    app.include_router(dashboard_router(DashboardServices(
+        engine, app.state.store, api.pricing, api.open_when_keyless, batches, reload
+    )))
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     server = _DrainingServer(config, app.state.lifecycle)
     loader = _Loader(engine, server, on_ready=batches.start)
