@@ -20,7 +20,11 @@ serve: install
 	$(BIN)/keepwarm serve $(ARGS)
 
 # Lint first, then the suite; any non-zero exit fails `make` (pytest's 5, "no tests collected", included).
+# The dashboard's tests drive Debian's headless Chromium: install it if it is missing, or say how.
 test: lint
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+		|| (apt-get update && apt-get install -y chromium chromium-driver) \
+		|| { echo "the dashboard tests need Chromium: run 'apt-get install -y chromium chromium-driver' as root" >&2; exit 1; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install-test

@@ -114,6 +114,23 @@ def test_a_bucket_refills_at_its_per_minute_rate() -> None:
     assert limiter.headers(key)["x-ratelimit-remaining-requests"] == "60"  # never above the limit
 
 
+
+def test_a_limit_changed_while_the_server_runs_applies_to_the_next_request() -> None:
+    clock = _Clock()
+    limiter = RateLimiter(clock)
+    limiter.check_request(ApiKey(id=1, name="k", prefix="kw-x", rpm=60))
+    lowered = ApiKey(id=1, name="k", prefix="kw-x", rpm=2)
+    assert limiter.headers(lowered)["x-ratelimit-remaining-requests"] == "2"  # 59 left, capped at the limit
+    limiter.check_request(lowered)
+    limiter.check_request(lowered)
+    with pytest.raises(RateLimited):
+        limiter.check_request(lowered)
+    raised = ApiKey(id=1, name="k", prefix="kw-x", rpm=600)
+    assert limiter.headers(raised)["x-ratelimit-limit-requests"] == "600"
+    clock.now = 0.1  # from now on it refills at the new rate: 10 requests a second
+    limiter.check_request(raised)
+
+
 @pytest.mark.parametrize("seconds,text", [(0.02, "20ms"), (1.5, "1.5s"), (20, "20s"), (360, "6m0s")])
 def test_reset_times_use_openais_format(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text

@@ -87,6 +87,19 @@ def test_a_revoked_key_stops_working_and_frees_its_name(db: Database) -> None:
         keys.revoke("alice")
 
 
+
+def test_a_keys_models_and_limits_change_in_place_and_its_secret_keeps_working(db: Database) -> None:
+    keys = KeyStore(db)
+    key, secret = keys.create("alice", models=("m1",), rpm=10)
+    updated = keys.update(key.prefix, models=("m1", "m2"), rpm=None, tpm=500)
+    assert (updated.id, updated.models, updated.rpm, updated.tpm) == (key.id, ("m1", "m2"), None, 500)
+    assert keys.find(secret) == updated and keys.get(key.id) == updated
+    assert keys.update("alice", models=None, rpm=None, tpm=None).models is None
+    keys.revoke("alice")
+    with pytest.raises(StoreError, match="no active key"):
+        keys.update("alice", models=None, rpm=1, tpm=None)
+    assert keys.get(key.id).revoked_at is not None and keys.get(key.id + 100) is None
+
 def test_usage_adds_up_per_day_key_model_and_version(db: Database) -> None:
     usage = UsageStore(db)
     day_one, day_two = 1_700_000_000.0, 1_700_000_000.0 + 86_400

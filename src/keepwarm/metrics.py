@@ -106,6 +106,11 @@ class Metrics:
             buckets=(16, 64, 256, 1024, 4096, 16384, 65536),
             registry=registry,
         )
+        self.batch_padded_tokens = Histogram(
+            "keepwarm_batch_padded_tokens", "Tokens per model call, padding included (rows × longest row)",
+            ["model"],
+            buckets=(16, 64, 256, 1024, 4096, 16384, 65536), registry=registry,
+        )
         self.inference_seconds = Histogram(
             "keepwarm_inference_seconds",
             "Time of one model call",
@@ -145,9 +150,12 @@ class Metrics:
         self._models.load_seconds[model] = load_seconds
         self._models.throughputs[model] = tokens_per_second
 
-    def observe_batch(self, model: str, rows: int, tokens: int, seconds: float, failures: int = 0) -> None:
+    def observe_batch(
+        self, model: str, rows: int, tokens: int, padded: int, seconds: float, failures: int = 0
+    ) -> None:
         self.batch_rows.labels(model).observe(rows)
         self.batch_tokens.labels(model).observe(tokens)
+        self.batch_padded_tokens.labels(model).observe(padded)
         self.inference_seconds.labels(model).observe(seconds)
         if failures:
             self.inference_failures.labels(model).inc(failures)

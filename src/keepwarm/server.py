@@ -38,6 +38,7 @@ from keepwarm.api.settings import ApiSettings
 from keepwarm.api.store_access import StoreAccess
 from keepwarm.batches import BatchService, BatchSettings
 from keepwarm.batches.routes import batch_router
+from keepwarm.dashboard import DashboardServices, dashboard_router
 from keepwarm.engine import Engine
 from keepwarm.errors import ConfigError
 from keepwarm.store import Database
@@ -152,7 +153,12 @@ def serve(
         lifecycle=lifecycle,
         settings=api,
         reload=reload,
-        routers=[batch_router(batches, auth, limiter)],
+        routers=[
+            batch_router(batches, auth, limiter),
+            dashboard_router(
+                DashboardServices(engine, store, api.pricing, api.open_when_keyless, batches, reload)
+            ),
+        ],
     )
 
     def listening() -> None:

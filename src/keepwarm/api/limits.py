@@ -130,6 +130,8 @@ class RateLimiter:
         if bucket is None:
             bucket = self._buckets[(key_id, kind)] = _Bucket(float(limit), float(limit), now)
         bucket.refill(now)
+        if bucket.capacity != limit:  # the key's limit was changed while the server runs
+            bucket.capacity, bucket.level = float(limit), min(bucket.level, float(limit))
         return bucket
 
     def _headers(self, key: ApiKey, now: float) -> dict[str, str]:

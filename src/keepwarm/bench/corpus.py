@@ -32,22 +32,27 @@ def corpus_texts(path: Path | None) -> tuple[list[str], str]:
 def load_corpus(path: Path) -> list[str]:
     """Every `text` in the file, in file order; CorpusError names the first bad line."""
     try:
-        lines = path.read_bytes().splitlines()
+        data = path.read_bytes()
     except OSError as exc:
         raise CorpusError(f"cannot read corpus {path}: {exc.strerror or exc}") from None
+    return parse_corpus(data, str(path))
+
+
+def parse_corpus(data: bytes, source: str) -> list[str]:
+    """Every `text` in JSONL `data` (a file or an uploaded sample); errors name `source` and the line."""
     texts = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             text = orjson.loads(line).get("text")
         except (orjson.JSONDecodeError, AttributeError):
-            raise CorpusError(f"{path}:{number}: not a JSON object") from None
+            raise CorpusError(f"{source}:{number}: not a JSON object") from None
         if not isinstance(text, str) or not text:
-            raise CorpusError(f"{path}:{number}: needs a non-empty string field 'text'")
+            raise CorpusError(f"{source}:{number}: needs a non-empty string field 'text'")
         texts.append(text)
     if not texts:
-        raise CorpusError(f"{path}: no texts")
+        raise CorpusError(f"{source}: no texts")
     return texts
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -111,9 +112,8 @@ def diff(first: str, second: str, config: Path | None, model_options: tuple[str,
     """
     from keepwarm.bench.corpus import CorpusError, load_corpus
     from keepwarm.datasets.retrieval import DatasetError
-    from keepwarm.engine import EmbedOptions
     from keepwarm.evaluation import open_dataset
-    from keepwarm.runtimes.accuracy import FP32_EQUIVALENT, cosine_stats
+    from keepwarm.reembed.diff import diff_versions
     from keepwarm.runtimes.probe import PROBE_TEXTS
 
     try:
@@ -126,24 +126,7 @@ def diff(first: str, second: str, config: Path | None, model_options: tuple[str,
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        options = EmbedOptions(truncate=True)
-        a, b = (engine.embed_sync(ref, texts, options) for ref in (first, second))
-        report: dict[str, object] = {
-            "first": a.model.label,
-            "second": b.model.label,
-            "texts": len(texts),
-        }
-        if a.vectors.shape != b.vectors.shape:
-            report.update(interchangeable=False, reason=f"dimensions differ: {a.vectors.shape[1]} vs {b.vectors.shape[1]}")
-        else:
-            stats = cosine_stats(a.vectors, b.vectors)
-            report.update(stats, interchangeable=stats["min_cosine"] >= FP32_EQUIVALENT)
-        report["reembed_needed"] = not report["interchangeable"]
-        report["advice"] = (
-            "vectors are interchangeable: an index built with one can be searched with the other"
-            if report["interchangeable"]
-            else "vectors are NOT interchangeable: re-embed the index (serve both versions and pin the old one meanwhile)"
-        )
+        report = asyncio.run(diff_versions(engine, first, second, texts)).report()
         if dataset is not None:
             report["quality"] = quality = _quality_delta(engine, first, second, dataset)
             report["advice"] += f"; {quality['verdict']}"

@@ -22,7 +22,7 @@ from keepwarm.runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
 
-CallObserver = Callable[[int, int, float, int], None]  # (rows, tokens, seconds, failed model calls)
+CallObserver = Callable[[int, int, int, float, int], None]  # (rows, tokens, padded tokens, seconds, failed calls)
 
 # Test hook: while the file this names exists, workers start no model call, so a test can
 # hold work in the queue for as long as it needs instead of racing a model's speed. When
@@ -98,7 +98,8 @@ class ModelWorker:
             tokens = sum(item.length for item in call)
             self.scheduler.record_throughput(tokens, elapsed)
             if self._observe:
-                self._observe(len(call), tokens, elapsed, failures)
+                padded = len(call) * max(item.length for item in call)
+                self._observe(len(call), tokens, padded, elapsed, failures)
 
     def _run(self, items: list[WorkItem]) -> int:
         """Embed and deliver; on a runtime error, retry in halves to isolate the culprit.

@@ -22,11 +22,16 @@ def embed_all(runtime: Runtime, batches: Iterable[Batch]) -> np.ndarray:
     return np.concatenate([runtime.embed(ids, mask) for ids, mask in batches])
 
 
-def cosine_stats(expected: np.ndarray, actual: np.ndarray) -> dict[str, float]:
-    """Mean and minimum row-wise cosine between two stacks of vectors."""
+def row_cosines(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """The cosine between each row of `expected` and the same row of `actual`."""
     a = l2_normalize(expected.astype(np.float64))
     b = l2_normalize(actual.astype(np.float64))
-    cosines = (a * b).sum(axis=1)
+    return (a * b).sum(axis=1)
+
+
+def cosine_stats(expected: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    """Mean and minimum row-wise cosine between two stacks of vectors."""
+    cosines = row_cosines(expected, actual)
     return {"mean_cosine": float(cosines.mean()), "min_cosine": float(cosines.min())}
 
 

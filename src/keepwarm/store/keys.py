@@ -70,6 +70,20 @@ def _from_row(row: sqlite3.Row) -> ApiKey:
     )
 
 
+def _one_active(conn: sqlite3.Connection, ident: str) -> int:
+    """The row id of the one active key with this name or public id; StoreError otherwise."""
+    rows = conn.execute(
+        "SELECT id, prefix FROM api_keys WHERE (name = ? OR prefix = ?) AND revoked_at IS NULL",
+        (ident, ident),
+    ).fetchall()
+    if not rows:
+        raise StoreError(f"no active key has the name or id '{ident}'")
+    if len(rows) > 1:
+        ids = ", ".join(row["prefix"] for row in rows)
+        raise StoreError(f"'{ident}' matches several keys; use its id ({ids})")
+    return rows[0]["id"]
+
+
 class KeyStore:
     """Create, list, revoke and check API keys."""
 
@@ -114,15 +128,31 @@ class KeyStore:
     def revoke(self, ident: str) -> ApiKey:
         """Revoke the active key with this name or public id; StoreError if none matches."""
         with self.db.transaction() as conn:
-            rows = conn.execute(
-                "SELECT * FROM api_keys WHERE (name = ? OR prefix = ?) AND revoked_at IS NULL", (ident, ident)
-            ).fetchall()
-            if not rows:
-                raise StoreError(f"no active key has the name or id '{ident}'")
-            if len(rows) > 1:
-                raise StoreError(f"'{ident}' matches several keys; revoke by id ({', '.join(r['prefix'] for r in rows)})")
-            conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (time.time(), rows[0]["id"]))
-        return self._get(rows[0]["id"])
+            key_id = _one_active(conn, ident)
+            conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (time.time(), key_id))
+        return self._get(key_id)
+
+    def update(
+        self, ident: str, *, models: tuple[str, ...] | None, rpm: int | None, tpm: int | None
+    ) -> ApiKey:
+        """Set the models and limits of the active key with this name or public id (None: all / unlimited).
+
+        The secret stays the same, so clients keep working; a running server applies the
+        new settings to the key's next request.
+        """
+        models_json = json.dumps(list(models)) if models is not None else None
+        with self.db.transaction() as conn:
+            key_id = _one_active(conn, ident)
+            conn.execute(
+                "UPDATE api_keys SET models = ?, rpm = ?, tpm = ? WHERE id = ?",
+                (models_json, rpm, tpm, key_id),
+            )
+        return self._get(key_id)
+
+    def get(self, key_id: int) -> ApiKey | None:
+        """The key with this row id, revoked or not; None if there is none."""
+        row = self.db.connection().execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return _from_row(row) if row is not None else None
 
     def find(self, secret: str) -> ApiKey | None:
         """The active key whose secret this is, or None."""
