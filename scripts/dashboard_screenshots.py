@@ -71,18 +71,25 @@ def _full_page(driver, name: str, out: Path) -> None:  # noqa: ANN001 - a seleni
     """The whole page, however long, as one PNG at 1360 CSS pixels wide."""
     driver.execute_script("window.scrollTo(0, 0)")  # the sticky header stays at the top of the capture
     height = min(driver.execute_script("return document.documentElement.scrollHeight"), 2400)
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": 1360, "height": height, "scale": 1},
-    })
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": 1360, "height": height, "scale": 1},
+        },
+    )
     (out / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
 
 
 def _timing(driver) -> tuple[float, int]:  # noqa: ANN001
     """The page's first contentful paint (ms after navigation) and the bytes it transferred."""
-    paint = wait_until(driver, lambda d: d.execute_script(
-        "const p = performance.getEntriesByName('first-contentful-paint')[0]; return p && p.startTime"
-    ))
+    paint = wait_until(
+        driver,
+        lambda d: d.execute_script(
+            "const p = performance.getEntriesByName('first-contentful-paint')[0]; return p && p.startTime"
+        ),
+    )
     size = driver.execute_script(
         "return performance.getEntriesByType('navigation')[0].transferSize"
         " + performance.getEntriesByType('resource').reduce((s, r) => s + r.transferSize, 0)"
@@ -119,8 +126,12 @@ def _use_playground(driver) -> None:  # noqa: ANN001
 
 def _capture(url: str, admin: str, running: str, out: Path) -> dict[str, tuple[float, int]]:
     """Sign in, use each page, save it; each page's first paint and transfer size."""
-    actions = {"keys": _use_keys, "batches": lambda d: _use_batches(d, running), "versions": _use_versions,
-               "playground": _use_playground}
+    actions = {
+        "keys": _use_keys,
+        "batches": lambda d: _use_batches(d, running),
+        "versions": _use_versions,
+        "playground": _use_playground,
+    }
     timings = {}
     with chromium() as driver:
         driver.get(f"{url}/dashboard/login")
@@ -150,8 +161,16 @@ def main() -> int:
     limits = {"search-api": ("--rpm", "6000"), "support-bot": (), "nightly-reindex": ("--tpm", "400000")}
     keys = {name: create_key(data, name, *options) for name, options in limits.items()}
     os.environ["KEEPWARM_DASHBOARD_SAMPLE_SECONDS"] = str(max(1.0, args.seconds / 120))  # ~120 points a chart
-    server = start_server(data, scratch, "--config", str(_config(scratch / "models.toml")),
-                          "--price-per-hour", "0.35", "--batch-chunk-inputs", "16")
+    server = start_server(
+        data,
+        scratch,
+        "--config",
+        str(_config(scratch / "models.toml")),
+        "--price-per-hour",
+        "0.35",
+        "--batch-chunk-inputs",
+        "16",
+    )
     stop = threading.Event()
     clients = [threading.Thread(target=_traffic, args=(server.url, keys, stop, n)) for n in range(6)]
     try:

@@ -64,7 +64,7 @@ def main() -> None:
                 "file_mib": round(args.documents * args.dims * 4 / 2**20),
                 "write_seconds": round(written, 2),
                 "search_seconds": round(searched, 2),
-        "search_cpu_seconds": round(cpu, 2),  # all threads: wall time × cores used
+                "search_cpu_seconds": round(cpu, 2),  # all threads: wall time × cores used
                 "queries_per_second": round(args.queries / searched, 1),
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             },

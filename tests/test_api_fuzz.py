@@ -18,10 +18,24 @@ def test_no_generated_request_gets_a_server_error(keyed_server) -> None:  # noqa
     # depth mismatch").
     key = create_key(keyed_server.data_dir, "fuzzer", "--admin")
     result = subprocess.run(
-        [str(SCHEMATHESIS), "run", f"{keyed_server.url}/openapi.json",
-         "--checks", "not_a_server_error", "--max-examples", "25", "--workers", "1",
-         "--request-timeout", "60", "--header", f"Authorization: Bearer {key}"],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(SCHEMATHESIS),
+            "run",
+            f"{keyed_server.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "60",
+            "--header",
+            f"Authorization: Bearer {key}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "generated" in result.stdout and "passed" in result.stdout

@@ -48,8 +48,10 @@ def test_metrics_equal_pytrec_eval_on_random_graded_runs(integer_scores: bool) -
         ours = per_query(run, qrels)
         queries = list(qrels)
         for metric, key, source in (
-            ("ndcg@10", "ndcg_cut_10", reference), ("recall@10", "recall_10", reference),
-            ("recall@100", "recall_100", reference), ("mrr@10", "recip_rank", reciprocal),
+            ("ndcg@10", "ndcg_cut_10", reference),
+            ("recall@10", "recall_10", reference),
+            ("recall@100", "recall_100", reference),
+            ("mrr@10", "recip_rank", reciprocal),
         ):
             expected = [source[q][key] for q in queries]
             np.testing.assert_allclose(ours[metric], expected, atol=1e-12, err_msg=metric)
@@ -175,18 +177,37 @@ def test_builtin_code_search_pairs_a_docstring_with_its_code_without_the_docstri
 def _eval(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "keepwarm", "eval", *args, "--data-dir", str(data_dir)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
 def test_eval_compares_models_on_a_builtin_set_and_a_beir_folder_in_one_command(
-    server, data_dir: Path, tiny_dir: Path, tmp_path: Path  # noqa: ANN001 - `server` built the artifacts
+    server,
+    data_dir: Path,
+    tiny_dir: Path,
+    tmp_path: Path,  # noqa: ANN001 - `server` built the artifacts
 ) -> None:
     beir = _beir(tmp_path / "kitchen")
     result = _eval(
-        MODEL, "tiny", f"{MODEL},dimensions=128", "--model", f"tiny={tiny_dir}",
-        "--dataset", "code-search", *SMALL, "--dataset", str(beir), "--price-per-hour", "1.5",
-        "--json", str(tmp_path / "eval.json"), "--plot", str(tmp_path / "eval.png"), data_dir=data_dir,
+        MODEL,
+        "tiny",
+        f"{MODEL},dimensions=128",
+        "--model",
+        f"tiny={tiny_dir}",
+        "--dataset",
+        "code-search",
+        *SMALL,
+        "--dataset",
+        str(beir),
+        "--price-per-hour",
+        "1.5",
+        "--json",
+        str(tmp_path / "eval.json"),
+        "--plot",
+        str(tmp_path / "eval.png"),
+        data_dir=data_dir,
     )
     assert result.returncode == 0, result.stderr
     for header in ("ndcg@10", "recall@100", "mrr@10", "docs/s", "query p95 ms", "$/1M tokens"):
@@ -195,13 +216,17 @@ def test_eval_compares_models_on_a_builtin_set_and_a_beir_folder_in_one_command(
     rows = {(r["dataset"], r["pipeline"], r["model"]): r for r in report["results"]}
     models = (MODEL, "tiny", f"{MODEL},dimensions=128")
     assert set(rows) == {
-        (dataset, kind, name) for dataset in ("code-search", "kitchen")
+        (dataset, kind, name)
+        for dataset in ("code-search", "kitchen")
         for kind, name in [
-            *(("dense", m) for m in models), ("bm25", "bm25"), *(("hybrid", f"{m} + bm25") for m in models)
+            *(("dense", m) for m in models),
+            ("bm25", "bm25"),
+            *(("hybrid", f"{m} + bm25") for m in models),
         ]
     }
     assert [(d["name"], d["queries"], d["documents"]) for d in report["datasets"]] == [
-        ("code-search", 20, 60), ("kitchen", 2, 5)
+        ("code-search", 20, 60),
+        ("kitchen", 2, 5),
     ]
     minilm, tiny = rows["code-search", "dense", MODEL], rows["code-search", "dense", "tiny"]
     assert minilm["ndcg@10"] > tiny["ndcg@10"] + 0.3  # a trained model against a random one
@@ -222,8 +247,9 @@ def test_eval_through_a_running_server_matches_in_process(server, data_dir: Path
     results = {}
     for where, args in (("server", ("--url", server.url)), ("in-process", ())):
         out = tmp_path / f"{where}.json"
-        result = _eval(*args, "--dataset", "docs", *SMALL, "--pipelines", "dense", "--json", str(out),
-                       data_dir=data_dir)
+        result = _eval(
+            *args, "--dataset", "docs", *SMALL, "--pipelines", "dense", "--json", str(out), data_dir=data_dir
+        )
         assert result.returncode == 0, result.stderr
         (results[where],) = json.loads(out.read_text())["results"]
     served = httpx.get(f"{server.v1}/models/{MODEL}").json()
@@ -247,12 +273,30 @@ def test_eval_refuses_bad_arguments_with_a_usage_error(args: tuple[str, ...], me
 
 
 def test_models_diff_reports_the_quality_delta_and_whether_to_reembed(
-    server, data_dir: Path, tiny_dir: Path  # noqa: ANN001 - `server` built the artifacts
+    server,
+    data_dir: Path,
+    tiny_dir: Path,  # noqa: ANN001 - `server` built the artifacts
 ) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "keepwarm", "models", "diff", MODEL, "tiny", "--model", f"tiny={tiny_dir}",
-         "--dataset", "docs", *SMALL, "--data-dir", str(data_dir)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "keepwarm",
+            "models",
+            "diff",
+            MODEL,
+            "tiny",
+            "--model",
+            f"tiny={tiny_dir}",
+            "--dataset",
+            "docs",
+            *SMALL,
+            "--data-dir",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

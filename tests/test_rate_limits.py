@@ -114,7 +114,6 @@ def test_a_bucket_refills_at_its_per_minute_rate() -> None:
     assert limiter.headers(key)["x-ratelimit-remaining-requests"] == "60"  # never above the limit
 
 
-
 def test_a_limit_changed_while_the_server_runs_applies_to_the_next_request() -> None:
     clock = _Clock()
     limiter = RateLimiter(clock)

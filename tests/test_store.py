@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from keepwarm.api.store_access import StoreAccess
-from keepwarm.errors import NotReady
 from keepwarm.cost import Pricing
 from keepwarm.errors import NotReady
 from keepwarm.store import Database, KeyStore, StoreError, UsageEvent, UsageStore, usage_report
@@ -87,7 +86,6 @@ def test_a_revoked_key_stops_working_and_frees_its_name(db: Database) -> None:
         keys.revoke("alice")
 
 
-
 def test_a_keys_models_and_limits_change_in_place_and_its_secret_keeps_working(db: Database) -> None:
     keys = KeyStore(db)
     key, secret = keys.create("alice", models=("m1",), rpm=10)
@@ -99,6 +97,7 @@ def test_a_keys_models_and_limits_change_in_place_and_its_secret_keeps_working(d
     with pytest.raises(StoreError, match="no active key"):
         keys.update("alice", models=None, rpm=1, tpm=None)
     assert keys.get(key.id).revoked_at is not None and keys.get(key.id + 100) is None
+
 
 def test_usage_adds_up_per_day_key_model_and_version(db: Database) -> None:
     usage = UsageStore(db)

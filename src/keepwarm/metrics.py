@@ -107,9 +107,11 @@ class Metrics:
             registry=registry,
         )
         self.batch_padded_tokens = Histogram(
-            "keepwarm_batch_padded_tokens", "Tokens per model call, padding included (rows × longest row)",
+            "keepwarm_batch_padded_tokens",
+            "Tokens per model call, padding included (rows × longest row)",
             ["model"],
-            buckets=(16, 64, 256, 1024, 4096, 16384, 65536), registry=registry,
+            buckets=(16, 64, 256, 1024, 4096, 16384, 65536),
+            registry=registry,
         )
         self.inference_seconds = Histogram(
             "keepwarm_inference_seconds",

@@ -37,8 +37,11 @@ class LinearAdapter:
         """A safetensors file: tensor `weight`, and string metadata naming both versions."""
         from safetensors.numpy import save_file
 
-        save_file({"weight": np.ascontiguousarray(self.weight, dtype=np.float32)}, str(path),
-                  metadata={"format": FORMAT, **self.metadata})
+        save_file(
+            {"weight": np.ascontiguousarray(self.weight, dtype=np.float32)},
+            str(path),
+            metadata={"format": FORMAT, **self.metadata},
+        )
 
     @classmethod
     def load(cls, path: Path) -> LinearAdapter:
@@ -51,7 +54,9 @@ class LinearAdapter:
             return cls(handle.get_tensor("weight"), {k: v for k, v in metadata.items() if k != "format"})
 
 
-def fit(new_vectors: np.ndarray, old_vectors: np.ndarray, method: str, metadata: dict[str, Any]) -> LinearAdapter:
+def fit(
+    new_vectors: np.ndarray, old_vectors: np.ndarray, method: str, metadata: dict[str, Any]
+) -> LinearAdapter:
     """Fit the map new → old on paired vectors of the same texts."""
     new = np.asarray(new_vectors, dtype=np.float64)
     old = np.asarray(old_vectors, dtype=np.float64)

@@ -67,8 +67,13 @@ def _recall(top: np.ndarray) -> float:
     return float(np.mean([row in found for row, found in enumerate(top)]))
 
 
-def measure(adapter: LinearAdapter, old_docs: np.ndarray, old_queries: np.ndarray, new_docs: np.ndarray,
-            new_queries: np.ndarray) -> dict[str, float | None]:
+def measure(
+    adapter: LinearAdapter,
+    old_docs: np.ndarray,
+    old_queries: np.ndarray,
+    new_docs: np.ndarray,
+    new_queries: np.ndarray,
+) -> dict[str, float | None]:
     """Recall@10 of each set-up, the adapter's retention, and its top-10 overlap with the old model."""
     adapted = adapter.adapt(new_queries)
     baseline = _top_k(old_queries, old_docs)
@@ -81,9 +86,13 @@ def measure(adapter: LinearAdapter, old_docs: np.ndarray, old_queries: np.ndarra
         "mean_cosine_adapted_to_old": round(_mean_cosine(adapter.adapt(new_docs), old_docs), 4),
         "queries": len(old_queries),
         "recall_at_10_old_queries_old_index": round(old_recall, 4),
-        "recall_at_10_new_queries_old_index": round(_recall(_top_k(new_queries, old_docs)), 4) if comparable else None,
+        "recall_at_10_new_queries_old_index": round(_recall(_top_k(new_queries, old_docs)), 4)
+        if comparable
+        else None,
         "recall_at_10_adapted_queries_old_index": round(recall_adapted, 4),
         "recall_at_10_new_queries_new_index": round(_recall(_top_k(new_queries, new_docs)), 4),
         "retention": round(recall_adapted / old_recall, 4) if old_recall else 0.0,
-        "overlap_at_10": round(float(np.mean([len(set(a) & set(b)) / K for a, b in zip(adapted_top, baseline)])), 4),
+        "overlap_at_10": round(
+            float(np.mean([len(set(a) & set(b)) / K for a, b in zip(adapted_top, baseline, strict=True)])), 4
+        ),
     }

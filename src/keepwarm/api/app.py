@@ -130,7 +130,9 @@ def create_app(
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EmbeddingRequest"}}},
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/EmbeddingRequest"}}
+                },
             }
         },
     )
@@ -149,13 +151,19 @@ def create_app(
         embedding = engine.embed(body.model, body.input, options, admit=admit, authorize=authorize)
         result = await unless_disconnected(request, embedding)
         event = UsageEvent(
-            key.id, result.model.name, result.model.short_version, result.tokens, result.cached_inputs,
+            key.id,
+            result.model.name,
+            result.model.short_version,
+            result.tokens,
+            result.cached_inputs,
             result.timings.compute,
         )
         await store.call(store.usage.record, event)  # committed before the answer leaves
         record.result = result
         return JSONResponse(
-            embeddings_body(result, requested_model=body.model, encoding_format=body.encoding_format or "float"),
+            embeddings_body(
+                result, requested_model=body.model, encoding_format=body.encoding_format or "float"
+            ),
             headers=embeddings_headers(result) | limiter.headers(key),
         )
 

@@ -58,5 +58,3 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
         task.cancel()
         raise ClientDisconnected
     return task.result()
-
-

@@ -114,7 +114,9 @@ class RateLimiter:
                 raise RateLimited(
                     f"Rate limit reached for key '{key.name}' on {_UNITS[kind]}: Limit {limit}, Used {used}, "
                     f"Requested {amount}. Please try again in {format_duration(wait)}.",
-                    limit=kind, retry_after=wait, headers=self._headers(key, now),
+                    limit=kind,
+                    retry_after=wait,
+                    headers=self._headers(key, now),
                 )
             bucket.level -= amount
 
@@ -122,7 +124,9 @@ class RateLimiter:
         return RateLimited(
             f"Request too large for key '{key.name}' on {_UNITS[kind]}: Limit {limit}, "
             f"Requested {amount}. Send fewer {kind} per request; waiting will not help.",
-            limit=kind, retry_after=None, headers=self._headers(key, now),
+            limit=kind,
+            retry_after=None,
+            headers=self._headers(key, now),
         )
 
     def _bucket(self, key_id: int, kind: str, limit: int, now: float) -> _Bucket:

@@ -85,13 +85,17 @@ def _check_input(value: Any) -> list[str] | list[list[int]]:
     if isinstance(first, list):
         for index, ids in enumerate(value):
             if not isinstance(ids, list):
-                raise InvalidRequest(f"input[{index}] must be an array of token ids like the other items", param="input")
+                raise InvalidRequest(
+                    f"input[{index}] must be an array of token ids like the other items", param="input"
+                )
             _check_token_array(ids, f"input[{index}]")
         return value
     raise InvalidRequest(f"input must be {_INPUT_SHAPES}; input[0] is {type(first).__name__}", param="input")
 
 
-EmbeddingInput = Annotated[list[str] | list[list[int]], PlainValidator(_check_input), WithJsonSchema(_INPUT_SCHEMA)]
+EmbeddingInput = Annotated[
+    list[str] | list[list[int]], PlainValidator(_check_input), WithJsonSchema(_INPUT_SCHEMA)
+]
 
 
 class EmbeddingRequest(BaseModel):
@@ -125,7 +129,8 @@ class EmbeddingRequest(BaseModel):
     def _one_prompt(self) -> EmbeddingRequest:
         if self.input_type and self.prompt_name and self.input_type != self.prompt_name:
             raise InvalidRequest(
-                f"input_type '{self.input_type}' and prompt_name '{self.prompt_name}' disagree; send one of them",
+                f"input_type '{self.input_type}' and prompt_name '{self.prompt_name}' disagree; "
+                "send one of them",
                 param="input_type",
             )
         return self

@@ -57,7 +57,9 @@ def _seconds(value: Any) -> float:
 
 
 def _prompts(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
         raise ValueError
     return dict(value)
 
@@ -140,10 +142,10 @@ def _entry_from_table(position: int, table: Any) -> ModelEntry:
         raise ConfigError(f"model '{name}': key 'current' must be true or false")
     unknown = set(table) - set(KNOWN_KEYS)
     if unknown:
-        raise ConfigError(f"model '{name}': unknown key(s) {sorted(unknown)}; allowed: {', '.join(KNOWN_KEYS)}")
-    overrides = tuple(
-        (key, _check_override(name, key, table[key])) for key in _OVERRIDE_KEYS if key in table
-    )
+        raise ConfigError(
+            f"model '{name}': unknown key(s) {sorted(unknown)}; allowed: {', '.join(KNOWN_KEYS)}"
+        )
+    overrides = tuple((key, _check_override(name, key, table[key])) for key in _OVERRIDE_KEYS if key in table)
     return ModelEntry(name=name, source=source, aliases=tuple(aliases), overrides=overrides, current=current)
 
 

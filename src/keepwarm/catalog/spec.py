@@ -155,9 +155,7 @@ def read_model_spec(
     if not (directory / "config.json").is_file():
         raise ConfigError(f"model '{name}': {directory} has no config.json")
     if not (directory / "tokenizer.json").is_file():
-        raise ConfigError(
-            f"model '{name}': {directory} has no tokenizer.json (a fast tokenizer is required)"
-        )
+        raise ConfigError(f"model '{name}': {directory} has no tokenizer.json (a fast tokenizer is required)")
     modules = _modules(directory)
     unsupported = _unsupported_modules(modules)
     if unsupported:
@@ -181,7 +179,9 @@ def read_model_spec(
 def _check_combination(spec: ModelSpec) -> None:
     """Refuse settings that cannot work together, saying which key to change."""
     if spec.default_prompt is not None and spec.default_prompt not in spec.prompts:
-        raise ConfigError(f"key 'default_prompt': '{spec.default_prompt}' is not one of the prompts {sorted(spec.prompts)}")
+        raise ConfigError(
+            f"key 'default_prompt': '{spec.default_prompt}' is not one of the prompts {sorted(spec.prompts)}"
+        )
     if spec.dtype == "int8" and spec.runtime == "torch":
         raise ConfigError("key 'dtype': int8 needs runtime 'onnx', 'openvino' or 'auto' (not 'torch')")
     if spec.dtype in ("fp16", "bf16") and spec.runtime == "onnx":
@@ -190,4 +190,6 @@ def _check_combination(spec: ModelSpec) -> None:
             "keepwarm's ONNX Runtime path is fp32/int8"
         )
     if spec.device == "cuda" and spec.runtime == "openvino":
-        raise ConfigError("key 'device': runtime 'openvino' runs on the CPU here; use 'onnx' or 'torch' for cuda")
+        raise ConfigError(
+            "key 'device': runtime 'openvino' runs on the CPU here; use 'onnx' or 'torch' for cuda"
+        )

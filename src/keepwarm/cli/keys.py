@@ -40,7 +40,9 @@ def keys() -> None:
 @click.option("--tpm", type=click.IntRange(1), help="Tokens per minute (default: unlimited).")
 @click.option("--admin", is_flag=True, help="Also allow admin endpoints (usage report).")
 @DATA_DIR_OPTION
-def create(name: str, models: str | None, rpm: int | None, tpm: int | None, admin: bool, data_dir: Path) -> None:
+def create(
+    name: str, models: str | None, rpm: int | None, tpm: int | None, admin: bool, data_dir: Path
+) -> None:
     """Create a key and print its secret, once, on standard output."""
     from keepwarm.store import KeyStore, StoreError
 
@@ -51,7 +53,10 @@ def create(name: str, models: str | None, rpm: int | None, tpm: int | None, admi
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(secret)
-    click.echo(f"created key '{key.name}' (id {key.prefix}); store the secret now, it cannot be shown again", err=True)
+    click.echo(
+        f"created key '{key.name}' (id {key.prefix}); store the secret now, it cannot be shown again",
+        err=True,
+    )
 
 
 @keys.command(name="list")
@@ -67,11 +72,21 @@ def list_keys(as_json: bool, data_dir: Path) -> None:
         return
     header = ("ID", "NAME", "MODELS", "RPM", "TPM", "ADMIN", "CREATED (UTC)", "REVOKED (UTC)")
     rows = [
-        (k.prefix, k.name, ",".join(k.models) if k.models else "all", str(k.rpm or "-"), str(k.tpm or "-"),
-         "yes" if k.admin else "no", _when(k.created_at), _when(k.revoked_at))
+        (
+            k.prefix,
+            k.name,
+            ",".join(k.models) if k.models else "all",
+            str(k.rpm or "-"),
+            str(k.tpm or "-"),
+            "yes" if k.admin else "no",
+            _when(k.created_at),
+            _when(k.revoked_at),
+        )
         for k in found
     ]
-    click.echo(table(header, rows) if rows else "no keys (create one with `keepwarm keys create --name NAME`)")
+    click.echo(
+        table(header, rows) if rows else "no keys (create one with `keepwarm keys create --name NAME`)"
+    )
 
 
 @keys.command()

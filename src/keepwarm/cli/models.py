@@ -46,7 +46,17 @@ def models(ctx: click.Context, config: Path | None, model_options: tuple[str, ..
     if as_json:
         click.echo(json.dumps(described, indent=2))
         return
-    columns = ("name", "architecture", "runtime", "dtype", "dimensions", "max_tokens", "pooling", "prompts", "source")
+    columns = (
+        "name",
+        "architecture",
+        "runtime",
+        "dtype",
+        "dimensions",
+        "max_tokens",
+        "pooling",
+        "prompts",
+        "source",
+    )
     rows = [[_cell(d[c]) for c in columns] for d in described]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
     for row in ([c.upper() for c in columns], *rows):
@@ -76,18 +86,21 @@ def export(name: str, config: Path | None, model_options: tuple[str, ...], data_
     try:
         engine.load() if specs[0].load == "eager" else engine.embed_sync(name, ["warm up"])
         model = engine.resolve(name)
-        click.echo(json.dumps({
-            "model": model.spec.name,
-            "version": model.short_version,
-            "runtime": model.runtime.name,
-            "dtype": model.opened.dtype,
-            "accuracy": model.opened.accuracy,
-            "artifact": model.opened.artifact,
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "model": model.spec.name,
+                    "version": model.short_version,
+                    "runtime": model.runtime.name,
+                    "dtype": model.opened.dtype,
+                    "accuracy": model.opened.accuracy,
+                    "artifact": model.opened.artifact,
+                },
+                indent=2,
+            )
+        )
     finally:
         engine.close()
-
-
 
 
 @models.command()
@@ -95,17 +108,46 @@ def export(name: str, config: Path | None, model_options: tuple[str, ...], data_
 @click.argument("second")
 @CONFIG_OPTIONS
 @DATA_DIR_OPTION
-@click.option("--corpus", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="JSONL file with a `text` field to compare on (default: keepwarm's probe texts).")
-@click.option("--dataset", "dataset_spec", default="docs", show_default=True, metavar="NAME|DIR",
-              help="Retrieval set for the quality delta: a built-in set or a BEIR folder.")
-@click.option("--queries", type=click.IntRange(1), default=DEFAULT_QUERIES, show_default=True,
-              help="Queries of a built-in --dataset.")
-@click.option("--documents", type=click.IntRange(1), default=DEFAULT_DOCUMENTS, show_default=True,
-              help="Documents of a built-in --dataset.")
+@click.option(
+    "--corpus",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="JSONL file with a `text` field to compare on (default: keepwarm's probe texts).",
+)
+@click.option(
+    "--dataset",
+    "dataset_spec",
+    default="docs",
+    show_default=True,
+    metavar="NAME|DIR",
+    help="Retrieval set for the quality delta: a built-in set or a BEIR folder.",
+)
+@click.option(
+    "--queries",
+    type=click.IntRange(1),
+    default=DEFAULT_QUERIES,
+    show_default=True,
+    help="Queries of a built-in --dataset.",
+)
+@click.option(
+    "--documents",
+    type=click.IntRange(1),
+    default=DEFAULT_DOCUMENTS,
+    show_default=True,
+    help="Documents of a built-in --dataset.",
+)
 @click.option("--no-quality", is_flag=True, help="Compare vectors only, without the retrieval evaluation.")
-def diff(first: str, second: str, config: Path | None, model_options: tuple[str, ...], data_dir: Path,
-         corpus: Path | None, dataset_spec: str, queries: int, documents: int, no_quality: bool) -> None:
+def diff(
+    first: str,
+    second: str,
+    config: Path | None,
+    model_options: tuple[str, ...],
+    data_dir: Path,
+    corpus: Path | None,
+    dataset_spec: str,
+    queries: int,
+    documents: int,
+    no_quality: bool,
+) -> None:
     """Embed the same texts with FIRST and SECOND (names or name@version) and say if they are interchangeable.
 
     Also reports both versions' nDCG@10 on a retrieval set: whether the change is worth re-embedding for.

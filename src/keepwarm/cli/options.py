@@ -120,7 +120,11 @@ def CONFIG_OPTIONS(command):  # noqa: ANN001, ANN201, N802 - a decorator, named 
 
 
 def engine_for(  # noqa: ANN201
-    names: list[str], config: Path | None, models: tuple[str, ...], data_dir: Path, settings=None  # noqa: ANN001
+    names: list[str],
+    config: Path | None,
+    models: tuple[str, ...],
+    data_dir: Path,
+    settings=None,  # noqa: ANN001
 ):
     """An in-process Engine, loaded, with the models `names` refer to (names, aliases or pins).
 

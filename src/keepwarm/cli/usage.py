@@ -42,11 +42,31 @@ def usage(
         return
     header = ("DAY", "KEY", "MODEL", "VERSION", "REQUESTS", "TOKENS", "CACHE HITS", "COMPUTE S", "COST")
     cells = [
-        (r["day"], r["key_name"], r["model"], r["version"], str(r["requests"]), str(r["tokens"]),
-         str(r["cache_hits"]), f"{r['compute_seconds']:.2f}", f"{r['cost']:.6f}")
+        (
+            r["day"],
+            r["key_name"],
+            r["model"],
+            r["version"],
+            str(r["requests"]),
+            str(r["tokens"]),
+            str(r["cache_hits"]),
+            f"{r['compute_seconds']:.2f}",
+            f"{r['cost']:.6f}",
+        )
         for r in report["data"]
     ]
     total = report["total"]
-    cells.append(("total", "", "", "", str(total["requests"]), str(total["tokens"]), str(total["cache_hits"]),
-                  f"{total['compute_seconds']:.2f}", f"{total['cost']:.6f}"))
+    cells.append(
+        (
+            "total",
+            "",
+            "",
+            "",
+            str(total["requests"]),
+            str(total["tokens"]),
+            str(total["cache_hits"]),
+            f"{total['compute_seconds']:.2f}",
+            f"{total['cost']:.6f}",
+        )
+    )
     click.echo(table(header, cells))

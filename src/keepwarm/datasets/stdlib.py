@@ -25,8 +25,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Folders whose files are tests, demos, generated tables or a GUI, not library code.
-_SKIPPED = {"test", "tests", "idlelib", "turtledemo", "lib2to3", "site-packages", "dist-packages", "__pycache__",
-            "ensurepip", "pydoc_data", "encodings", "unittest"}
+_SKIPPED = {
+    "test",
+    "tests",
+    "idlelib",
+    "turtledemo",
+    "lib2to3",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "ensurepip",
+    "pydoc_data",
+    "encodings",
+    "unittest",
+}
 _MIN_DOC_WORDS = 6
 _MAX_CODE_CHARS = 4000
 _BENCH_SIZE = 4096
@@ -62,13 +74,13 @@ class DocSection:
 def _library_files() -> list[Path]:
     root = Path(sysconfig.get_paths()["stdlib"])
     return sorted(
-        path for path in root.rglob("*.py")
-        if not _SKIPPED.intersection(path.relative_to(root).parts[:-1])
+        path for path in root.rglob("*.py") if not _SKIPPED.intersection(path.relative_to(root).parts[:-1])
     )
 
 
 def _functions_in(tree: ast.AST) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
     """Every function in a module with its qualified name, classes and nesting followed."""
+
     def walk(node: ast.AST, prefix: str) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -76,6 +88,7 @@ def _functions_in(tree: ast.AST) -> Iterator[tuple[str, ast.FunctionDef | ast.As
                 yield from walk(child, f"{prefix}{child.name}.")
             elif isinstance(child, ast.ClassDef):
                 yield from walk(child, f"{prefix}{child.name}.")
+
     yield from walk(tree, "")
 
 
@@ -83,7 +96,7 @@ def _without_docstring(lines: list[str], node: ast.FunctionDef | ast.AsyncFuncti
     """The function's source lines with its docstring statement cut out, dedented."""
     first = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
     doc = node.body[0]
-    kept = lines[first:doc.lineno - 1] + lines[doc.end_lineno:node.end_lineno]
+    kept = lines[first : doc.lineno - 1] + lines[doc.end_lineno : node.end_lineno]
     return textwrap.dedent("\n".join(kept)).strip() + "\n" if len(node.body) > 1 else ""
 
 
@@ -115,12 +128,14 @@ def _scan() -> tuple[tuple[Function, ...], tuple[Definition, ...]]:
 
 def _class_docstrings(tree: ast.AST) -> Iterator[tuple[str, str]]:
     """(qualified name, docstring) of every documented class, nested ones included."""
+
     def walk(node: ast.AST, prefix: str) -> Iterator[tuple[str, str]]:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.ClassDef):
                 if docstring := ast.get_docstring(child):
                     yield f"{prefix}{child.name}", docstring
                 yield from walk(child, f"{prefix}{child.name}.")
+
     yield from walk(tree, "")
 
 

@@ -22,7 +22,9 @@ from keepwarm.runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
 
-CallObserver = Callable[[int, int, int, float, int], None]  # (rows, tokens, padded tokens, seconds, failed calls)
+CallObserver = Callable[
+    [int, int, int, float, int], None
+]  # (rows, tokens, padded tokens, seconds, failed calls)
 
 # Test hook: while the file this names exists, workers start no model call, so a test can
 # hold work in the queue for as long as it needs instead of racing a model's speed. When
@@ -119,7 +121,9 @@ class ModelWorker:
                 middle = len(items) // 2
                 return 1 + self._run(items[:middle]) + self._run(items[middle:])
             log.exception("inference failed for one input of %d tokens", items[0].length)
-            items[0].job.fail(NotReady("inference failed for one of this request's inputs; retry", retry_after=1))
+            items[0].job.fail(
+                NotReady("inference failed for one of this request's inputs; retry", retry_after=1)
+            )
             return 1
         seconds_per_token = (time.perf_counter() - started) / sum(item.length for item in items)
         for item, vector in zip(items, vectors, strict=True):

@@ -1,11 +1,13 @@
 """Choosing and opening the runtime a model spec asks for, building artifacts on first use.
 
-| runtime  | fp32                                   | bf16 / fp16          | int8                         |
-|----------|----------------------------------------|----------------------|------------------------------|
-| onnx     | ONNX Runtime, verified export          | (refused on CPU)     | ORT dynamic, per-channel     |
-| openvino | the CPU's best precision that stays fp32-equivalent | that precision | NNCF post-training |
-| torch    | PyTorch                                | PyTorch              | (refused)                    |
-| auto     | the fastest of onnx/openvino that is fp32-equivalent, measured once | openvino bf16 where the CPU has it, else torch | the faster int8 of onnx/openvino |
+- onnx: fp32 is ONNX Runtime on the verified export; bf16/fp16 are refused on CPU;
+  int8 is ORT dynamic, per-channel.
+- openvino: fp32 is the CPU's best precision that stays fp32-equivalent; bf16/fp16 that
+  precision; int8 NNCF post-training.
+- torch: PyTorch at every float precision; int8 refused.
+- auto: fp32 is the fastest of onnx/openvino that is fp32-equivalent, measured once;
+  bf16 is OpenVINO bf16 (refused on a CPU without it), fp16 PyTorch; int8 the faster of
+  onnx/openvino.
 
 Every choice `auto` makes is measured on this machine when the artifact is first built
 (speed and agreement with fp32 on the probe texts) and recorded beside the artifact, so a
@@ -94,7 +96,9 @@ class _Base:
         return self.store.get(key) or self.store.build(key, builder)
 
 
-def onnx_fp32_artifact(spec: ModelSpec, store: ArtifactStore, fingerprint: str) -> tuple[Path, dict[str, Any]]:
+def onnx_fp32_artifact(
+    spec: ModelSpec, store: ArtifactStore, fingerprint: str
+) -> tuple[Path, dict[str, Any]]:
     """The verified fp32 ONNX export of the model (built once, then cached)."""
     key = export_key(spec, fingerprint)
     return store.get(key) or store.build(key, partial(export_onnx, spec))
@@ -139,9 +143,13 @@ def _onnx_fp32(base: _Base) -> OpenedRuntime:
     return OpenedRuntime(OnnxRuntime(base.spec, base.model_path), "fp32", accuracy, base.artifact)
 
 
-def _quantized(base: _Base, suffix: str, quantize: Callable[..., dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
+def _quantized(
+    base: _Base, suffix: str, quantize: Callable[..., dict[str, Any]]
+) -> tuple[Path, dict[str, Any]]:
     """The int8 artifact `quantize` builds once; the fp32 probe reference is computed only then."""
-    return base.derived(suffix, lambda folder: quantize(base.spec, base.model_path, base.reference, base.probe, folder))
+    return base.derived(
+        suffix, lambda folder: quantize(base.spec, base.model_path, base.reference, base.probe, folder)
+    )
 
 
 def _onnx_int8(base: _Base) -> OpenedRuntime:
@@ -149,7 +157,9 @@ def _onnx_int8(base: _Base) -> OpenedRuntime:
     from keepwarm.runtimes.quantize import quantize_int8
 
     folder, artifact = _quantized(base, "ort-int8", quantize_int8)
-    return OpenedRuntime(OnnxRuntime(base.spec, folder / artifact["file"]), "int8", artifact["accuracy"], artifact)
+    return OpenedRuntime(
+        OnnxRuntime(base.spec, folder / artifact["file"]), "int8", artifact["accuracy"], artifact
+    )
 
 
 def _openvino_fp32(base: _Base) -> OpenedRuntime:
@@ -218,8 +228,10 @@ def _open_fastest(base: _Base) -> OpenedRuntime:
         results = {}
         for family in candidates:
             opened = _open(family, dtype, base)
-            results[family] = {"texts_per_second": texts_per_second(opened.runtime, base.probe),
-                               "accuracy": opened.accuracy}
+            results[family] = {
+                "texts_per_second": texts_per_second(opened.runtime, base.probe),
+                "accuracy": opened.accuracy,
+            }
         good = [f for f in candidates if _qualifies(dtype, results[f]["accuracy"])] or list(candidates)
         choice = max(good, key=lambda f: results[f]["texts_per_second"])
         log.info("model '%s' runtime auto (%s): chose %s from %s", base.spec.name, dtype, choice, results)

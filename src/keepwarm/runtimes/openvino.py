@@ -47,7 +47,9 @@ class OpenVinoRuntime(Runtime):
 
     name = "openvino"
 
-    def __init__(self, spec: ModelSpec, model_path: Path, *, precision: str = "f32", threads: int | None = None) -> None:
+    def __init__(
+        self, spec: ModelSpec, model_path: Path, *, precision: str = "f32", threads: int | None = None
+    ) -> None:
         super().__init__(spec)
         core = ov.Core()
         self.model_path = model_path
@@ -81,7 +83,9 @@ class OpenVinoRuntime(Runtime):
         return np.array(result[self._output], dtype=np.float32)  # copy: the request reuses its buffer
 
 
-def choose_precision(spec: ModelSpec, model_path: Path, reference: np.ndarray, probe: list[Batch]) -> dict[str, Any]:
+def choose_precision(
+    spec: ModelSpec, model_path: Path, reference: np.ndarray, probe: list[Batch]
+) -> dict[str, Any]:
     """The fastest native precision whose vectors stay fp32-equivalent to `reference`.
 
     Measured, not assumed: on one AVX-512 BF16 CPU without AMX, bf16 was no faster than
@@ -124,7 +128,10 @@ def quantize_int8(
 
     started = time.perf_counter()
     samples = [
-        {"input_ids": ids[row : row + 1, : int(mask[row].sum())], "attention_mask": mask[row : row + 1, : int(mask[row].sum())]}
+        {
+            "input_ids": ids[row : row + 1, : int(mask[row].sum())],
+            "attention_mask": mask[row : row + 1, : int(mask[row].sum())],
+        }
         for ids, mask in calibration
         for row in range(len(ids))
     ]
@@ -133,11 +140,15 @@ def quantize_int8(
         nncf.Dataset(samples),
         model_type=nncf.ModelType.TRANSFORMER,
         subset_size=len(samples),
-        advanced_parameters=AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=0.6)),
+        advanced_parameters=AdvancedQuantizationParameters(
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=0.6)
+        ),
     )
     ov.save_model(quantized, str(folder / INT8_FILE))
     precision = cpu_precisions()[0]
     int8 = OpenVinoRuntime(spec, folder / INT8_FILE, precision=precision)
     accuracy = {"reference": "onnx fp32", **cosine_stats(reference, embed_all(int8, probe))}
-    log.info("quantized '%s' to OpenVINO int8 in %.1fs: %s", spec.name, time.perf_counter() - started, accuracy)
+    log.info(
+        "quantized '%s' to OpenVINO int8 in %.1fs: %s", spec.name, time.perf_counter() - started, accuracy
+    )
     return {"format": INT8_FORMAT, "file": INT8_FILE, "precision": precision, "accuracy": accuracy}

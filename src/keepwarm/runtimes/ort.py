@@ -60,4 +60,6 @@ class OnnxRuntime(Runtime):
 
     def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
-        return self.session.run([self._output.name], {k: v for k, v in feed.items() if k in self._input_names})[0]
+        return self.session.run(
+            [self._output.name], {k: v for k, v in feed.items() if k in self._input_names}
+        )[0]

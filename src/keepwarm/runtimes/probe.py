@@ -25,8 +25,9 @@ PROBE_TEXTS: tuple[str, ...] = (
     "to a language model as context, which reduces hallucinations on domain questions.",
     "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a",
     "SELECT user_id, COUNT(*) FROM orders WHERE created_at > now() - interval '7 days' GROUP BY user_id;",
-    "async function fetchJson(url) {\n  const response = await fetch(url);\n  if (!response.ok) throw new Error(response.statusText);\n  return response.json();\n}",
-    "fn main() { let v: Vec<u32> = (1..10).map(|x| x * x).collect(); println!(\"{:?}\", v); }",
+    "async function fetchJson(url) {\n  const response = await fetch(url);\n"
+    "  if (!response.ok) throw new Error(response.statusText);\n  return response.json();\n}",
+    'fn main() { let v: Vec<u32> = (1..10).map(|x| x * x).collect(); println!("{:?}", v); }',
     "kubectl rollout restart deployment/keepwarm -n search",
     "Der schnelle braune Fuchs springt über den faulen Hund.",
     "La recherche sémantique trouve des documents par leur sens plutôt que par leurs mots.",
@@ -41,7 +42,8 @@ PROBE_TEXTS: tuple[str, ...] = (
     "cloud spending after the migration to self-hosted inference.",
     "Patients with type 2 diabetes should monitor blood glucose regularly and follow a balanced diet.",
     "The defendant's motion to dismiss was denied because the complaint stated a plausible claim.",
-    "import numpy as np\nvectors = np.random.rand(1000, 384).astype(np.float32)\nnorms = np.linalg.norm(vectors, axis=1)",
+    "import numpy as np\nvectors = np.random.rand(1000, 384).astype(np.float32)\n"
+    "norms = np.linalg.norm(vectors, axis=1)",
     "Q: Can I pin a model version? A: Yes, send model=name@version and the server refuses anything else.",
     "wireless noise cancelling headphones with long battery life",
 )

@@ -26,12 +26,17 @@ INT8_FILE = "model.int8.onnx"
 def quantize_int8(
     spec: ModelSpec, fp32_model: Path, reference: np.ndarray, probe: list[Batch], folder: Path
 ) -> dict[str, Any]:
-    """Write the int8 graph into `folder`, measure it against the fp32 `reference` vectors, return its metadata."""
+    """Write the int8 graph into `folder`, measure it against the fp32 `reference` vectors.
+
+    Returns the artifact's metadata, with the measured agreement.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     started = time.perf_counter()
     quantize_dynamic(str(fp32_model), str(folder / INT8_FILE), per_channel=True, weight_type=QuantType.QInt8)
     int8 = OnnxRuntime(spec, folder / INT8_FILE)
     accuracy = {"reference": "onnx fp32", **cosine_stats(reference, embed_all(int8, probe))}
-    log.info("quantized '%s' to ONNX Runtime int8 in %.1fs: %s", spec.name, time.perf_counter() - started, accuracy)
+    log.info(
+        "quantized '%s' to ONNX Runtime int8 in %.1fs: %s", spec.name, time.perf_counter() - started, accuracy
+    )
     return {"format": INT8_FORMAT, "file": INT8_FILE, "accuracy": accuracy}

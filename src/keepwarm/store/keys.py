@@ -110,11 +110,23 @@ class KeyStore:
                     if conn.execute(
                         "SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,)
                     ).fetchone():
-                        raise StoreError(f"an active key named '{name}' already exists; revoke it or pick another name")
+                        raise StoreError(
+                            f"an active key named '{name}' already exists; revoke it or pick another name"
+                        )
                     cursor = conn.execute(
-                        "INSERT INTO api_keys (name, prefix, secret_hash, models, rpm, tpm, admin, created_at)"
+                        "INSERT INTO api_keys"
+                        " (name, prefix, secret_hash, models, rpm, tpm, admin, created_at)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (name, secret[:_ID_LENGTH], hash_secret(secret), models_json, rpm, tpm, int(admin), time.time()),
+                        (
+                            name,
+                            secret[:_ID_LENGTH],
+                            hash_secret(secret),
+                            models_json,
+                            rpm,
+                            tpm,
+                            int(admin),
+                            time.time(),
+                        ),
                     )
             except sqlite3.IntegrityError:
                 continue  # two keys drew the same public id (1 in 2**48): draw again
@@ -158,16 +170,23 @@ class KeyStore:
         """The active key whose secret this is, or None."""
         if not secret.startswith(SECRET_PREFIX) or len(secret) <= _ID_LENGTH:
             return None
-        row = self.db.connection().execute(
-            "SELECT * FROM api_keys WHERE prefix = ? AND revoked_at IS NULL", (secret[:_ID_LENGTH],)
-        ).fetchone()
+        row = (
+            self.db.connection()
+            .execute("SELECT * FROM api_keys WHERE prefix = ? AND revoked_at IS NULL", (secret[:_ID_LENGTH],))
+            .fetchone()
+        )
         if row is None or not hmac.compare_digest(row["secret_hash"], hash_secret(secret)):
             return None
         return _from_row(row)
 
     def has_active(self) -> bool:
         """True if at least one key is not revoked (the server then requires keys)."""
-        return self.db.connection().execute("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1").fetchone() is not None
+        return (
+            self.db.connection().execute("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1").fetchone()
+            is not None
+        )
 
     def _get(self, key_id: int | None) -> ApiKey:
-        return _from_row(self.db.connection().execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone())
+        return _from_row(
+            self.db.connection().execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        )

@@ -107,7 +107,9 @@ class UsageStore:
                 (source, max(line for line, _ in fresh)),
             )
 
-    def report(self, since: date | None = None, until: date | None = None, key: str | None = None) -> list[UsageRow]:
+    def report(
+        self, since: date | None = None, until: date | None = None, key: str | None = None
+    ) -> list[UsageRow]:
         """Rows between two UTC days (inclusive), optionally for one key (name or id)."""
         first = since.isoformat() if since else "0000-00-00"
         last = until.isoformat() if until else "9999-99-99"
