@@ -16,7 +16,7 @@ import pytest
 from helpers import MODEL, assert_same_vectors
 
 from keepwarm.catalog import DEFAULT_ENTRY
-from keepwarm.engine import CallLimits, EmbedOptions, Engine, EngineSettings
+from keepwarm.engine import CallLimitSettings, EmbedOptions, Engine, EngineSettings
 
 TRUNCATE = EmbedOptions(truncate=True)
 
@@ -25,7 +25,7 @@ TRUNCATE = EmbedOptions(truncate=True)
 def test_vectors_do_not_depend_on_how_inputs_share_model_calls(
     data_dir, reference, corpus, rows, budget
 ) -> None:  # noqa: ANN001
-    limits = CallLimits(max_call_tokens=budget, max_call_rows=rows, max_queue_tokens=10**6)
+    limits = CallLimitSettings(max_call_tokens=budget, max_call_rows=rows, max_queue_tokens=10**6)
     with Engine([DEFAULT_ENTRY.to_spec()], data_dir, EngineSettings(calls=limits)) as engine:
         texts = corpus[:50]
         result = engine.embed_sync(MODEL, texts, TRUNCATE)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ import pytest
 from helpers import wait_for
 
 from keepwarm.catalog import DEFAULT_ENTRY, ArtifactStore, ModelSpec
-from keepwarm.engine import CallLimits, EmbedOptions, Engine
+from keepwarm.engine import CallLimits, CallLimitSettings, EmbedOptions, Engine
 from keepwarm.engine.model import ServedModel, start_model
 from keepwarm.engine.tokenization import ModelTokenizer
 from keepwarm.errors import NotReady, PermissionDenied
@@ -58,11 +58,11 @@ class _Loader:
         fingerprint: str,
         version: str,
         store: ArtifactStore,
-        limits: CallLimits,
+        settings: CallLimitSettings,
         metrics: Metrics,
     ) -> ServedModel:
         self.loads.append(spec)
-        resolved = replace(limits, max_call_tokens=1024, max_padding_tokens=64)
+        resolved = CallLimits(**(asdict(settings) | {"max_call_tokens": 1024, "max_padding_tokens": 64}))
         opened = OpenedRuntime(_KnownVectors(spec), "fp32")
         return start_model(spec, fingerprint, version, ModelTokenizer(spec), opened, resolved, metrics)
 

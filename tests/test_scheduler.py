@@ -111,7 +111,7 @@ def test_cancelled_jobs_never_reach_a_model_call() -> None:
 
 
 def test_close_wakes_the_worker_and_returns_leftovers() -> None:
-    scheduler = Scheduler(CallLimits())
+    scheduler = Scheduler(_limits(1024, 64))
     results: list[object] = []
     waiter = threading.Thread(target=lambda: results.append(scheduler.next_call()))
     waiter.start()

@@ -154,6 +154,17 @@ def test_a_batch_line_with_a_model_the_key_may_not_use_fails_with_the_online_403
     assert error.message == online.json()["error"]["message"]
 
 
+def test_a_batch_line_with_an_unknown_model_names_only_the_models_the_key_may_use(tenants) -> None:  # noqa: ANN001
+    client = tenants.client("narrow")
+    line = request_line("req-0", {"model": "no-such-model", "input": "x"})
+    done = wait_finished(client, submit(client, [line]).id)
+    assert done.status == "failed"
+    [error] = done.errors.data
+    assert error.code == "model_not_found"
+    assert MODEL not in error.message  # served, but not to this key
+    assert "Available models: none." in error.message
+
+
 @dataclass(frozen=True)
 class SlowRun:
     batch: Any

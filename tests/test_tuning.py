@@ -14,7 +14,7 @@ import numpy as np
 from helpers import MODEL
 
 from keepwarm.catalog import DEFAULT_ENTRY
-from keepwarm.engine import CallLimits, Engine, EngineSettings
+from keepwarm.engine import CallLimitSettings, Engine, EngineSettings
 from keepwarm.engine.tuning import CANDIDATE_BUDGETS, measure_call_limits
 from keepwarm.runtimes.base import Runtime
 
@@ -85,7 +85,7 @@ def test_call_limits_are_measured_once_per_model_and_recorded(data_dir: Path) ->
 
 
 def test_limits_given_by_the_operator_are_used_as_is(data_dir: Path) -> None:
-    settings = EngineSettings(calls=CallLimits(max_call_tokens=777, max_padding_tokens=33))
+    settings = EngineSettings(calls=CallLimitSettings(max_call_tokens=777, max_padding_tokens=33))
     with Engine([DEFAULT_ENTRY.to_spec()], data_dir, settings) as engine:
         limits = engine.resolve(MODEL).scheduler.limits
     assert (limits.max_call_tokens, limits.max_padding_tokens) == (777, 33)

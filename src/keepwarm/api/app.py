@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from keepwarm.api.admin import admin_router
-from keepwarm.api.auth import Auth, check_model_allowed
+from keepwarm.api.auth import Auth, as_seen_by, check_model_allowed
 from keepwarm.api.http import ClientDisconnected, read_body, unless_disconnected
 from keepwarm.api.lifecycle import Lifecycle
 from keepwarm.api.limits import RateLimiter
@@ -35,7 +35,6 @@ from keepwarm.api.schemas import EmbeddingRequest, parse_embedding_request
 from keepwarm.api.settings import ApiSettings
 from keepwarm.api.store_access import StoreAccess
 from keepwarm.catalog import ModelSpec
-from keepwarm.catalog.versions import split_pin
 from keepwarm.engine import Engine
 from keepwarm.errors import ConfigError, InvalidRequest, KeepwarmError, ModelNotFound, NotReady
 from keepwarm.store import ApiKey, UsageEvent
@@ -46,21 +45,6 @@ log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499
 
 
-def _names_usable_by(engine: Engine, key: ApiKey | None) -> set[str]:
-    """Every name and alias of the served models `key` may use (none while the caller is unknown)."""
-    if key is None:
-        return set()
-    usable = [view.spec for view in engine.catalog() if view.current and key.may_use(view.spec.names)]
-    return {name for spec in usable for name in spec.names}
-
-
-def _as_seen_by(error: ModelNotFound, usable: set[str]) -> ModelNotFound:
-    """`error` naming only the models in `usable`; a pinned name's versions only if the name is usable."""
-    name, _ = split_pin(error.model)
-    detail = error.detail if name in usable else ""
-    return ModelNotFound(error.model, [n for n in error.available if n in usable], detail)
-
-
 def _install_error_handlers(app: FastAPI, engine: Engine) -> None:
     """Every failure as OpenAI's envelope. Unexpected exceptions are the middleware's (see there)."""
 
@@ -68,7 +52,7 @@ def _install_error_handlers(app: FastAPI, engine: Engine) -> None:
     async def keepwarm_error(request: Request, exc: KeepwarmError) -> Response:
         record = record_of(request)
         if isinstance(exc, ModelNotFound):  # other keys' models are not this caller's business
-            exc = _as_seen_by(exc, _names_usable_by(engine, record.key))
+            exc = as_seen_by(exc, engine, record.key)
         record.error = exc.code or exc.type
         return error_response(exc)
 

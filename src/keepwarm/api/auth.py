@@ -9,13 +9,19 @@ included; once a key exists, every request needs one, and admin routes an admin 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from keepwarm.api.middleware import record_of
 from keepwarm.api.store_access import StoreAccess
-from keepwarm.errors import InvalidApiKey, PermissionDenied
+from keepwarm.catalog.versions import split_pin
+from keepwarm.errors import InvalidApiKey, ModelNotFound, PermissionDenied
 from keepwarm.store import ANONYMOUS, ApiKey, KeyStore
+
+if TYPE_CHECKING:
+    from keepwarm.engine import Engine
 
 _BEARER = HTTPBearer(auto_error=False, description="An API key made with `keepwarm keys create`.")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -73,3 +79,19 @@ def check_model_allowed(key: ApiKey, requested: str, names: tuple[str, ...]) -> 
             param="model",
             code="model_not_allowed",
         )
+
+
+def as_seen_by(error: ModelNotFound, engine: Engine, key: ApiKey | None) -> ModelNotFound:
+    """`error` naming only the models `key` may use (none while the caller is unknown).
+
+    A pinned name's versions are listed only if the key may use that name: other keys'
+    models are not this caller's business, in an HTTP answer or a batch's error file.
+    """
+    usable: set[str] = set()
+    if key is not None:
+        for view in engine.catalog():
+            if view.current and key.may_use(view.spec.names):
+                usable.update(view.spec.names)
+    name, _ = split_pin(error.model)
+    detail = error.detail if name in usable else ""
+    return ModelNotFound(error.model, [n for n in error.available if n in usable], detail)

@@ -22,10 +22,10 @@ from typing import IO, Any
 
 import orjson
 
-from keepwarm.api.auth import check_model_allowed
+from keepwarm.api.auth import as_seen_by, check_model_allowed
 from keepwarm.batches.records import BatchRecord, BatchStore, error_entry
 from keepwarm.engine import Engine
-from keepwarm.errors import KeepwarmError
+from keepwarm.errors import KeepwarmError, ModelNotFound
 from keepwarm.store import ApiKey
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,10 @@ def validate_batch(
     """validating → in_progress, or → failed with every problem found; models are checked against `key`."""
 
     def resolve(model: str) -> tuple[str, str]:
-        view = engine.describe(model)[0]
+        try:
+            view = engine.describe(model)[0]
+        except ModelNotFound as error:
+            raise as_seen_by(error, engine, key) from None
         check_model_allowed(key, model, view.spec.names)
         return view.spec.name, view.version
 

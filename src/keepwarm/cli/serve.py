@@ -25,7 +25,7 @@ from keepwarm.cli.options import (
     pricing_options,
 )
 from keepwarm.cost import Pricing
-from keepwarm.engine import CallLimits, Engine, EngineSettings
+from keepwarm.engine import CallLimitSettings, Engine, EngineSettings
 from keepwarm.logs import DEFAULT_FORMAT, DEFAULT_LEVEL, FORMATS, LEVELS, configure_logging
 
 log = logging.getLogger("keepwarm")
@@ -270,7 +270,7 @@ def serve(
     specs = model_specs(config, model_options)
     db = open_database(data_dir)
     open_when_keyless = _check_auth(KeyStore(db).has_active(), host, allow_unauthenticated)
-    limits = CallLimits(
+    limits = CallLimitSettings(
         max_call_tokens=max_batch_tokens,
         max_call_rows=max_batch_size,
         max_queue_tokens=max_queue_tokens,

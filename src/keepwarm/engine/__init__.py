@@ -1,13 +1,14 @@
 """The engine: tokenization, scheduling and model calls between callers and runtimes."""
 
 from keepwarm.engine.engine import Engine
-from keepwarm.engine.scheduler import CallLimits
+from keepwarm.engine.scheduler import CallLimits, CallLimitSettings
 from keepwarm.engine.types import Embeddings, EmbedOptions, EngineSettings, ModelInfo, ModelView, Timings
 from keepwarm.engine.work import BACKGROUND, ONLINE
 
 __all__ = [
     "BACKGROUND",
     "ONLINE",
+    "CallLimitSettings",
     "CallLimits",
     "EmbedOptions",
     "Embeddings",

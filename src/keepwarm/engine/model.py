@@ -19,7 +19,7 @@ import numpy as np
 from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.catalog.versions import short_version, version_label
 from keepwarm.engine.background import BackgroundWorkers
-from keepwarm.engine.scheduler import CallLimits, Scheduler
+from keepwarm.engine.scheduler import CallLimits, CallLimitSettings, Scheduler
 from keepwarm.engine.tokenization import ModelTokenizer
 from keepwarm.engine.tuning import measured_limits
 from keepwarm.engine.types import ModelInfo
@@ -81,7 +81,7 @@ class ServedModel:
             self.background.join(timeout=30)
 
 
-Loader = Callable[[ModelSpec, str, str, ArtifactStore, CallLimits, Metrics], ServedModel]
+Loader = Callable[[ModelSpec, str, str, ArtifactStore, CallLimitSettings, Metrics], ServedModel]
 """(spec, fingerprint, version, artifact store, call limits, metrics) -> a started model."""
 
 
@@ -110,7 +110,7 @@ def load_model(
     fingerprint: str,
     version: str,
     store: ArtifactStore,
-    limits: CallLimits,
+    settings: CallLimitSettings,
     metrics: Metrics,
 ) -> ServedModel:
     """Build (or reuse) the model's artifacts, open its runtime, warm it up and start its worker."""
@@ -121,7 +121,9 @@ def load_model(
     opened = open_runtime(spec, store, fingerprint, probe, calibration)
     _check_matryoshka(spec, opened.runtime.dimensions)
     _warm_up(opened, tokenizer.pad_id)
-    limits = measured_limits(limits, spec, fingerprint, opened.runtime, opened.dtype, store, tokenizer.pad_id)
+    limits = measured_limits(
+        settings, spec, fingerprint, opened.runtime, opened.dtype, store, tokenizer.pad_id
+    )
     return start_model(spec, fingerprint, version, tokenizer, opened, limits, metrics, started=started)
 
 
@@ -136,9 +138,7 @@ def start_model(
     *,
     started: float | None = None,
 ) -> ServedModel:
-    """Put a queue and workers around an opened runtime; `limits` must have every field set."""
-    if limits.max_call_tokens is None or limits.max_padding_tokens is None:
-        raise ValueError("start_model needs resolved call limits (max_call_tokens and max_padding_tokens)")
+    """Put a queue and workers around an opened runtime, with the model's decided call limits."""
     started = time.perf_counter() if started is None else started
     label = version_label(spec.name, version)
     scheduler = Scheduler(limits, on_dropped=metrics.inputs_dropped.labels(label).inc)

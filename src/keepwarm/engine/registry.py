@@ -26,7 +26,7 @@ from pathlib import Path
 from keepwarm.catalog import ArtifactStore, DigestCache, ModelSpec, directory_fingerprint
 from keepwarm.catalog.versions import matches, model_version, short_version, split_pin, version_label
 from keepwarm.engine.model import Loader, ServedModel
-from keepwarm.engine.scheduler import CallLimits
+from keepwarm.engine.scheduler import CallLimitSettings
 from keepwarm.engine.types import Authorization, ModelView
 from keepwarm.errors import ConfigError, ModelNotFound, NotReady, VersionConflict
 from keepwarm.metrics import Metrics
@@ -70,7 +70,12 @@ class Registry:
     """The configured model versions and their lifetimes (see the module docs)."""
 
     def __init__(
-        self, specs: list[ModelSpec], data_dir: Path, limits: CallLimits, metrics: Metrics, loader: Loader
+        self,
+        specs: list[ModelSpec],
+        data_dir: Path,
+        limits: CallLimitSettings,
+        metrics: Metrics,
+        loader: Loader,
     ) -> None:
         self._limits = limits
         self._metrics = metrics

@@ -40,13 +40,23 @@ _HELD_POLL_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
-class CallLimits:
-    """How big one model call and the waiting queue may get."""
+class CallLimitSettings:
+    """The operator's limits on model calls; None asks for the model's measured value (engine/tuning.py)."""
 
-    max_call_tokens: int | None = None  # padded tokens; None: measured for each model (engine/tuning.py)
+    max_call_tokens: int | None = None  # padded tokens per call
     max_call_rows: int = 64
     max_queue_tokens: int = 600_000
-    max_padding_tokens: int | None = None  # None: measured for each model (engine/tuning.py)
+    max_padding_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    """How big one model call and the waiting queue may get, for one model: every value decided."""
+
+    max_call_tokens: int  # padded tokens per call
+    max_call_rows: int
+    max_queue_tokens: int
+    max_padding_tokens: int
 
 
 class _Lane:

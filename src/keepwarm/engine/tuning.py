@@ -32,14 +32,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from keepwarm.catalog import ArtifactStore, ModelSpec
-from keepwarm.engine.scheduler import CallLimits
+from keepwarm.engine.scheduler import CallLimits, CallLimitSettings
 from keepwarm.machine import available_cores
 from keepwarm.runtimes.base import Runtime
 from keepwarm.runtimes.export import export_key
@@ -59,7 +59,7 @@ Clock = Callable[[], float]  # seconds, monotonic
 
 
 def measured_limits(
-    limits: CallLimits,
+    settings: CallLimitSettings,
     spec: ModelSpec,
     fingerprint: str,
     runtime: Runtime,
@@ -67,19 +67,18 @@ def measured_limits(
     store: ArtifactStore,
     pad_id: int,
 ) -> CallLimits:
-    """`limits` with its open (None) fields filled in from this model's measurement (made once, recorded)."""
-    if limits.max_call_tokens is not None and limits.max_padding_tokens is not None:
-        return limits
+    """The operator's `settings` with their open (None) fields filled in from this model's measurement."""
+    given = asdict(settings)
+    if all(given[field] is not None for field in _MEASURED):
+        return CallLimits(**given)
     key = f"{export_key(spec, fingerprint)}-call-limits-{runtime.name}-{dtype}-{available_cores()}cores"
 
     def measure(_: Path) -> dict[str, Any]:
-        return measure_call_limits(runtime, pad_id, spec.max_tokens, limits.max_call_rows)
+        return measure_call_limits(runtime, pad_id, spec.max_tokens, settings.max_call_rows)
 
     _, record = store.get(key) or store.build(key, measure)
-    measured = {field: int(record[field]) for field in _MEASURED}
-    return replace(
-        limits, **{field: value for field, value in measured.items() if getattr(limits, field) is None}
-    )
+    measured = {field: int(record[field]) for field in _MEASURED if given[field] is None}
+    return CallLimits(**(given | measured))
 
 
 def measure_call_limits(

@@ -16,7 +16,7 @@ import numpy as np
 
 from keepwarm.catalog import ModelSpec
 from keepwarm.catalog.versions import short_version, version_label
-from keepwarm.engine.scheduler import CallLimits
+from keepwarm.engine.scheduler import CallLimitSettings
 from keepwarm.engine.work import ONLINE
 
 Inputs = Sequence[str] | Sequence[Sequence[int]]
@@ -30,7 +30,7 @@ Authorization = Callable[[ModelSpec], None]
 class EngineSettings:
     """Limits that apply to every model the engine serves."""
 
-    calls: CallLimits = CallLimits()
+    calls: CallLimitSettings = CallLimitSettings()
     max_request_tokens: int = 300_000
     # longest input in characters, refused before it is tokenized (token-id inputs: ids)
     max_input_chars: int = 1_000_000

@@ -1,8 +1,8 @@
 """OpenVINO: reads the same exported ONNX graph, at the fastest precision that stays exact enough.
 
-On CPUs with bf16 instructions OpenVINO's bf16 inference can be about 2× ONNX Runtime
-fp32 on MiniLM, with min cosine 0.99996 to sentence-transformers, inside the
-fp32-equivalent bar; on others f32 is faster. Precision is never assumed:
+On some CPUs with bf16 instructions OpenVINO's bf16 inference is much faster than ONNX
+Runtime fp32 while staying inside the fp32-equivalent bar; on others f32 is faster
+(docs/benchmarks.md has the figures per machine). Precision is never assumed:
 `choose_precision` measures each native precision for agreement with the fp32
 reference and for speed, and keeps the fastest that agrees.
 """
@@ -25,12 +25,10 @@ from keepwarm.runtimes.base import Runtime
 log = logging.getLogger(__name__)
 
 # OpenVINO's CPU plugin caches compiled kernels per input shape, 5000 entries by default.
-# Requests bring a new (rows, tokens) shape almost every call, so at the default the
-# server's memory grew without end (MiniLM: +1 GB per thousand shapes, 2.3 GB after
-# 1,500). Measured on MiniLM over 300 mixed shapes: 50 entries keeps memory flat once
-# the largest shape has run, at 90 % of the unbounded cache's throughput when the very
-# same shapes repeat (the best case for the cache) and the same single-text latency;
-# no cache at all cost 25 %.
+# Requests bring a new (rows, tokens) shape almost every call, so with OpenVINO's
+# unbounded default the server's memory grew without end. A bounded cache keeps memory
+# flat once the largest shape has run and costs little throughput; no cache at all costs
+# much more (docs/benchmarks.md, "OpenVINO kernel cache").
 KERNEL_CACHE_ENTRIES = 50
 INT8_FORMAT = "openvino-int8-nncf-v2"  # v2: longer calibration texts, SmoothQuant 0.6
 INT8_FILE = "model.int8.xml"
@@ -88,8 +86,7 @@ def choose_precision(
 ) -> dict[str, Any]:
     """The fastest native precision whose vectors stay fp32-equivalent to `reference`.
 
-    Measured, not assumed: on one AVX-512 BF16 CPU without AMX, bf16 was no faster than
-    f32 (and f32 1.4× ONNX Runtime), while on others bf16 is about twice f32.
+    Measured, not assumed: whether bf16 pays depends on the CPU (docs/benchmarks.md).
     """
     tried = {}
     for precision in cpu_precisions():
@@ -114,11 +111,9 @@ def quantize_int8(
     """NNCF post-training int8 quantization, calibrated on `calibration`; measured against fp32 on `probe`.
 
     SmoothQuant moves activation outliers into the weights; how far (alpha) trades
-    long texts against very short ones. Measured on MiniLM over the 4,105-text benchmark
-    corpus and the probe texts (min cosine to fp32): NNCF's default 0.95 gave 0.962 on
-    the corpus; off, 0.974 on the corpus but 0.958 on "OK"; 0.6 gave 0.970 on the corpus
-    and 0.988 on the probe texts, mean 0.995, the best worst case of those tried (0.5 to
-    0.9). The measured agreement is recorded with the artifact for every model.
+    long texts against very short ones. The alpha used had the best worst case of those
+    tried (docs/benchmarks.md, the int8 calibration table). The measured agreement is
+    recorded with the artifact for every model.
     """
     import nncf
     from nncf.quantization.advanced_parameters import (

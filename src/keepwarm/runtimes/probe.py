@@ -52,12 +52,11 @@ PROBE_TEXTS: tuple[str, ...] = (
 def calibration_texts() -> list[str]:
     """What static int8 quantization learns activation ranges from: the probe texts and longer ones.
 
-    The probe texts alone are short (20 tokens on average), but served texts run to the
-    model's limit, and activation ranges grow with length: calibrated on the probe
-    texts only, OpenVINO int8 MiniLM had a min cosine of 0.951 to fp32 over the
-    benchmark corpus, its worst texts long code files. Adding each probe text joined to
-    another and 16 windows over all of them joined (up to the model's limit once
-    tokenized) raised it to 0.962, and with SmoothQuant at 0.6 to 0.970 (openvino.py).
+    The probe texts alone are short, but served texts run to the model's limit, and
+    activation ranges grow with length: calibrated on the probe texts only, int8 did
+    worst on long code. So each probe text is also joined to another, and 16 windows
+    over all of them joined (up to the model's limit once tokenized) are added; the
+    agreement each step bought is in docs/benchmarks.md (the int8 calibration table).
     """
     texts = list(PROBE_TEXTS)
     pairs = [f"{text}\n{texts[(i + 7) % len(texts)]}" for i, text in enumerate(texts)]

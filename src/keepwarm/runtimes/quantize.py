@@ -1,7 +1,7 @@
 """int8 ONNX artifacts: ONNX Runtime dynamic quantization, per output channel.
 
-Per-tensor int8 was measured to lose too much on sentence encoders (min cosine 0.88 on
-MiniLM); per-channel weights keep mean/min cosine around 0.994/0.984 to fp32.
+Per-tensor int8 was measured to lose too much on sentence encoders; per-channel weights
+stay close to fp32 (docs/benchmarks.md, "int8 on ONNX Runtime").
 """
 
 from __future__ import annotations
