@@ -30,6 +30,7 @@ from keepwarm.api.responses import (
     error_body,
     error_response,
     model_body,
+    usage_event,
 )
 from keepwarm.api.schemas import EmbeddingRequest, parse_embedding_request
 from keepwarm.api.settings import ApiSettings
@@ -37,7 +38,7 @@ from keepwarm.api.store_access import StoreAccess
 from keepwarm.catalog import ModelSpec
 from keepwarm.engine import Engine
 from keepwarm.errors import ConfigError, InvalidRequest, KeepwarmError, ModelNotFound, NotReady
-from keepwarm.store import ApiKey, UsageEvent
+from keepwarm.store import ApiKey
 
 log = logging.getLogger(__name__)
 
@@ -134,14 +135,7 @@ def create_app(
         admit = partial(limiter.check_tokens, key) if key.tpm is not None else None
         embedding = engine.embed(body.model, body.input, options, admit=admit, authorize=authorize)
         result = await unless_disconnected(request, embedding)
-        event = UsageEvent(
-            key.id,
-            result.model.name,
-            result.model.short_version,
-            result.tokens,
-            result.cached_inputs,
-            result.timings.compute,
-        )
+        event = usage_event(key.id, result)
         await store.call(store.usage.record, event)  # committed before the answer leaves
         record.result = result
         return JSONResponse(

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from keepwarm.catalog.versions import short_version
 from keepwarm.engine import Embeddings, ModelView
 from keepwarm.errors import KeepwarmError
+from keepwarm.store import UsageEvent
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
@@ -120,4 +121,16 @@ def error_response(error: KeepwarmError) -> JSONResponse:
         error_body(error.message, error.type, error.param, error.code),
         status_code=error.status,
         headers=headers,
+    )
+
+
+def usage_event(key_id: int, result: Embeddings) -> UsageEvent:
+    """What an answered embed call meters to `key_id`: under the version that made its vectors."""
+    return UsageEvent(
+        key_id,
+        result.model.name,
+        result.model.short_version,
+        result.tokens,
+        result.cached_inputs,
+        result.timings.compute,
     )

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import orjson
 
-from keepwarm.api.responses import embeddings_body, error_body
+from keepwarm.api.responses import embeddings_body, error_body, usage_event
 from keepwarm.api.schemas import parse_embedding_request
 from keepwarm.batches.budget import TokenBudget
 from keepwarm.batches.expiry import past_window
@@ -211,14 +211,7 @@ class Execution:
         body = embeddings_body(
             result, requested_model=request.model, encoding_format=request.encoding_format or "float"
         )
-        usage = UsageEvent(
-            key.id,
-            result.model.name,
-            result.model.short_version,
-            result.tokens,
-            result.cached_inputs,
-            result.timings.compute,
-        )
+        usage = usage_event(key.id, result)
         return _Outcome(line.number, True, response_line(custom_id, 200, body), usage)
 
     async def _embed(

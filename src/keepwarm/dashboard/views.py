@@ -109,7 +109,7 @@ def batch_budgets(views: list[ModelView]) -> dict[str, int]:
     """Padded tokens per model call of each loaded version, by the label its engine metrics carry."""
     budgets = {}
     for view in views:
-        budget = model_body(view, []).get("max_batch_tokens") if view.model is not None else None
+        budget = model_body(view, []).get("max_batch_tokens") if view.loaded is not None else None
         if budget:
             budgets[version_label(view.spec.name, view.version)] = budget
     return budgets

@@ -49,7 +49,7 @@ class Target:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
+class TargetInfo:
     """What produced the vectors, for the report."""
 
     version: str
@@ -72,7 +72,7 @@ class Embedder(Protocol):
 
     target: Target
 
-    def info(self) -> ModelInfo: ...
+    def info(self) -> TargetInfo: ...
 
     def embed(self, texts: list[str], kind: Kind) -> Embedded: ...
 
@@ -84,7 +84,7 @@ class EngineEmbedder:
         from keepwarm.engine import EmbedOptions
 
         self.target, self._engine = target, engine
-        prompts = engine.spec_for(target.model).prompts
+        prompts = engine.describe(target.model)[0].spec.prompts
         self._options = {
             kind: EmbedOptions(
                 truncate=True, dimensions=target.dimensions, prompt_name=kind if kind in prompts else None
@@ -92,10 +92,10 @@ class EngineEmbedder:
             for kind in ("query", "document")
         }
 
-    def info(self) -> ModelInfo:
+    def info(self) -> TargetInfo:
         model = self._engine.embed_sync(self.target.model, ["?"], self._options["query"]).model
         dimensions = self.target.dimensions or model.dimensions
-        return ModelInfo(model.short_version, model.opened.dtype, model.runtime.name, dimensions)
+        return TargetInfo(model.short_version, model.dtype, model.runtime, dimensions)
 
     def embed(self, texts: list[str], kind: Kind) -> Embedded:
         result = self._engine.embed_sync(self.target.model, texts, self._options[kind])
@@ -114,14 +114,14 @@ class ServerEmbedder:
             for kind in ("query", "document")
         }
 
-    def info(self) -> ModelInfo:
+    def info(self) -> TargetInfo:
         described = self._described
         dimensions = (
             self.target.dimensions
             or described.get("dimensions")
             or len(self.embed(["?"], "query").vectors[0])
         )
-        return ModelInfo(
+        return TargetInfo(
             described.get("version", "?"),
             described.get("dtype", "?"),
             described.get("runtime", "?"),

@@ -28,7 +28,7 @@ import numpy as np
 
 from keepwarm.bench.stats import Measurement
 from keepwarm.datasets.retrieval import RetrievalSet
-from keepwarm.evaluation.embedders import Embedded, Embedder, ModelInfo
+from keepwarm.evaluation.embedders import Embedded, Embedder, TargetInfo
 from keepwarm.evaluation.metrics import DEPTH, Run, ranking
 from keepwarm.evaluation.search import VectorFile, exact_search
 from keepwarm.runtimes.pooling import l2_normalize
@@ -46,7 +46,7 @@ class Retrieval:
     indexing: Measurement  # texts = documents indexed, tokens = model tokens embedded
     querying: Measurement  # one latency per query
     cached: int = 0  # inputs a cache answered instead of the model (their speed is not the model's)
-    model: ModelInfo | None = None
+    model: TargetInfo | None = None
 
 
 class Pipeline(Protocol):

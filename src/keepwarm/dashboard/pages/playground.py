@@ -8,12 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from keepwarm.api.middleware import record_of
-from keepwarm.api.responses import JSONResponse
+from keepwarm.api.responses import JSONResponse, usage_event
 from keepwarm.dashboard import views
 from keepwarm.dashboard.forms import read_json, texts
 from keepwarm.dashboard.gate import Visitor
 from keepwarm.errors import InvalidRequest
-from keepwarm.store import UsageEvent
 
 if TYPE_CHECKING:
     from keepwarm.dashboard.routes import Routes
@@ -43,16 +42,9 @@ def register(routes: Routes) -> None:
             raise InvalidRequest(f"The playground takes at most {_MAX_TEXTS} texts.", param="texts")
         result = await engine.embed(model, inputs)
         record = record_of(request)
-        record.model, record.result = result.model.spec.name, result  # counted and logged as embeddings
+        record.model, record.result = result.model.name, result  # counted and logged as embeddings
         served = result.model
-        event = UsageEvent(
-            visitor.key.id,
-            served.spec.name,
-            served.short_version,
-            result.tokens,
-            result.cached_inputs,
-            result.timings.compute,
-        )
+        event = usage_event(visitor.key.id, result)
         await store.call(store.usage.record, event)
         matrix = views.similarity(result.vectors)
         return JSONResponse(
