@@ -7,7 +7,7 @@
 - `runner`: datasets × pipelines → result rows; `report`: the table and the plot.
 """
 
-from keepwarm.evaluation.embedders import Embedder, EngineEmbedder, TargetInfo, ServerEmbedder, Target
+from keepwarm.evaluation.embedders import Embedder, EngineEmbedder, ServerEmbedder, Target, TargetInfo
 from keepwarm.evaluation.metrics import METRICS, Qrels, Run, evaluate, per_query
 from keepwarm.evaluation.pipelines import (
     BM25,
