@@ -11,8 +11,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from keepwarm.cli.options import CONFIG_OPTIONS, DATA_DIR_OPTION, engine_for, model_entries, pricing_options
-from keepwarm.datasets.builtin import BUILTIN, DEFAULT_DOCUMENTS, DEFAULT_QUERIES
+from keepwarm.cli.options import (
+    CONFIG_OPTIONS,
+    DATA_DIR_OPTION,
+    engine_for,
+    model_entries,
+    pricing_options,
+    retrieval_size_options,
+)
+from keepwarm.datasets.builtin import BUILTIN
 from keepwarm.errors import ConfigError, KeepwarmError
 
 if TYPE_CHECKING:
@@ -45,20 +52,7 @@ PIPELINES = ("dense", "bm25", "hybrid")
     show_default=True,
     help="Comma-separated: dense (each model), bm25, hybrid (each model fused with bm25).",
 )
-@click.option(
-    "--queries",
-    type=click.IntRange(1),
-    default=DEFAULT_QUERIES,
-    show_default=True,
-    help="Queries of each built-in set.",
-)
-@click.option(
-    "--documents",
-    type=click.IntRange(1),
-    default=DEFAULT_DOCUMENTS,
-    show_default=True,
-    help="Documents of each built-in set (their queries' answers included).",
-)
+@retrieval_size_options
 @click.option("--full", is_flag=True, help="Built-in sets at their full size (all queries and documents).")
 @click.option(
     "--url", help="A running server (http://host:port, with or without /v1). Default: models in-process."

@@ -9,8 +9,13 @@ from pathlib import Path
 import click
 
 from keepwarm.catalog import ModelSpec
-from keepwarm.cli.options import CONFIG_OPTIONS, DATA_DIR_OPTION, engine_for, model_specs
-from keepwarm.datasets.builtin import DEFAULT_DOCUMENTS, DEFAULT_QUERIES
+from keepwarm.cli.options import (
+    CONFIG_OPTIONS,
+    DATA_DIR_OPTION,
+    engine_for,
+    model_specs,
+    retrieval_size_options,
+)
 from keepwarm.errors import ConfigError
 
 
@@ -121,20 +126,7 @@ def export(name: str, config: Path | None, model_options: tuple[str, ...], data_
     metavar="NAME|DIR",
     help="Retrieval set for the quality delta: a built-in set or a BEIR folder.",
 )
-@click.option(
-    "--queries",
-    type=click.IntRange(1),
-    default=DEFAULT_QUERIES,
-    show_default=True,
-    help="Queries of a built-in --dataset.",
-)
-@click.option(
-    "--documents",
-    type=click.IntRange(1),
-    default=DEFAULT_DOCUMENTS,
-    show_default=True,
-    help="Documents of a built-in --dataset.",
-)
+@retrieval_size_options
 @click.option("--no-quality", is_flag=True, help="Compare vectors only, without the retrieval evaluation.")
 def diff(
     first: str,

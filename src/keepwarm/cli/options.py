@@ -32,6 +32,26 @@ DATA_DIR_OPTION = click.option(
 )
 
 
+def retrieval_size_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--queries and --documents: how much of a built-in retrieval set to evaluate on."""
+    from keepwarm.datasets.builtin import DEFAULT_DOCUMENTS, DEFAULT_QUERIES
+
+    command = click.option(
+        "--documents",
+        type=click.IntRange(1),
+        default=DEFAULT_DOCUMENTS,
+        show_default=True,
+        help="Documents of a built-in set (its queries' answers included).",
+    )(command)
+    return click.option(
+        "--queries",
+        type=click.IntRange(1),
+        default=DEFAULT_QUERIES,
+        show_default=True,
+        help="Queries of a built-in set.",
+    )(command)
+
+
 def pricing_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--price-per-million-tokens and --price-per-hour, for commands that report cost."""
     command = click.option(
