@@ -304,7 +304,8 @@ def test_signing_in_needs_an_admin_key_and_the_cookie_holds_only_a_session(brows
     assert browser.current_url == f"{dash.url}/login"
     for key, refusal in ((dash.client_key, "not an admin key"), ("kw-" + "x" * 43, "unknown or was revoked")):
         _sign_in(browser, dash, key)
-        assert refusal in _by(browser, "#sign-in-error").text and browser.current_url == f"{dash.url}/login"
+        wait_for_page(browser, lambda d, refusal=refusal: refusal in _by(d, "#sign-in-error").text)
+        assert browser.current_url == f"{dash.url}/login"
     _sign_in(browser, dash, dash.admin_key)
     wait_for_page(browser, lambda d: d.current_url == dash.url)
     assert "ops" in _by(browser, ".who").text
@@ -384,7 +385,7 @@ def test_a_key_made_and_limited_in_the_page_is_served_then_refused_once_revoked(
     _by(limits, "[name=models]").send_keys(TWIN)
     _by(limits, "[name=rpm]").send_keys("2")
     _by(limits, "button[type=submit]").click()
-    assert "updated" in _by(signed_in, ".flash.ok").text
+    wait_for_page(signed_in, lambda d: "updated" in _by(d, ".flash.ok").text)
     assert [m.id for m in key.models.list()] == [TWIN]
     for _ in range(2):  # a refused request counts against the limit too
         with pytest.raises(openai.PermissionDeniedError):
@@ -514,7 +515,7 @@ def test_versions_side_by_side_and_a_diff_says_whether_to_reembed(signed_in, das
 
     signed_in.execute_script("window.scrollTo(0, 0)")
     _by(signed_in, "#reload").click()
-    assert "Catalog reloaded" in _by(signed_in, ".flash.ok").text
+    wait_for_page(signed_in, lambda d: "Catalog reloaded" in _by(d, ".flash.ok").text)
     assert script_errors(signed_in) == []
 
 
