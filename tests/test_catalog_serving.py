@@ -143,6 +143,8 @@ def test_int8_model_reports_its_measured_accuracy(catalog_server, reference) -> 
     assert 0 <= details["max_padding_tokens"] <= details["max_batch_tokens"]
     assert details["accuracy"]["reference"] == "onnx fp32"
     assert 0.9 <= details["accuracy"]["min_cosine"] <= details["accuracy"]["mean_cosine"] < 1.0
+    retrieval = details["accuracy"]["retrieval"]  # what the build loses in search, beside its cosines
+    assert retrieval["reference_ndcg@10"] > 0.3 and abs(retrieval["ndcg@10_change"]) < 0.05
     assert details["version"] != _model(catalog_server, MODEL)["version"]  # int8 vectors are another version
     vectors = _vectors(_post(catalog_server, model="minilm-int8", input=TEXTS))
     assert_same_vectors(vectors, reference.encode(TEXTS), minimum=0.95)

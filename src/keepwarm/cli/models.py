@@ -175,15 +175,12 @@ def _quality_delta(engine, first: str, second: str, dataset) -> dict[str, object
     The gain is significant when it exceeds twice its standard error over the queries
     (paired: each query is scored by both versions).
     """
-    import numpy as np
-
-    from keepwarm.evaluation import EngineEmbedder, Target, dense_quality
+    from keepwarm.evaluation import EngineEmbedder, Target, dense_quality, paired_change
 
     a, b = (dense_quality(EngineEmbedder(engine, Target(ref)), dataset)["ndcg@10"] for ref in (first, second))
-    delta = float(np.mean(b - a))
-    error = float(np.std(b - a, ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
-    change = f"on {dataset.name} (nDCG@10 {delta:+.4f} ± {2 * error:.4f})"
-    if abs(delta) <= 2 * error:
+    delta, noise = paired_change(a, b)
+    change = f"on {dataset.name} (nDCG@10 {delta:+.4f} ± {noise:.4f})"
+    if abs(delta) <= noise:
         verdict = f"no significant retrieval change {change}"
     else:
         verdict = f"{second} retrieves {'better' if delta > 0 else 'worse'} than {first} {change}"
@@ -193,6 +190,6 @@ def _quality_delta(engine, first: str, second: str, dataset) -> dict[str, object
         "first": round(float(a.mean()), 4),
         "second": round(float(b.mean()), 4),
         "delta": round(delta, 4),
-        "delta_2se": round(2 * error, 4),
+        "delta_2se": round(noise, 4),
         "verdict": verdict,
     }

@@ -62,6 +62,7 @@ VERSION_FIELDS = (
     ("dtype", "Precision"),
     ("runtime", "Runtime"),
     ("accuracy", "Accuracy"),
+    ("retrieval", "Search vs fp32"),
     ("dimensions", "Dimensions"),
     ("max_tokens", "Max tokens"),
     ("pooling", "Pooling"),
@@ -87,6 +88,8 @@ def version_groups(views: list[ModelView]) -> list[dict[str, Any]]:
     """Every name with its versions side by side, the current one first."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in model_rows(views):
+        accuracy = dict(row.get("accuracy") or {})
+        row["accuracy"], row["retrieval"] = accuracy, _retrieval(accuracy.pop("retrieval", None))
         row["shown"] = {field: _shown(row.get(field)) for field, _ in VERSION_FIELDS}
         groups[row["id"]].append(row)
     return [
@@ -97,6 +100,16 @@ def version_groups(views: list[ModelView]) -> list[dict[str, Any]]:
         }
         for name, rows in groups.items()
     ]
+
+
+def _retrieval(check: dict[str, Any] | None) -> str | None:
+    """A build's measured search quality against fp32, in one line (None: not a measured build)."""
+    if not check:
+        return None
+    return (
+        f"nDCG@10 {check['ndcg@10']:.4f} vs {check['reference_ndcg@10']:.4f} "
+        f"({check['ndcg@10_change']:+.4f} ± {check['noise_2se']:.4f}) on {check['dataset']}"
+    )
 
 
 def model_choices(views: list[ModelView]) -> list[str]:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from keepwarm.engine.worker import ModelWorker, pad_rows
 from keepwarm.errors import ConfigError, NotReady
 from keepwarm.metrics import Metrics
 from keepwarm.runtimes.accuracy import Batch
+from keepwarm.runtimes.base import Runtime
 from keepwarm.runtimes.factory import OpenedRuntime, open_runtime
 from keepwarm.runtimes.probe import PROBE_TEXTS, calibration_texts
 
@@ -91,6 +93,13 @@ def padded_calls(tokenizer: ModelTokenizer, texts: list[str]) -> list[Batch]:
     return [pad_rows(rows[i : i + _PROBE_ROWS], tokenizer.pad_id) for i in range(0, len(rows), _PROBE_ROWS)]
 
 
+def _retrieval_loss(tokenizer: ModelTokenizer, reference: Runtime, candidate: Runtime) -> dict[str, Any]:
+    """What an int8 build loses in search (keepwarm.evaluation sits above the engine: imported on use)."""
+    from keepwarm.evaluation.builds import retrieval_loss
+
+    return retrieval_loss(tokenizer, reference, candidate)
+
+
 def _warm_up(opened: OpenedRuntime, pad_id: int) -> None:
     for rows, tokens in _WARMUP_SHAPES:
         ids = np.full((rows, tokens), pad_id, dtype=np.int64)
@@ -118,7 +127,7 @@ def load_model(
     tokenizer = ModelTokenizer(spec)
     probe = padded_calls(tokenizer, list(PROBE_TEXTS))
     calibration = partial(padded_calls, tokenizer, calibration_texts())
-    opened = open_runtime(spec, store, fingerprint, probe, calibration)
+    opened = open_runtime(spec, store, fingerprint, probe, calibration, partial(_retrieval_loss, tokenizer))
     _check_matryoshka(spec, opened.runtime.dimensions)
     _warm_up(opened, tokenizer.pad_id)
     limits = measured_limits(

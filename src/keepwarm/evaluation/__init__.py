@@ -8,7 +8,7 @@
 """
 
 from keepwarm.evaluation.embedders import Embedder, EngineEmbedder, ServerEmbedder, Target, TargetInfo
-from keepwarm.evaluation.metrics import METRICS, Qrels, Run, evaluate, per_query
+from keepwarm.evaluation.metrics import METRICS, Qrels, Run, evaluate, paired_change, per_query
 from keepwarm.evaluation.pipelines import (
     BM25,
     Context,
@@ -50,6 +50,7 @@ __all__ = [
     "evaluate",
     "exact_search",
     "open_dataset",
+    "paired_change",
     "per_query",
     "plot",
     "reciprocal_rank_fusion",

@@ -9,6 +9,7 @@ texts longer than the model's window are truncated (as an index builder would as
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     import openai
 
     from keepwarm.engine import Engine
+    from keepwarm.engine.tokenization import ModelTokenizer
+    from keepwarm.runtimes.base import Runtime
 
 Kind = Literal["query", "document"]
 
@@ -100,6 +103,38 @@ class EngineEmbedder:
     def embed(self, texts: list[str], kind: Kind) -> Embedded:
         result = self._engine.embed_sync(self.target.model, texts, self._options[kind])
         return Embedded(result.vectors, result.tokens, result.cached_inputs)
+
+
+class RuntimeEmbedder:
+    """An opened runtime and its model's tokenizer, with no engine around them.
+
+    What a reduced-precision build is measured with while it is built, before any engine
+    serves it: the texts are tokenized (prompts, truncation) as the engine would, sorted
+    by length into calls of `rows`, and the vectors put back in input order. A runtime
+    runs one call at a time (an engine's worker thread sees to that; here a lock does).
+    """
+
+    def __init__(self, tokenizer: ModelTokenizer, runtime: Runtime, rows: int = 16) -> None:
+        self.target = Target(tokenizer.spec.name)
+        self._tokenizer, self._runtime, self._rows = tokenizer, runtime, rows
+        self._calls = threading.Lock()
+
+    def info(self) -> TargetInfo:
+        return TargetInfo("unreleased build", "?", self._runtime.name, self._runtime.dimensions)
+
+    def embed(self, texts: list[str], kind: Kind) -> Embedded:
+        from keepwarm.engine.worker import pad_rows
+
+        prompt = kind if kind in self._tokenizer.spec.prompts else None
+        rows = self._tokenizer.encode(texts, overflow="truncate", prompt_name=prompt).ids
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        vectors = np.empty((len(rows), self._runtime.dimensions), dtype=np.float32)
+        for start in range(0, len(order), self._rows):
+            chosen = order[start : start + self._rows]
+            ids, mask = pad_rows([rows[i] for i in chosen], self._tokenizer.pad_id)
+            with self._calls:
+                vectors[chosen] = self._runtime.embed(ids, mask)
+        return Embedded(vectors, sum(len(ids) for ids in rows))
 
 
 class ServerEmbedder:

@@ -62,3 +62,13 @@ def evaluate(run: Run, qrels: Qrels) -> dict[str, float]:
     """The mean of each metric over the judged queries (see the module docs)."""
     scores = per_query(run, qrels)
     return {metric: float(values.mean()) if len(values) else 0.0 for metric, values in scores.items()}
+
+
+def paired_change(first: np.ndarray, second: np.ndarray) -> tuple[float, float]:
+    """SECOND's mean gain over FIRST on the same queries, and twice its standard error.
+
+    Paired (each query is scored by both), so a gain within twice the error is noise.
+    """
+    change = second - first
+    error = float(np.std(change, ddof=1) / np.sqrt(len(change))) if len(change) > 1 else 0.0
+    return float(np.mean(change)), 2 * error

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 INT8_MIN_MEAN_COSINE = 0.99  # an int8 candidate below this is only chosen if no other qualifies
 
+# (fp32 runtime, a new build's runtime) -> how much retrieval the build loses, recorded with it
+RetrievalCheck = Callable[[Runtime, Runtime], dict[str, Any]]
+
 
 @dataclass
 class OpenedRuntime:
@@ -80,16 +83,21 @@ class _Base:
     artifact: dict[str, Any]
     probe: list[Batch]
     calibration: Callable[[], list[Batch]]  # tokenized only when an int8 artifact is built
+    retrieval_loss: RetrievalCheck | None = None
 
     @property
     def model_path(self) -> Path:
         return self.folder / self.artifact["file"]
 
     @cached_property
-    def reference(self) -> np.ndarray:
+    def fp32(self) -> Runtime:
         from keepwarm.runtimes.ort import OnnxRuntime
 
-        return embed_all(OnnxRuntime(self.spec, self.model_path), self.probe)
+        return OnnxRuntime(self.spec, self.model_path)
+
+    @cached_property
+    def reference(self) -> np.ndarray:
+        return embed_all(self.fp32, self.probe)
 
     def derived(self, suffix: str, builder: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
         key = f"{self.folder.name}-{suffix}"
@@ -110,17 +118,19 @@ def open_runtime(
     fingerprint: str,
     probe: list[Batch],
     calibration: Callable[[], list[Batch]],
+    retrieval_loss: RetrievalCheck | None = None,
 ) -> OpenedRuntime:
     """Open the runtime for `spec`.
 
     `probe` batches measure every variant that is not exact; `calibration` returns the
-    batches static int8 quantization calibrates on (called only when it builds).
+    batches static int8 quantization calibrates on (called only when it builds);
+    `retrieval_loss` measures what an int8 build loses in search, once, when it is built.
     """
     family = resolve_runtime(spec)
     if family == "torch":
         return _open_torch(spec, probe)
     folder, artifact = onnx_fp32_artifact(spec, store, fingerprint)
-    base = _Base(spec, store, folder, artifact, probe, calibration)
+    base = _Base(spec, store, folder, artifact, probe, calibration, retrieval_loss)
     if family == "auto":
         return _open_fastest(base)
     return _open(family, spec.dtype, base)
@@ -144,22 +154,35 @@ def _onnx_fp32(base: _Base) -> OpenedRuntime:
 
 
 def _quantized(
-    base: _Base, suffix: str, quantize: Callable[..., dict[str, Any]]
-) -> tuple[Path, dict[str, Any]]:
-    """The int8 artifact `quantize` builds once; the fp32 probe reference is computed only then."""
-    return base.derived(
-        suffix, lambda folder: quantize(base.spec, base.model_path, base.reference, base.probe, folder)
-    )
+    base: _Base,
+    suffix: str,
+    quantize: Callable[..., dict[str, Any]],
+    open_built: Callable[[Path, dict[str, Any]], Runtime],
+) -> OpenedRuntime:
+    """The int8 artifact `quantize` builds once, opened with `open_built`.
+
+    What it is measured on is computed only when it is built: the fp32 probe reference
+    (cosines) and, given a check, the retrieval it loses.
+    """
+
+    def build(folder: Path) -> dict[str, Any]:
+        artifact = quantize(base.spec, base.model_path, base.reference, base.probe, folder)
+        if base.retrieval_loss is not None:
+            artifact["accuracy"]["retrieval"] = base.retrieval_loss(base.fp32, open_built(folder, artifact))
+        return artifact
+
+    folder, artifact = base.derived(suffix, build)
+    return OpenedRuntime(open_built(folder, artifact), "int8", artifact["accuracy"], artifact)
 
 
 def _onnx_int8(base: _Base) -> OpenedRuntime:
     from keepwarm.runtimes.ort import OnnxRuntime
     from keepwarm.runtimes.quantize import quantize_int8
 
-    folder, artifact = _quantized(base, "ort-int8", quantize_int8)
-    return OpenedRuntime(
-        OnnxRuntime(base.spec, folder / artifact["file"]), "int8", artifact["accuracy"], artifact
-    )
+    def open_built(folder: Path, artifact: dict[str, Any]) -> Runtime:
+        return OnnxRuntime(base.spec, folder / artifact["file"])
+
+    return _quantized(base, "ort-int8", quantize_int8, open_built)
 
 
 def _openvino_fp32(base: _Base) -> OpenedRuntime:
@@ -193,9 +216,10 @@ def _openvino_int8(base: _Base) -> OpenedRuntime:
     def quantize(*args: Any) -> dict[str, Any]:
         return openvino.quantize_int8(*args, calibration=base.calibration())
 
-    folder, artifact = _quantized(base, openvino.INT8_FORMAT, quantize)
-    runtime = openvino.OpenVinoRuntime(base.spec, folder / artifact["file"], precision=artifact["precision"])
-    return OpenedRuntime(runtime, "int8", artifact["accuracy"], artifact)
+    def open_built(folder: Path, artifact: dict[str, Any]) -> Runtime:
+        return openvino.OpenVinoRuntime(base.spec, folder / artifact["file"], precision=artifact["precision"])
+
+    return _quantized(base, openvino.INT8_FORMAT, quantize, open_built)
 
 
 _OPENERS: dict[tuple[str, str], Callable[[_Base], OpenedRuntime]] = {
