@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from keepwarm.catalog.scoring import scoring_values
 from keepwarm.errors import ConfigError
 
 Pooling = Literal["mean", "cls", "max", "lasttoken"]
@@ -66,7 +67,7 @@ class ModelSpec:
     load: LoadPolicy = "eager"
     idle_timeout: float = 0.0
     current: bool = True  # the version the bare name resolves to
-    # what the model serves, and the head it runs with (runtimes/heads.py)
+    # what the model serves, and the head it runs with (catalog/scoring.py reads both for cross-encoders)
     task: Task = "embed"
     head: Head = "base"
     labels: tuple[str, ...] = ()  # classifier label names, by output index
@@ -175,7 +176,9 @@ def read_model_spec(
         raise ConfigError(f"model '{name}': {directory} has no config.json")
     if not (directory / "tokenizer.json").is_file():
         raise ConfigError(f"model '{name}': {directory} has no tokenizer.json (a fast tokenizer is required)")
-    modules = _modules(directory)
+    overrides = dict(overrides or {})
+    scoring = scoring_values(directory, overrides)  # takes the scoring keys out of `overrides`
+    modules = [] if scoring else _modules(directory)  # a scoring model's modules are not pooling ones
     unsupported = _unsupported_modules(modules)
     if unsupported:
         raise ConfigError(f"model '{name}': unsupported sentence-transformers modules {unsupported}")
@@ -189,7 +192,8 @@ def read_model_spec(
         "prompts": {str(k): str(v) for k, v in prompts.items()},
         "default_prompt": st_config.get("default_prompt_name") or None,
     }
-    values.update(overrides or {})
+    values.update(scoring)
+    values.update(overrides)
     spec = ModelSpec(name=name, directory=directory, **values)
     _check_combination(spec)
     return spec
@@ -208,6 +212,8 @@ def _check_combination(spec: ModelSpec) -> None:
             f"key 'dtype': {spec.dtype} needs runtime 'torch', 'openvino' or 'auto'; "
             "keepwarm's ONNX Runtime path is fp32/int8"
         )
+    if spec.task == "classify" and spec.overflow == "chunk":
+        raise ConfigError("key 'overflow': a classifier answers once per input; use 'error' or 'truncate'")
     if spec.device == "cuda" and spec.runtime == "openvino":
         raise ConfigError(
             "key 'device': runtime 'openvino' runs on the CPU here; use 'onnx' or 'torch' for cuda"

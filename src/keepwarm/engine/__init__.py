@@ -2,7 +2,17 @@
 
 from keepwarm.engine.engine import Engine
 from keepwarm.engine.scheduler import CallLimits, CallLimitSettings
-from keepwarm.engine.types import Embeddings, EmbedOptions, EngineSettings, ModelInfo, ModelView, Timings
+from keepwarm.engine.types import (
+    Classifications,
+    Embeddings,
+    EmbedOptions,
+    EngineSettings,
+    ModelInfo,
+    ModelView,
+    ScoreOptions,
+    Scores,
+    Timings,
+)
 from keepwarm.engine.work import BACKGROUND, ONLINE
 
 __all__ = [
@@ -10,11 +20,14 @@ __all__ = [
     "ONLINE",
     "CallLimitSettings",
     "CallLimits",
+    "Classifications",
     "EmbedOptions",
     "Embeddings",
     "Engine",
     "EngineSettings",
     "ModelInfo",
     "ModelView",
+    "ScoreOptions",
+    "Scores",
     "Timings",
 ]

@@ -19,6 +19,7 @@ import numpy as np
 from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.catalog.versions import short_version, version_label
 from keepwarm.engine.background import BackgroundWorkers
+from keepwarm.engine.pairs import PairOptions, PairTokenizer
 from keepwarm.engine.scheduler import CallLimits, CallLimitSettings, Scheduler
 from keepwarm.engine.tokenization import ModelTokenizer
 from keepwarm.engine.tuning import measured_limits
@@ -51,6 +52,7 @@ class ServedModel:
     info: ModelInfo
     load_seconds: float = 0.0
     background: BackgroundWorkers | None = None
+    pairs: PairTokenizer | None = None  # rerankers: how (query, document) pairs are tokenized
 
     @property
     def runtime(self):  # noqa: ANN201 - keepwarm.runtimes.base.Runtime
@@ -86,9 +88,28 @@ Loader = Callable[[ModelSpec, str, str, ArtifactStore, CallLimitSettings, Metric
 
 
 def padded_calls(tokenizer: ModelTokenizer, texts: list[str]) -> list[Batch]:
-    """`texts` tokenized for this model (truncated to its limit), padded, in calls of a few rows."""
-    rows = tokenizer.encode_texts(texts, overflow="truncate").ids
-    return [pad_rows(rows[i : i + _PROBE_ROWS], tokenizer.pad_id) for i in range(0, len(rows), _PROBE_ROWS)]
+    """`texts` tokenized for this model (truncated to its limit), padded, in calls of a few rows.
+
+    A reranker reads pairs: each text is paired with the next one, as a query with a document.
+    """
+    spec = tokenizer.spec
+    if spec.task == "rerank":
+        pairs = PairTokenizer(spec)
+        tokenized = [
+            pairs.encode(query, [document], PairOptions(overflow="truncate"))
+            for query, document in zip(texts, [*texts[1:], texts[0]], strict=True)
+        ]
+        rows = [t.ids[0] for t in tokenized]
+        types = [t.type_ids[0] for t in tokenized] if spec.pairs else None
+    else:
+        rows, types = tokenizer.encode_texts(texts, overflow="truncate").ids, None
+    calls = []
+    for start in range(0, len(rows), _PROBE_ROWS):
+        call = pad_rows(rows[start : start + _PROBE_ROWS], tokenizer.pad_id)
+        if types is not None:
+            call = (*call, pad_rows(types[start : start + _PROBE_ROWS], 0)[0])
+        calls.append(call)
+    return calls
 
 
 def _warm_up(opened: OpenedRuntime, pad_id: int) -> None:
@@ -172,6 +193,7 @@ def start_model(
         max_padding_tokens=limits.max_padding_tokens,
         created=int((spec.directory / "config.json").stat().st_mtime),
         accuracy=dict(opened.accuracy),
+        task=spec.task,
     )
     return ServedModel(
         spec=spec,
@@ -183,4 +205,5 @@ def start_model(
         info=info,
         load_seconds=seconds,
         background=background,
+        pairs=PairTokenizer(spec) if spec.task == "rerank" else None,
     )

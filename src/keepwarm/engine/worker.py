@@ -59,6 +59,14 @@ def pad_rows(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarra
     return input_ids, attention_mask
 
 
+def model_inputs(items: list[WorkItem], pad_id: int) -> tuple[np.ndarray, ...]:
+    """One call's padded input_ids and attention_mask, and the segment ids of pairs (zero-padded)."""
+    input_ids, attention_mask = pad_rows([item.ids for item in items], pad_id)
+    if items[0].type_ids is None:
+        return input_ids, attention_mask
+    return input_ids, attention_mask, pad_rows([item.type_ids for item in items], 0)[0]
+
+
 class ModelWorker:
     """Runs model calls for one model on a dedicated thread until the scheduler closes."""
 
@@ -110,7 +118,7 @@ class ModelWorker:
         """
         started = time.perf_counter()
         try:
-            vectors = self.runtime.embed(*pad_rows([item.ids for item in items], self.pad_id))
+            vectors = self.runtime.embed(*model_inputs(items, self.pad_id))
         except Exception as exc:  # noqa: BLE001 - any runtime fault must stay inside this call
             if len(items) > 1:
                 log.warning(
