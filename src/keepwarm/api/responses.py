@@ -16,7 +16,7 @@ import orjson
 from starlette.responses import Response
 
 from keepwarm.catalog.versions import short_version
-from keepwarm.engine import Embeddings, ModelView
+from keepwarm.engine import Answer, Embeddings, ModelView
 from keepwarm.store import UsageEvent
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
@@ -72,7 +72,10 @@ def _version_body(view: ModelView) -> dict[str, Any]:
         "device": spec.device,
         "dtype": spec.dtype,
         "load": spec.load,
+        "task": spec.task,
     }
+    if spec.task == "classify":
+        body["labels"] = list(spec.labels)
     if loaded is not None:
         body.update(
             dimensions=loaded.dimensions,
@@ -100,8 +103,8 @@ def model_body(view: ModelView, versions: list[ModelView]) -> dict[str, Any]:
     }
 
 
-def embeddings_headers(result: Embeddings) -> dict[str, str]:
-    """Response headers naming the exact model version that made the vectors."""
+def embeddings_headers(result: Answer) -> dict[str, str]:
+    """Response headers naming the exact model version that made the vectors (or scores)."""
     return {"X-Model-Version": result.model.short_version}
 
 
@@ -110,8 +113,8 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def usage_event(key_id: int, result: Embeddings) -> UsageEvent:
-    """What an answered embed call meters to `key_id`: under the version that made its vectors."""
+def usage_event(key_id: int, result: Answer) -> UsageEvent:
+    """What an answered call (embed, rerank, classify) meters to `key_id`: under the version that answered."""
     return UsageEvent(
         key_id,
         result.model.name,

@@ -3,6 +3,7 @@
 from keepwarm.engine.engine import Engine
 from keepwarm.engine.scheduler import CallLimits, CallLimitSettings
 from keepwarm.engine.types import (
+    Answer,
     Classifications,
     Embeddings,
     EmbedOptions,
@@ -16,6 +17,7 @@ from keepwarm.engine.types import (
 from keepwarm.engine.work import BACKGROUND, ONLINE
 
 __all__ = [
+    "Answer",
     "BACKGROUND",
     "ONLINE",
     "CallLimitSettings",

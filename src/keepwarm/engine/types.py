@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -147,6 +147,21 @@ class Classifications:
     @property
     def inputs(self) -> int:
         return len(self.probabilities)
+
+
+class Answer(Protocol):
+    """What every task's answer tells metering, metrics and logs (Embeddings, Scores, Classifications)."""
+
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def model(self) -> ModelInfo: ...
+    @property
+    def cached_inputs(self) -> int: ...
+    @property
+    def timings(self) -> Timings: ...
+    @property
+    def inputs(self) -> int: ...
 
 
 @dataclass(frozen=True)
