@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # (rows, tokens) shapes run once after loading so the first request is not slow
 _WARMUP_SHAPES = ((1, 8), (8, 64), (32, 16))
 _PROBE_ROWS = 16  # texts per call when probing accuracy or calibrating
+_PROBE_QUERIES = 3  # rerankers' probes: the first probe texts are short questions, used as queries
 
 
 @dataclass
@@ -90,14 +91,14 @@ Loader = Callable[[ModelSpec, str, str, ArtifactStore, CallLimitSettings, Metric
 def padded_calls(tokenizer: ModelTokenizer, texts: list[str]) -> list[Batch]:
     """`texts` tokenized for this model (truncated to its limit), padded, in calls of a few rows.
 
-    A reranker reads pairs: each text is paired with the next one, as a query with a document.
+    A reranker reads pairs: each text is a document, after one of the first (short) probe texts as its query.
     """
     spec = tokenizer.spec
     if spec.task == "rerank":
         pairs = PairTokenizer(spec)
         tokenized = [
-            pairs.encode(query, [document], PairOptions(overflow="truncate"))
-            for query, document in zip(texts, [*texts[1:], texts[0]], strict=True)
+            pairs.encode(PROBE_TEXTS[i % _PROBE_QUERIES], [document], PairOptions(overflow="truncate"))
+            for i, document in enumerate(texts)
         ]
         rows = [t.ids[0] for t in tokenized]
         types = [t.type_ids[0] for t in tokenized] if spec.pairs else None
