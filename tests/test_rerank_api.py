@@ -17,9 +17,11 @@ from pathlib import Path
 import cohere
 import httpx
 import numpy as np
+import openai
 import pytest
 import torch
 import transformers
+from helpers.batching import request_line, result_lines, upload, wait_finished
 from helpers.cli import create_key
 from helpers.models import tiny_bert, tiny_cross_encoder, tiny_yes_no_reranker
 from helpers.server import RunningServer, metric, start_server
@@ -340,3 +342,28 @@ def test_metrics_count_requests_by_task(server, secrets) -> None:  # noqa: ANN00
     _post(server, "/v1/classify", {"model": "clf", "input": "hello"}, secrets["all"])
     assert metric(server, "keepwarm_task_requests_total", "clf") == before + 1
     assert 'task="classify"' in httpx.get(f"{server.url}/metrics").text
+
+
+def test_batch_api_runs_rerank_lines_as_the_online_route_answers_them(server, secrets) -> None:  # noqa: ANN001
+    client = openai.OpenAI(api_key=secrets["all"], base_url=server.v1)
+    bodies = [
+        {"model": "ce", "query": QUERY, "documents": DOCUMENTS, "top_n": 2},
+        {"model": "ce", "query": "bananas", "documents": DOCUMENTS[3:], "return_documents": True},
+    ]
+    lines = [request_line(f"rerank-{n}", body, url="/v1/rerank") for n, body in enumerate(bodies)]
+    batch = client.batches.create(
+        input_file_id=upload(client, lines), endpoint="/v1/rerank", completion_window="24h"
+    )
+    finished = wait_finished(client, batch.id)
+    assert finished.status == "completed" and finished.request_counts.completed == 2
+    answers = {
+        line["custom_id"]: line["response"]["body"] for line in result_lines(client, finished.output_file_id)
+    }
+    for n, body in enumerate(bodies):
+        online = _post(server, "/v1/rerank", body, secrets["all"]).json()["results"]
+        offline = answers[f"rerank-{n}"]["results"]
+        assert [r["index"] for r in offline] == [r["index"] for r in online]
+        assert [r.get("document") for r in offline] == [r.get("document") for r in online]
+        assert [r["relevance_score"] for r in offline] == pytest.approx(
+            [r["relevance_score"] for r in online]
+        )

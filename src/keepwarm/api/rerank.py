@@ -32,7 +32,7 @@ from keepwarm.api.middleware import record_of
 from keepwarm.api.responses import JSONResponse
 from keepwarm.api.schemas import parse_json_body
 from keepwarm.api.serving import Serving
-from keepwarm.engine import ONLINE, Engine, ScoreOptions, Scores
+from keepwarm.engine import ONLINE, ScoreOptions, Scores
 from keepwarm.engine.types import Admission, Authorization
 from keepwarm.errors import InvalidRequest
 from keepwarm.store import ApiKey
@@ -118,15 +118,11 @@ def ranking(scores: np.ndarray, top_n: int | None = None) -> list[int]:
     return order[:top_n] if top_n is not None else order
 
 
-async def cohere_rerank(
-    engine: Engine, body: CohereRerankRequest, options: ScoreOptions, **checks: Any
-) -> Scores:
-    """The engine call a Cohere-shaped body asks for (HTTP routes and batch lines alike)."""
-    return await engine.rerank(body.model, body.query, body.texts(), options, **checks)
-
-
 def cohere_rerank_body(result: Scores, body: CohereRerankRequest, request_id: str) -> dict[str, Any]:
-    """Cohere's rerank response (which Jina's clients read too), with keepwarm's version extension."""
+    """Cohere's rerank response (which Jina's clients read too), with keepwarm's version extension.
+
+    HTTP routes and `/v1/rerank` batch lines alike.
+    """
     texts = body.texts() if body.return_documents else []
     results = []
     for index in ranking(result.scores, body.top_n):
@@ -166,8 +162,12 @@ def rerank_routers(serving: Serving, auth: Auth) -> list[APIRouter]:
         body = parse_json_body(CohereRerankRequest, await serving.body(request, key))
         options = body.options(request.headers.get("x-expect-model-version"))
 
+        texts = body.texts()
+
         def call(authorize: Authorization, admit: Admission | None) -> Awaitable[Scores]:
-            return cohere_rerank(serving.engine, body, options, authorize=authorize, admit=admit)
+            return serving.engine.rerank(
+                body.model, body.query, texts, options, authorize=authorize, admit=admit
+            )
 
         result = await serving.answer(request, key, body.model, call)
         content = cohere_rerank_body(result, body, record_of(request).id)
