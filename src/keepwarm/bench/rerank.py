@@ -112,7 +112,7 @@ def through_server(url: str, load: RerankLoad) -> Measurement:
     return result
 
 
-def embedding_latency_under_rerank(url: str, load: RerankLoad, requests: int = 30) -> dict[str, Any]:
+def embedding_latency_under_rerank(url: str, load: RerankLoad, requests: int = 10) -> dict[str, Any]:
     """One-text embedding latency alone, then while 1,000-document reranks run without pause."""
     assert load.embed_model is not None
     documents = (load.documents * (LARGE_RERANK // max(1, len(load.documents)) + 1))[:LARGE_RERANK]
