@@ -86,15 +86,23 @@ class PairTokenizer:
         """Each pair's full encoding and the token positions of its document."""
         template = self.spec.rerank_template
         if template is None:
-            encodings = self._tokenizer.encode_batch([(query, d) for d in documents])
+            encodings = self._encode_batch([(query, d) for d in documents])
             return encodings, [_segment_span(e) for e in encodings]
         at = template.index(DOCUMENT)
         before = template[:at].replace("{query}", query)
         after = template[at + len(DOCUMENT) :].replace("{query}", query)
-        encodings = self._tokenizer.encode_batch([before + d + after for d in documents])
+        encodings = self._encode_batch([before + d + after for d in documents])
         start = len(before)
         spans = [_offset_span(e, start, start + len(d)) for e, d in zip(encodings, documents, strict=True)]
         return encodings, spans
+
+    def _encode_batch(self, inputs: list[str] | list[tuple[str, str]]) -> list[Encoding]:
+        try:
+            return self._tokenizer.encode_batch(inputs)
+        except TypeError:  # the only strings `tokenizers` refuses are those with lone surrogates
+            raise InvalidRequest(
+                "The query or a document is not valid Unicode text (it has a lone surrogate)."
+            ) from None
 
     def _windows(
         self, encoding: Encoding, span: range, options: PairOptions, index: int, param: str
