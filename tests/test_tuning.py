@@ -42,7 +42,9 @@ class _TimedModel(Runtime):
     def dimensions(self) -> int:
         return 4
 
-    def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def outputs(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
+    ) -> np.ndarray:
         self.clock.now += self.per_call + self.per_token * input_ids.size
         return np.ones((*input_ids.shape, 4), dtype=np.float32)
 

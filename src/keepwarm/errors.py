@@ -55,6 +55,25 @@ class InputTooLong(InvalidRequest):
         self.limit = limit
 
 
+class WrongTask(InvalidRequest):
+    """A request for a task the model does not serve (embeddings from a reranker, or the reverse)."""
+
+    default_code = "wrong_model_task"
+    ENDPOINTS = {
+        "embed": "POST /v1/embeddings",
+        "rerank": "POST /v1/rerank (also /v2/rerank and /rerank)",
+        "classify": "POST /v1/classify (also /predict)",
+    }
+    _KINDS = {"embed": "an embedding model", "rerank": "a reranker", "classify": "a classifier"}
+
+    def __init__(self, model: str, serves: str, asked: str) -> None:
+        super().__init__(
+            f"The model '{model}' is {self._KINDS[serves]}, not {self._KINDS[asked]}: "
+            f"send it to {self.ENDPOINTS[serves]}.",
+            param="model",
+        )
+
+
 class ModelNotFound(KeepwarmError):
     """The requested model name is not served here (404)."""
 

@@ -137,6 +137,18 @@ class Metrics:
             ["model"],
             registry=registry,
         )
+        self.task_requests = Counter(
+            "keepwarm_task_requests",
+            "Answered requests by task (embed, rerank, classify) and model",
+            ["task", "model"],
+            registry=registry,
+        )
+        self.task_inputs = Counter(
+            "keepwarm_task_inputs",
+            "Inputs answered by task and model: texts embedded or classified, documents reranked",
+            ["task", "model"],
+            registry=registry,
+        )
         self._models = _ModelGauges()
         registry.register(self._models)
 
@@ -161,6 +173,11 @@ class Metrics:
         self.inference_seconds.labels(model).observe(seconds)
         if failures:
             self.inference_failures.labels(model).inc(failures)
+
+    def observe_task(self, task: str, model: str, inputs: int) -> None:
+        """An answered request of `task` and how many inputs (texts, documents) it answered."""
+        self.task_requests.labels(task, model).inc()
+        self.task_inputs.labels(task, model).inc(inputs)
 
     def observe_request(
         self, model: str, seconds: float, tokens: int, *, tokenization: float, queue: float, inference: float

@@ -31,9 +31,12 @@ from fastapi import FastAPI
 
 from keepwarm.api.app import create_app
 from keepwarm.api.auth import Auth
+from keepwarm.api.classify import classify_routers
 from keepwarm.api.lifecycle import Lifecycle
 from keepwarm.api.limits import RateLimiter
 from keepwarm.api.protocol import LimitedHttpProtocol
+from keepwarm.api.rerank import rerank_routers
+from keepwarm.api.serving import Serving
 from keepwarm.api.settings import ApiSettings
 from keepwarm.api.store_access import StoreAccess
 from keepwarm.batches import BatchService, BatchSettings
@@ -145,6 +148,7 @@ def serve(
     limiter = RateLimiter()
     lifecycle = Lifecycle(api.shutdown)
     batches = BatchService(engine, db, batch)
+    serving = Serving(engine, store, limiter, api)
     app = create_app(
         engine,
         store=store,
@@ -154,6 +158,8 @@ def serve(
         settings=api,
         reload=reload,
         routers=[
+            *rerank_routers(serving, auth),
+            *classify_routers(serving, auth),
             batch_router(batches, auth, limiter),
             dashboard_router(
                 DashboardServices(engine, store, api.pricing, api.open_when_keyless, batches, reload)

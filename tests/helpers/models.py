@@ -215,3 +215,77 @@ def tiny_modernbert(directory: Path, tokenizer_source: Path, *, seed: int = 0) -
     _copy_wordpiece_tokenizer(tokenizer_source, directory)
     _write_sentence_transformers_files(directory, "mean", True, 8192)
     return directory
+
+
+def tiny_cross_encoder(
+    directory: Path,
+    tokenizer_source: Path,
+    *,
+    architecture: str = "bert",
+    labels: tuple[str, ...] = ("score",),
+    seed: int = 0,
+) -> Path:
+    """A 2-layer BERT or XLM-RoBERTa `*ForSequenceClassification` with MiniLM's tokenizer.
+
+    One label makes a reranker; several make a classifier (their names in `id2label`).
+    XLM-RoBERTa has one segment type, so its tokenizer is told not to produce segment ids.
+    """
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=len(labels),
+        initializer_range=0.3,  # scores that differ clearly between documents (0.02 makes them all ~0.5)
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    if architecture == "bert":
+        model = transformers.BertForSequenceClassification(
+            transformers.BertConfig(**common, max_position_embeddings=512)
+        )
+    else:
+        config = transformers.XLMRobertaConfig(
+            **common, max_position_embeddings=514, pad_token_id=0, type_vocab_size=1
+        )
+        model = transformers.XLMRobertaForSequenceClassification(config)
+    model.eval().save_pretrained(directory)
+    _copy_wordpiece_tokenizer(tokenizer_source, directory)
+    if architecture != "bert":
+        tokenizer_config = json.loads((directory / "tokenizer_config.json").read_text())
+        tokenizer_config["model_input_names"] = ["input_ids", "attention_mask"]
+        (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    return directory
+
+
+def tiny_yes_no_reranker(directory: Path, *, architecture: str = "qwen3", seed: int = 0) -> Path:
+    """A 2-layer Qwen2 or Qwen3 `*ForCausalLM` with "yes" and "no" tokens (Qwen3-Reranker's shape)."""
+    from tokenizers import AddedToken, Tokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    _bpe_tokenizer(directory, "left")
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    tokenizer.add_tokens([AddedToken("yes", normalized=False), AddedToken("no", normalized=False)])
+    tokenizer.post_processor = None  # Qwen's tokenizer adds no special tokens of its own
+    tokenizer.save(str(directory / "tokenizer.json"))
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+        initializer_range=0.3,
+    )
+    if architecture == "qwen2":
+        model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common))
+    else:
+        model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**common, head_dim=8))
+    model.eval().save_pretrained(directory)
+    return directory

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keepwarm.api.envelopes import envelope_of
 from keepwarm.api.lifecycle import Lifecycle
-from keepwarm.api.responses import JSONResponse, error_body, error_response
-from keepwarm.engine import Embeddings
-from keepwarm.errors import NotReady
+from keepwarm.engine import Answer
+from keepwarm.errors import KeepwarmError, NotReady
 from keepwarm.metrics import Metrics
 from keepwarm.store import ApiKey
 
@@ -46,7 +46,7 @@ class RequestRecord:
     key: ApiKey | None = None
     model: str = ""  # the served model's canonical name, once resolved
     error: str | None = None  # the error code (or type) of an error answer
-    result: Embeddings | None = None
+    result: Answer | None = None  # the engine's answer: embeddings, scores or classifications
 
 
 def record_of(request: Request) -> RequestRecord:
@@ -57,7 +57,7 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}"
 
 
-def _timing_headers(result: Embeddings, total: float) -> list[tuple[bytes, bytes]]:
+def _timing_headers(result: Answer, total: float) -> list[tuple[bytes, bytes]]:
     timings = result.timings
     return [
         (b"x-total-time", _ms(total).encode()),
@@ -136,6 +136,7 @@ class RequestMiddleware:
                 queue=timings.queue,
                 inference=timings.inference,
             )
+            self.metrics.observe_task(result.model.task, record.model, result.inputs)
         # probes and scrapes arrive every few seconds: keep them out of the default log level
         level = logging.DEBUG if scope["path"] in _ALWAYS_SERVED else logging.INFO
         access_log.log(level, "request", extra={"fields": _log_fields(scope, record, status, seconds)})
@@ -144,8 +145,8 @@ class RequestMiddleware:
 async def _refuse(record: RequestRecord, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer 503 because the server is stopping, and close the connection."""
     record.error = "service_unavailable"
-    refusal = error_response(
-        NotReady("The server is shutting down; retry on another replica.", retry_after=1)
+    refusal = envelope_of(scope).response(
+        NotReady("The server is shutting down; retry on another replica.", retry_after=1), record.id
     )
     refusal.headers["connection"] = "close"
     await refusal(scope, receive, send)
@@ -155,7 +156,8 @@ async def _internal_error(record: RequestRecord, scope: Scope, receive: Receive,
     """Answer 500 with a message that names the request, for the operator's logs, and nothing else."""
     record.error = "internal_error"
     message = f"The server had an internal error; its log has the details under request id {record.id}."
-    await JSONResponse(error_body(message, "server_error", None, "internal_error"), 500)(scope, receive, send)
+    error = KeepwarmError(message, code="internal_error")
+    await envelope_of(scope).response(error, record.id)(scope, receive, send)
 
 
 def _request_id(scope: Scope) -> str:
@@ -187,7 +189,8 @@ def _log_fields(scope: Scope, record: RequestRecord, status: int, seconds: float
     if record.result is not None:
         timings = record.result.timings
         fields |= {
-            "inputs": len(record.result.vectors),
+            "task": record.result.model.task,
+            "inputs": record.result.inputs,
             "tokens": record.result.tokens,
             "tokenization_ms": round(timings.tokenization * 1000, 2),
             "queue_ms": round(timings.queue * 1000, 2),

@@ -8,7 +8,6 @@ little-endian float32 bytes, which is what OpenAI's clients decode.
 from __future__ import annotations
 
 import base64
-import math
 import sys
 from typing import Any
 
@@ -17,8 +16,7 @@ import orjson
 from starlette.responses import Response
 
 from keepwarm.catalog.versions import short_version
-from keepwarm.engine import Embeddings, ModelView
-from keepwarm.errors import KeepwarmError
+from keepwarm.engine import Answer, Embeddings, ModelView
 from keepwarm.store import UsageEvent
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
@@ -74,7 +72,10 @@ def _version_body(view: ModelView) -> dict[str, Any]:
         "device": spec.device,
         "dtype": spec.dtype,
         "load": spec.load,
+        "task": spec.task,
     }
+    if spec.task == "classify":
+        body["labels"] = list(spec.labels)
     if loaded is not None:
         body.update(
             dimensions=loaded.dimensions,
@@ -102,8 +103,8 @@ def model_body(view: ModelView, versions: list[ModelView]) -> dict[str, Any]:
     }
 
 
-def embeddings_headers(result: Embeddings) -> dict[str, str]:
-    """Response headers naming the exact model version that made the vectors."""
+def embeddings_headers(result: Answer) -> dict[str, str]:
+    """Response headers naming the exact model version that made the vectors (or scores)."""
     return {"X-Model-Version": result.model.short_version}
 
 
@@ -112,20 +113,8 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def error_response(error: KeepwarmError) -> JSONResponse:
-    """Render a keepwarm error with its status, its own headers and, when known, Retry-After."""
-    headers = dict(error.headers)
-    if error.retry_after:
-        headers["Retry-After"] = str(math.ceil(error.retry_after))
-    return JSONResponse(
-        error_body(error.message, error.type, error.param, error.code),
-        status_code=error.status,
-        headers=headers,
-    )
-
-
-def usage_event(key_id: int, result: Embeddings) -> UsageEvent:
-    """What an answered embed call meters to `key_id`: under the version that made its vectors."""
+def usage_event(key_id: int, result: Answer) -> UsageEvent:
+    """What an answered call (embed, rerank, classify) meters to `key_id`: under the version that answered."""
     return UsageEvent(
         key_id,
         result.model.name,

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from keepwarm.api.limits import RateLimiter
-from keepwarm.engine import Embeddings
+from keepwarm.engine import Answer
 from keepwarm.store import ApiKey
 
 Admission = Callable[[int], None]
+A = TypeVar("A", bound=Answer)  # embeddings, or a rerank line's scores
 
 
 class _NotYet(Exception):
@@ -43,9 +45,9 @@ class TokenBudget:
     async def embed(
         self,
         key: ApiKey,
-        embed: Callable[[Admission | None], Awaitable[Embeddings]],
+        embed: Callable[[Admission | None], Awaitable[A]],
         on_wait: Callable[[float], None],
-    ) -> Embeddings:
+    ) -> A:
         """`embed(admit)` once the key's budget holds its tokens; `on_wait(seconds)` before each wait."""
         if key.tpm is None:
             return await embed(None)
@@ -56,9 +58,9 @@ class TokenBudget:
     async def _admitted(
         self,
         key: ApiKey,
-        embed: Callable[[Admission | None], Awaitable[Embeddings]],
+        embed: Callable[[Admission | None], Awaitable[A]],
         on_wait: Callable[[float], None],
-    ) -> asyncio.Future[Embeddings]:
+    ) -> asyncio.Future[A]:
         """The running embed call, once it is past admission (its tokens are taken)."""
         while True:
             admitted = asyncio.get_running_loop().create_future()

@@ -1,10 +1,11 @@
 """Running an in-progress batch: its lines through the engine at background priority, chunk by chunk.
 
-Each line is the body `/v1/embeddings` would take, parsed and embedded by the same code
-(so the same limits and errors apply), pinned to the version the batch was validated
-with. Lines spend their key's tokens per minute at background priority (see budget),
-wait out a full queue and retry transient faults; a request's own error (a 400 from
-the engine, a line larger than the key's whole TPM) goes to the error file.
+Each line is the body `/v1/embeddings` (or, for a rerank batch, `/v1/rerank`) would take,
+parsed and run by the same code (so the same limits and errors apply), pinned to the
+version the batch was validated with. Lines spend their key's tokens per minute at
+background priority (see budget), wait out a full queue and retry transient faults; a
+request's own error (a 400 from the engine, a line larger than the key's whole TPM)
+goes to the error file.
 
 At most `pipeline_depth` chunks are queued at once, so a job never fills the queue
 online requests share. After each chunk, in this order: its lines are appended to the
@@ -19,27 +20,31 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
 
+from keepwarm.api.rerank import CohereRerankRequest, cohere_rerank_body
 from keepwarm.api.responses import embeddings_body, error_body, usage_event
-from keepwarm.api.schemas import parse_embedding_request
+from keepwarm.api.schemas import parse_embedding_request, parse_json_body
 from keepwarm.batches.budget import TokenBudget
 from keepwarm.batches.expiry import past_window
 from keepwarm.batches.files import FileStore
 from keepwarm.batches.output import PartialFile, partial_path, response_line
 from keepwarm.batches.records import BatchRecord, BatchStatus, BatchStore
 from keepwarm.batches.validation import Line, count_inputs, read_lines
-from keepwarm.engine import BACKGROUND, Embeddings, EmbedOptions, Engine
+from keepwarm.engine import BACKGROUND, Answer, Engine, Scores
+from keepwarm.engine.types import Admission
 from keepwarm.errors import KeepwarmError, NotReady, Overloaded
 from keepwarm.store import ApiKey, UsageEvent, UsageStore
 
 log = logging.getLogger(__name__)
 
 _INFERENCE_ATTEMPTS = 3
+A = TypeVar("A", bound=Answer)
 
 
 @dataclass(frozen=True)
@@ -179,7 +184,12 @@ class Execution:
                 if past_window(batch) or not still_owned():
                     complete = False
                     break
-                pending.append((chunk[-1], asyncio.ensure_future(self._run_chunk(model, key, chunk, waits))))
+                pending.append(
+                    (
+                        chunk[-1],
+                        asyncio.ensure_future(self._run_chunk(batch.endpoint, model, key, chunk, waits)),
+                    )
+                )
                 if len(pending) >= self.pipeline_depth:
                     last, future = pending.popleft()
                     status = checkpoints.commit(last, await future)
@@ -194,36 +204,59 @@ class Execution:
                 future.cancel()
 
     async def _run_chunk(
-        self, model: str, key: ApiKey, chunk: list[Line], waits: _BudgetWaits
+        self, endpoint: str, model: str, key: ApiKey, chunk: list[Line], waits: _BudgetWaits
     ) -> list[_Outcome]:
-        return list(await asyncio.gather(*(self._run_line(model, key, line, waits) for line in chunk)))
+        runs = (self._run_line(endpoint, model, key, line, waits) for line in chunk)
+        return list(await asyncio.gather(*runs))
 
-    async def _run_line(self, model: str, key: ApiKey, line: Line, waits: _BudgetWaits) -> _Outcome:
+    async def _run_line(
+        self, endpoint: str, model: str, key: ApiKey, line: Line, waits: _BudgetWaits
+    ) -> _Outcome:
         assert line.request is not None  # validated
         custom_id = line.request["custom_id"]
+        run = self._rerank_line if endpoint == "/v1/rerank" else self._embed_line
         try:
-            request = parse_embedding_request(orjson.dumps(line.request["body"]))
-            options = request.options(priority=BACKGROUND)
-            result = await self._embed(model, key, request.input, options, waits)
+            result, body = await run(model, key, orjson.dumps(line.request["body"]), custom_id, waits)
         except KeepwarmError as error:
             body = error_body(error.message, error.type, error.param, error.code)
             return _Outcome(line.number, False, response_line(custom_id, error.status, body), None)
-        body = embeddings_body(
-            result, requested_model=request.model, encoding_format=request.encoding_format or "float"
-        )
         usage = usage_event(key.id, result)
         return _Outcome(line.number, True, response_line(custom_id, 200, body), usage)
 
-    async def _embed(
-        self, model: str, key: ApiKey, inputs: list, options: EmbedOptions, waits: _BudgetWaits
-    ) -> Embeddings:
-        """Embed within the key's budget, waiting out a full queue and retrying transient faults."""
+    async def _embed_line(
+        self, model: str, key: ApiKey, raw: bytes, _: str, waits: _BudgetWaits
+    ) -> tuple[Answer, dict[str, Any]]:
+        """A `/v1/embeddings` line: the body that route takes, and the body it answers."""
+        request = parse_embedding_request(raw)
+        options = request.options(priority=BACKGROUND)
+        result = await self._call(
+            key, lambda admit: self.engine.embed(model, request.input, options, admit=admit), waits
+        )
+        encoding = request.encoding_format or "float"
+        return result, embeddings_body(result, requested_model=request.model, encoding_format=encoding)
+
+    async def _rerank_line(
+        self, model: str, key: ApiKey, raw: bytes, custom_id: str, waits: _BudgetWaits
+    ) -> tuple[Answer, dict[str, Any]]:
+        """A `/v1/rerank` line: Cohere's rerank body, answered as `/v1/rerank` answers it."""
+        request = parse_json_body(CohereRerankRequest, raw)
+        options = request.options(priority=BACKGROUND)
+        texts = request.texts()
+
+        def rerank(admit: Admission | None) -> Awaitable[Scores]:
+            return self.engine.rerank(model, request.query, texts, options, admit=admit)
+
+        result = await self._call(key, rerank, waits)
+        return result, cohere_rerank_body(result, request, custom_id)
+
+    async def _call(
+        self, key: ApiKey, call: Callable[[Admission | None], Awaitable[A]], waits: _BudgetWaits
+    ) -> A:
+        """`call` within the key's budget, waiting out a full queue and retrying transient faults."""
         attempts = 0
         while True:
             try:
-                return await self.budget.embed(
-                    key, lambda admit: self.engine.embed(model, inputs, options, admit=admit), waits.note
-                )
+                return await self.budget.embed(key, call, waits.note)
             except Overloaded as error:
                 await asyncio.sleep(min(error.retry_after or 1, 5))
             except NotReady as error:

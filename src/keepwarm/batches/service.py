@@ -31,7 +31,7 @@ from keepwarm.engine import Engine
 from keepwarm.errors import Conflict, InvalidRequest
 from keepwarm.store import ApiKey, Database, KeyStore, UsageStore
 
-ENDPOINTS = ("/v1/embeddings",)
+ENDPOINTS = ("/v1/embeddings", "/v1/rerank")  # a rerank batch is keepwarm's extension
 _WINDOW = re.compile(r"([1-9][0-9]*)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MAX_WINDOW_SECONDS = 30 * 86400

@@ -6,7 +6,7 @@ A line is one request: `{"custom_id", "method": "POST", "url": <the batch endpoi
 the batch's API key may not use, a line longer than an online request body may be) fail
 the whole batch, as OpenAI does; problems inside a body (a bad `input`, say) are the
 request's own and come back in the error file with a 400, like the same body sent
-to `/v1/embeddings`.
+to `/v1/embeddings` (or `/v1/rerank`, for a rerank batch).
 
 Lines are read with a bounded reader: a line is only held in memory once it is known
 to fit the body limit, so a huge line costs a scan of its bytes, never their memory.
@@ -108,7 +108,9 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
 
 
 def count_inputs(body: dict[str, Any]) -> int:
-    """How many embedding inputs a request body holds (a token-id array is one)."""
+    """How many inputs a body holds: embedding inputs (a token-id array is one), or rerank documents."""
+    if isinstance(body.get("documents"), list):
+        return len(body["documents"])
     value = body.get("input")
     if isinstance(value, list) and value and not isinstance(value[0], int):
         return len(value)

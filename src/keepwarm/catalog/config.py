@@ -14,12 +14,14 @@ from typing import Any
 
 from keepwarm.catalog.sources import DEFAULT_MODEL_NAME, DEFAULT_MODEL_SOURCE, resolve_source
 from keepwarm.catalog.spec import (
+    ACTIVATIONS,
     DEVICES,
     DTYPES,
     LOAD_POLICIES,
     OVERFLOWS,
     POOLING_MODES,
     RUNTIMES,
+    TASKS,
     TOKEN_ID_INPUTS,
     ModelSpec,
     read_model_spec,
@@ -70,6 +72,12 @@ def _dims(value: Any) -> tuple[int, ...]:
     return tuple(sorted({_positive_int(v) for v in value}))
 
 
+def _token_pair(value: Any) -> tuple[str, str]:
+    if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, str) and v for v in value):
+        raise ValueError
+    return (value[0], value[1])
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError
@@ -91,6 +99,11 @@ _OVERRIDE_KEYS: dict[str, tuple[Check, str]] = {
     "token_ids": _choice(TOKEN_ID_INPUTS),
     "load": _choice(LOAD_POLICIES),
     "idle_timeout": (_seconds, "a number of seconds >= 0 (0: never unload)"),
+    # rerankers and classifiers (catalog/scoring.py)
+    "task": _choice(TASKS),
+    "activation": _choice(ACTIVATIONS),
+    "rerank_template": (_text, "the prompt around {query} and {document}"),
+    "score_tokens": (_token_pair, 'two tokens of the model\'s vocabulary, e.g. ["yes", "no"]'),
 }
 KNOWN_KEYS = ("name", "source", "aliases", "current", *_OVERRIDE_KEYS)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from keepwarm.catalog.scoring import scoring_values
 from keepwarm.errors import ConfigError
 
 Pooling = Literal["mean", "cls", "max", "lasttoken"]
@@ -23,6 +24,10 @@ DType = Literal["fp32", "fp16", "bf16", "int8"]
 Device = Literal["cpu", "cuda"]
 Overflow = Literal["error", "truncate", "chunk"]
 LoadPolicy = Literal["eager", "lazy"]
+Task = Literal["embed", "rerank", "classify"]
+# which transformers head the model is loaded and exported with (runtimes/heads.py)
+Head = Literal["base", "sequence-classification", "causal-lm"]
+Activation = Literal["sigmoid", "softmax", "identity"]
 POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max", "lasttoken")
 TOKEN_ID_INPUTS: tuple[str, ...] = ("cl100k", "model")
 RUNTIMES: tuple[str, ...] = ("auto", "onnx", "torch", "openvino")
@@ -30,6 +35,8 @@ DTYPES: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 OVERFLOWS: tuple[str, ...] = ("error", "truncate", "chunk")
 LOAD_POLICIES: tuple[str, ...] = ("eager", "lazy")
+TASKS: tuple[str, ...] = ("embed", "rerank", "classify")
+ACTIVATIONS: tuple[str, ...] = ("sigmoid", "softmax", "identity")
 
 _ST_POOLING_KEYS = {
     "pooling_mode_mean_tokens": "mean",
@@ -60,6 +67,19 @@ class ModelSpec:
     load: LoadPolicy = "eager"
     idle_timeout: float = 0.0
     current: bool = True  # the version the bare name resolves to
+    # what the model serves, and the head it runs with (catalog/scoring.py reads both for cross-encoders)
+    task: Task = "embed"
+    head: Head = "base"
+    labels: tuple[str, ...] = ()  # classifier label names, by output index
+    activation: Activation = "identity"  # applied to a score head's logits, as CrossEncoder.predict does
+    # causal-lm rerankers: the prompt around query and document, and the (yes, no) token ids it scores
+    rerank_template: str | None = None
+    score_token_ids: tuple[int, ...] = ()
+
+    @property
+    def pairs(self) -> bool:
+        """True when inputs are (query, document) pairs with segment ids (a cross-encoder's head)."""
+        return self.head == "sequence-classification"
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -156,7 +176,9 @@ def read_model_spec(
         raise ConfigError(f"model '{name}': {directory} has no config.json")
     if not (directory / "tokenizer.json").is_file():
         raise ConfigError(f"model '{name}': {directory} has no tokenizer.json (a fast tokenizer is required)")
-    modules = _modules(directory)
+    overrides = dict(overrides or {})
+    scoring = scoring_values(directory, overrides)  # takes the scoring keys out of `overrides`
+    modules = [] if scoring else _modules(directory)  # a scoring model's modules are not pooling ones
     unsupported = _unsupported_modules(modules)
     if unsupported:
         raise ConfigError(f"model '{name}': unsupported sentence-transformers modules {unsupported}")
@@ -170,7 +192,8 @@ def read_model_spec(
         "prompts": {str(k): str(v) for k, v in prompts.items()},
         "default_prompt": st_config.get("default_prompt_name") or None,
     }
-    values.update(overrides or {})
+    values.update(scoring)
+    values.update(overrides)
     spec = ModelSpec(name=name, directory=directory, **values)
     _check_combination(spec)
     return spec
@@ -189,6 +212,8 @@ def _check_combination(spec: ModelSpec) -> None:
             f"key 'dtype': {spec.dtype} needs runtime 'torch', 'openvino' or 'auto'; "
             "keepwarm's ONNX Runtime path is fp32/int8"
         )
+    if spec.task == "classify" and spec.overflow == "chunk":
+        raise ConfigError("key 'overflow': a classifier answers once per input; use 'error' or 'truncate'")
     if spec.device == "cuda" and spec.runtime == "openvino":
         raise ConfigError(
             "key 'device': runtime 'openvino' runs on the CPU here; use 'onnx' or 'torch' for cuda"

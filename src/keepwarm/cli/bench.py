@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from keepwarm.catalog import ModelEntry
 from keepwarm.cli.options import DATA_DIR_OPTION, model_entries
 from keepwarm.errors import ConfigError
 
@@ -194,6 +195,22 @@ def bench(
             raise click.UsageError(f"--model {model_name!r} is not in the configured models")
         all_texts, corpus_source = corpus_texts(corpus)
         texts = sample(all_texts, text_count or None, seed)
+        if entry.to_spec().task == "rerank":
+            _bench_rerank(
+                entry,
+                entries,
+                texts,
+                data_dir,
+                url,
+                api_key,
+                config,
+                server_args,
+                clients,
+                texts_per_request,
+                texts_per_call,
+                json_path,
+            )
+            return
         options = BenchOptions(
             spec=entry.to_spec(),
             texts=texts,
@@ -222,5 +239,48 @@ def bench(
         raise click.ClickException(str(exc)) from None
     report = build_report(measured, options, corpus_source, price_per_hour)
     render(report, report_console())
+    if json_path:
+        json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+
+
+def _bench_rerank(
+    entry: ModelEntry,
+    entries: list[ModelEntry],
+    texts: list[str],
+    data_dir: Path,
+    url: str | None,
+    api_key: str | None,
+    config: Path | None,
+    server_args: tuple[str, ...],
+    clients: int,
+    per_request: int,
+    per_call: int,
+    json_path: Path | None,
+) -> None:
+    """A reranker's benchmark (bench/rerank.py): pairs/s in-process and through the server."""
+    import orjson
+    from rich.console import Console
+
+    from keepwarm.bench.rerank import RerankLoad, queries_from, run_rerank_benchmark
+
+    embedder = next((e for e in entries if e.to_spec().task == "embed"), None)
+    load = RerankLoad(
+        model=entry.name,
+        queries=queries_from(texts),
+        documents=texts,
+        per_request=per_request,
+        per_call=per_call,
+        clients=clients,
+        api_key=api_key,
+        embed_model=embedder.name if embedder and config else None,
+    )
+    report = run_rerank_benchmark(
+        entry.to_spec(),
+        data_dir=data_dir,
+        url=url,
+        server_args=(("--config", str(config)) if config else ()) + server_args,
+        load=load,
+    )
+    Console().print_json(orjson.dumps(report).decode())
     if json_path:
         json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))

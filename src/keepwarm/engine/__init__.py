@@ -2,19 +2,34 @@
 
 from keepwarm.engine.engine import Engine
 from keepwarm.engine.scheduler import CallLimits, CallLimitSettings
-from keepwarm.engine.types import Embeddings, EmbedOptions, EngineSettings, ModelInfo, ModelView, Timings
+from keepwarm.engine.types import (
+    Answer,
+    Classifications,
+    Embeddings,
+    EmbedOptions,
+    EngineSettings,
+    ModelInfo,
+    ModelView,
+    ScoreOptions,
+    Scores,
+    Timings,
+)
 from keepwarm.engine.work import BACKGROUND, ONLINE
 
 __all__ = [
+    "Answer",
     "BACKGROUND",
     "ONLINE",
     "CallLimitSettings",
     "CallLimits",
+    "Classifications",
     "EmbedOptions",
     "Embeddings",
     "Engine",
     "EngineSettings",
     "ModelInfo",
     "ModelView",
+    "ScoreOptions",
+    "Scores",
     "Timings",
 ]

@@ -23,11 +23,12 @@ import numpy as np
 _ENTRY_OVERHEAD = 100  # bytes of bookkeeping per in-memory entry, counted against the budget
 
 
-def cache_key(version: str, ids: np.ndarray) -> bytes:
-    """Digest of the model version and the token ids."""
-    return hashlib.sha256(
-        version.encode() + b"\0" + np.ascontiguousarray(ids, dtype="<i8").tobytes()
-    ).digest()
+def cache_key(version: str, ids: np.ndarray, type_ids: np.ndarray | None = None) -> bytes:
+    """Digest of the model version and the token ids (and a pair's segment ids, which also shape its row)."""
+    digest = hashlib.sha256(version.encode() + b"\0" + np.ascontiguousarray(ids, dtype="<i8").tobytes())
+    if type_ids is not None:
+        digest.update(b"\1" + np.ascontiguousarray(type_ids, dtype="<i8").tobytes())
+    return digest.digest()
 
 
 class EmbeddingCache:

@@ -18,6 +18,7 @@ it already answers /health) or not at all: then every model loads on first use.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -26,18 +27,23 @@ from keepwarm.engine.cache import EmbeddingCache
 from keepwarm.engine.model import Loader, ServedModel, load_model
 from keepwarm.engine.pipeline import Pipeline
 from keepwarm.engine.registry import Registry
+from keepwarm.engine.scoring import Scorer
 from keepwarm.engine.types import (
     Admission,
     Authorization,
+    Classifications,
     Embeddings,
     EmbedOptions,
     EngineSettings,
     Inputs,
     ModelView,
+    ScoreOptions,
+    Scores,
 )
 from keepwarm.metrics import Metrics
 
 _DEFAULT_OPTIONS = EmbedOptions()
+_DEFAULT_SCORE_OPTIONS = ScoreOptions()
 
 
 class Engine:
@@ -65,6 +71,7 @@ class Engine:
             EmbeddingCache(self.settings.cache_bytes, cache_path) if self.settings.cache_bytes else None
         )
         self._pipeline = Pipeline(self.settings, self._cache, self.metrics)
+        self._scorer = Scorer(self._pipeline, self.settings)
 
     def __enter__(self) -> Engine:
         try:
@@ -160,3 +167,67 @@ class Engine:
             model, expect_version=options.expect_version, authorize=authorize
         ) as loading:
             return self._pipeline.run_sync(loading.result(), inputs, options, admit)
+
+    async def rerank(
+        self,
+        model: str,
+        query: str,
+        documents: Sequence[str],
+        options: ScoreOptions = _DEFAULT_SCORE_OPTIONS,
+        *,
+        admit: Admission | None = None,
+        authorize: Authorization | None = None,
+    ) -> Scores:
+        """Score each of `documents` against `query` with reranker `model` (resolved as in `embed`)."""
+        with self._registry.acquire(
+            model, expect_version=options.expect_version, authorize=authorize
+        ) as loading:
+            served = loading.result() if loading.done() else await asyncio.wrap_future(loading)
+            return await self._scorer.rerank(served, query, documents, options, admit)
+
+    def rerank_sync(
+        self,
+        model: str,
+        query: str,
+        documents: Sequence[str],
+        options: ScoreOptions = _DEFAULT_SCORE_OPTIONS,
+        *,
+        admit: Admission | None = None,
+        authorize: Authorization | None = None,
+    ) -> Scores:
+        """Blocking version of `rerank`."""
+        with self._registry.acquire(
+            model, expect_version=options.expect_version, authorize=authorize
+        ) as loading:
+            return self._scorer.rerank_sync(loading.result(), query, documents, options, admit)
+
+    async def classify(
+        self,
+        model: str,
+        inputs: Sequence[str],
+        options: ScoreOptions = _DEFAULT_SCORE_OPTIONS,
+        *,
+        admit: Admission | None = None,
+        authorize: Authorization | None = None,
+    ) -> Classifications:
+        """Every label's probability for each of `inputs` with classifier `model`."""
+        with self._registry.acquire(
+            model, expect_version=options.expect_version, authorize=authorize
+        ) as loading:
+            served = loading.result() if loading.done() else await asyncio.wrap_future(loading)
+            return await self._scorer.classify(served, inputs, options, admit)
+
+    def classify_sync(
+        self,
+        model: str,
+        inputs: Sequence[str],
+        options: ScoreOptions = _DEFAULT_SCORE_OPTIONS,
+        *,
+        admit: Admission | None = None,
+        authorize: Authorization | None = None,
+    ) -> Classifications:
+        """Blocking version of `classify`."""
+        with self._registry.acquire(
+            model, expect_version=options.expect_version, authorize=authorize
+        ) as loading:
+            return self._scorer.classify_sync(loading.result(), inputs, options, admit)

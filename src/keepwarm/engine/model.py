@@ -20,6 +20,7 @@ import numpy as np
 from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.catalog.versions import short_version, version_label
 from keepwarm.engine.background import BackgroundWorkers
+from keepwarm.engine.pairs import PairOptions, PairTokenizer
 from keepwarm.engine.scheduler import CallLimits, CallLimitSettings, Scheduler
 from keepwarm.engine.tokenization import ModelTokenizer
 from keepwarm.engine.tuning import measured_limits
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 # (rows, tokens) shapes run once after loading so the first request is not slow
 _WARMUP_SHAPES = ((1, 8), (8, 64), (32, 16))
 _PROBE_ROWS = 16  # texts per call when probing accuracy or calibrating
+_PROBE_QUERIES = 3  # rerankers' probes: the first probe texts are short questions, used as queries
 
 
 @dataclass
@@ -53,6 +55,7 @@ class ServedModel:
     info: ModelInfo
     load_seconds: float = 0.0
     background: BackgroundWorkers | None = None
+    pairs: PairTokenizer | None = None  # rerankers: how (query, document) pairs are tokenized
 
     @property
     def runtime(self):  # noqa: ANN201 - keepwarm.runtimes.base.Runtime
@@ -88,9 +91,28 @@ Loader = Callable[[ModelSpec, str, str, ArtifactStore, CallLimitSettings, Metric
 
 
 def padded_calls(tokenizer: ModelTokenizer, texts: list[str]) -> list[Batch]:
-    """`texts` tokenized for this model (truncated to its limit), padded, in calls of a few rows."""
-    rows = tokenizer.encode_texts(texts, overflow="truncate").ids
-    return [pad_rows(rows[i : i + _PROBE_ROWS], tokenizer.pad_id) for i in range(0, len(rows), _PROBE_ROWS)]
+    """`texts` tokenized for this model (truncated to its limit), padded, in calls of a few rows.
+
+    A reranker reads pairs: each text is a document, after one of the first (short) probe texts as its query.
+    """
+    spec = tokenizer.spec
+    if spec.task == "rerank":
+        pairs = PairTokenizer(spec)
+        tokenized = [
+            pairs.encode(PROBE_TEXTS[i % _PROBE_QUERIES], [document], PairOptions(overflow="truncate"))
+            for i, document in enumerate(texts)
+        ]
+        rows = [t.ids[0] for t in tokenized]
+        types = [t.type_ids[0] for t in tokenized] if spec.pairs else None
+    else:
+        rows, types = tokenizer.encode_texts(texts, overflow="truncate").ids, None
+    calls = []
+    for start in range(0, len(rows), _PROBE_ROWS):
+        call = pad_rows(rows[start : start + _PROBE_ROWS], tokenizer.pad_id)
+        if types is not None:
+            call = (*call, pad_rows(types[start : start + _PROBE_ROWS], 0)[0])
+        calls.append(call)
+    return calls
 
 
 def _retrieval_loss(tokenizer: ModelTokenizer, reference: Runtime, candidate: Runtime) -> dict[str, Any]:
@@ -181,6 +203,7 @@ def start_model(
         max_padding_tokens=limits.max_padding_tokens,
         created=int((spec.directory / "config.json").stat().st_mtime),
         accuracy=dict(opened.accuracy),
+        task=spec.task,
     )
     return ServedModel(
         spec=spec,
@@ -192,4 +215,5 @@ def start_model(
         info=info,
         load_seconds=seconds,
         background=background,
+        pairs=PairTokenizer(spec) if spec.task == "rerank" else None,
     )

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -22,7 +24,7 @@ from keepwarm.engine.model import ServedModel
 from keepwarm.engine.tokenization import Tokenized
 from keepwarm.engine.types import Admission, Embeddings, EmbedOptions, EngineSettings, Inputs, Timings
 from keepwarm.engine.work import ONLINE, Job, WorkItem
-from keepwarm.errors import InvalidRequest
+from keepwarm.errors import InvalidRequest, WrongTask
 from keepwarm.metrics import Metrics
 from keepwarm.runtimes.pooling import l2_normalize
 
@@ -30,6 +32,17 @@ from keepwarm.runtimes.pooling import l2_normalize
 # that takes less time than the hand-off to a thread and back. Larger requests go to the
 # tokenizer threads, so the event loop keeps answering other requests meanwhile.
 _INLINE_TOKENIZE_SIZE = 2048
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A request's model rows, one per window in order, and what the cache saved."""
+
+    values: np.ndarray
+    tokenized: Tokenized
+    cached_inputs: int  # windows answered from the cache or by a repeat within the request
+    cached_tokens: int
+    timings: Timings
 
 
 @dataclass
@@ -57,38 +70,64 @@ class Pipeline:
     ) -> Embeddings:
         """Embed `inputs` with `served`; cancelling it drops the request's queued inputs."""
         _check_options(served, options)
-        started = time.perf_counter()
-        if _size(inputs) <= _INLINE_TOKENIZE_SIZE:  # a thread hand-off costs more than this much work
-            plan = self._plan(served, inputs, options)
-        else:
-            loop = asyncio.get_running_loop()
-            plan = await loop.run_in_executor(self._tokenize_pool, self._plan, served, inputs, options)
-        tokenization = time.perf_counter() - started
-        job = self._submit(served, plan, options.priority, admit)
-        try:
-            await asyncio.wrap_future(job.future)
-        except asyncio.CancelledError:
-            served.scheduler.discard_finished()
-            raise
-        return self._assemble(served, plan, job, options.dimensions, tokenization)
+        rows = await self.rows(
+            served, partial(self._tokenize, served, inputs, options), _size(inputs), options.priority, admit
+        )
+        return self._embeddings(served, rows, options.dimensions)
 
     def run_sync(
         self, served: ServedModel, inputs: Inputs, options: EmbedOptions, admit: Admission | None
     ) -> Embeddings:
         """Blocking `run`, for scripts, benchmarks and worker threads."""
         _check_options(served, options)
+        tokenize = partial(self._tokenize, served, inputs, options)
+        rows = self.rows_sync(served, tokenize, options.priority, admit)
+        return self._embeddings(served, rows, options.dimensions)
+
+    async def rows(
+        self,
+        served: ServedModel,
+        tokenize: Callable[[], Tokenized],
+        size: int,
+        priority: int,
+        admit: Admission | None,
+    ) -> Rows:
+        """The model's row for every window `tokenize()` makes; `size` (characters) says where to tokenize.
+
+        The way every task goes through a model: embeddings pool and combine the rows,
+        rerankers and classifiers score them (engine/scoring.py).
+        """
         started = time.perf_counter()
-        plan = self._plan(served, inputs, options)
+        if size <= _INLINE_TOKENIZE_SIZE:  # a thread hand-off costs more than this much work
+            plan = self._plan(served, tokenize())
+        else:
+            loop = asyncio.get_running_loop()
+            plan = await loop.run_in_executor(self._tokenize_pool, lambda: self._plan(served, tokenize()))
         tokenization = time.perf_counter() - started
-        job = self._submit(served, plan, options.priority, admit)
+        job = self._submit(served, plan, priority, admit)
+        try:
+            await asyncio.wrap_future(job.future)
+        except asyncio.CancelledError:
+            served.scheduler.discard_finished()
+            raise
+        return self._gather(served, plan, job, tokenization)
+
+    def rows_sync(
+        self, served: ServedModel, tokenize: Callable[[], Tokenized], priority: int, admit: Admission | None
+    ) -> Rows:
+        """Blocking `rows`."""
+        started = time.perf_counter()
+        plan = self._plan(served, tokenize())
+        tokenization = time.perf_counter() - started
+        job = self._submit(served, plan, priority, admit)
         job.future.result()
-        return self._assemble(served, plan, job, options.dimensions, tokenization)
+        return self._gather(served, plan, job, tokenization)
 
     def close(self) -> None:
         self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
 
-    def _plan(self, served: ServedModel, inputs: Inputs, options: EmbedOptions) -> _Plan:
-        """Tokenize, then answer from the cache and collapse repeated inputs (off the event loop)."""
+    def _tokenize(self, served: ServedModel, inputs: Inputs, options: EmbedOptions) -> Tokenized:
+        """Texts or token ids to the model's windows, under the request's overflow policy."""
         if not inputs:
             raise InvalidRequest("input must not be empty", param="input")
         overflow = (
@@ -96,12 +135,15 @@ class Pipeline:
             if options.truncate is None
             else ("truncate" if options.truncate else "error")
         )
-        tokenized = served.tokenizer.encode(
+        return served.tokenizer.encode(
             inputs,
             overflow=overflow,
             prompt_name=options.prompt_name,
             max_chars=self._settings.max_input_chars,
         )
+
+    def _plan(self, served: ServedModel, tokenized: Tokenized) -> _Plan:
+        """Check the request's size, then answer from the cache and collapse repeated windows."""
         if tokenized.tokens > self._settings.max_request_tokens:
             raise InvalidRequest(
                 f"This request has {tokenized.tokens} tokens; the maximum per request is "
@@ -109,7 +151,8 @@ class Pipeline:
                 param="input",
                 code="max_tokens_per_request",
             )
-        keys = [cache_key(served.version, ids) for ids in tokenized.ids]
+        types = tokenized.type_ids or [None] * len(tokenized.ids)
+        keys = [cache_key(served.version, ids, t) for ids, t in zip(tokenized.ids, types, strict=True)]
         found = self._cache.get_many(keys) if self._cache else [None] * len(keys)
         plan = _Plan(tokenized, found, {})
         for position, (key, vector) in enumerate(zip(keys, found, strict=True)):
@@ -129,9 +172,9 @@ class Pipeline:
             served.background.start()
         timeout = self._settings.queue_timeout if priority == ONLINE else None
         job = Job(len(plan.pending), served.dimensions, priority=priority, queue_timeout=timeout)
-        ids = plan.tokenized.ids
+        ids, types = plan.tokenized.ids, plan.tokenized.type_ids
         items = [
-            WorkItem(ids=ids[positions[0]], job=job, index=n)
+            WorkItem(ids[positions[0]], job, n, type_ids=None if types is None else types[positions[0]])
             for n, positions in enumerate(plan.pending.values())
         ]
         if items:
@@ -140,34 +183,45 @@ class Pipeline:
             job.future.set_result(job.vectors)
         return job
 
-    def _assemble(
-        self, served: ServedModel, plan: _Plan, job: Job, dimensions: int | None, tokenization: float
-    ) -> Embeddings:
+    def _gather(self, served: ServedModel, plan: _Plan, job: Job, tokenization: float) -> Rows:
+        """Every window's row in order, computed and cached ones together; fresh rows go to the cache."""
         computed = job.vectors
-        vectors = np.empty((len(plan.vectors), served.dimensions), dtype=np.float32)
+        values = np.empty((len(plan.vectors), served.dimensions), dtype=np.float32)
         for position, vector in enumerate(plan.vectors):
             if vector is not None:
-                vectors[position] = vector
+                values[position] = vector
         for row, positions in enumerate(plan.pending.values()):
-            vectors[positions] = computed[row]
+            values[positions] = computed[row]
         if self._cache is not None and plan.pending:
             self._cache.put_many([(key, computed[row]) for row, key in enumerate(plan.pending)])
         repeated = sum(len(p) - 1 for p in plan.pending.values())
         saved_tokens = plan.cached_tokens + sum(
             len(plan.tokenized.ids[p[0]]) * (len(p) - 1) for p in plan.pending.values()
         )
-        if plan.tokenized.owners is not None:
-            vectors = _combine_chunks(vectors, plan.tokenized, normalize=served.spec.normalize)
+        timings = _timings(job, tokenization)
+        return Rows(values, plan.tokenized, plan.cached_inputs + repeated, saved_tokens, timings)
+
+    def _embeddings(self, served: ServedModel, rows: Rows, dimensions: int | None) -> Embeddings:
+        """Vectors per input: chunk windows combined, cut to the requested dimensions."""
+        vectors = rows.values
+        if rows.tokenized.owners is not None:
+            vectors = _combine_chunks(vectors, rows.tokenized, normalize=served.spec.normalize)
         if dimensions is not None and dimensions != served.dimensions:
             vectors = l2_normalize(vectors[:, :dimensions])
         return Embeddings(
             vectors,
-            plan.tokenized.tokens,
+            rows.tokenized.tokens,
             served.info,
-            plan.cached_inputs + repeated,
-            saved_tokens,
-            _timings(job, tokenization),
+            rows.cached_inputs,
+            rows.cached_tokens,
+            rows.timings,
         )
+
+
+def check_task(served: ServedModel, task: str) -> None:
+    """Refuse a request for another task than the model serves, naming the one it does."""
+    if served.spec.task != task:
+        raise WrongTask(served.spec.name, served.spec.task, task)
 
 
 def _timings(job: Job, tokenization: float) -> Timings:
@@ -186,6 +240,7 @@ def _size(inputs: Inputs) -> int:
 
 
 def _check_options(served: ServedModel, options: EmbedOptions) -> None:
+    check_task(served, "embed")
     spec, dimensions = served.spec, options.dimensions
     if dimensions is not None:
         if spec.matryoshka_dims and dimensions not in (*spec.matryoshka_dims, served.dimensions):

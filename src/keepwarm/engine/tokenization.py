@@ -83,6 +83,7 @@ class Tokenized:
 
     ids: list[np.ndarray]
     owners: list[int] | None = None  # input index of each window; None when one window per input
+    type_ids: list[np.ndarray] | None = None  # segment ids of pairs (engine/pairs.py), beside `ids`
 
     @cached_property
     def tokens(self) -> int:  # read several times per request
@@ -122,15 +123,15 @@ class ModelTokenizer:
         """
         if isinstance(inputs[0], str):
             texts = list(inputs)  # type: ignore[arg-type]
-            _check_lengths(texts, max_chars, "characters")
+            check_lengths(texts, max_chars, "characters")
             return self.encode_texts(
                 [self.spec.apply_prompt(t, prompt_name) for t in texts], overflow=overflow
             )
         arrays = [list(ids) for ids in inputs]  # type: ignore[arg-type]
-        _check_lengths(arrays, max_chars, "token ids")
+        check_lengths(arrays, max_chars, "token ids")
         if self.spec.token_ids == "cl100k":
             decoded = [_decode_cl100k(ids, i, max_chars) for i, ids in enumerate(arrays)]
-            _check_lengths(decoded, max_chars, "characters once decoded from cl100k_base")
+            check_lengths(decoded, max_chars, "characters once decoded from cl100k_base")
             return self.encode_texts(
                 [self.spec.apply_prompt(t, prompt_name) for t in decoded], overflow=overflow
             )
@@ -256,16 +257,18 @@ def _content_ends(encoding: Encoding) -> list[int]:
     ]
 
 
-def _check_lengths(inputs: Sequence[Sequence[object]], limit: int | None, unit: str) -> None:
+def check_lengths(
+    inputs: Sequence[Sequence[object]], limit: int | None, unit: str, *, param: str = "input"
+) -> None:
     """InvalidRequest for the first input longer than `limit` (`unit` names what is counted)."""
     if limit is None:
         return
     for index, item in enumerate(inputs):
         if len(item) > limit:
             raise InvalidRequest(
-                f"input[{index}] has {len(item):,} {unit}; the maximum per input is {limit:,}. "
+                f"{param}[{index}] has {len(item):,} {unit}; the maximum per input is {limit:,}. "
                 "Split it into smaller inputs.",
-                param=f"input[{index}]",
+                param=f"{param}[{index}]",
                 code="input_too_large",
             )
 

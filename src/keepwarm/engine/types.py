@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -75,6 +75,7 @@ class ModelInfo:
     max_padding_tokens: int
     created: int  # the model files' time (OpenAI's `created`)
     accuracy: Mapping[str, Any] = field(default_factory=dict)  # measured against the reference at export
+    task: str = "embed"  # embed | rerank | classify (catalog/spec.py)
 
     @property
     def short_version(self) -> str:
@@ -96,6 +97,71 @@ class Embeddings:
     cached_inputs: int = 0
     cached_tokens: int = 0
     timings: Timings = Timings()
+
+    @property
+    def inputs(self) -> int:
+        return len(self.vectors)
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How to rerank or classify: what the caller may choose per request."""
+
+    truncate: bool | None = None  # None: the model's overflow policy; True: truncate; False: refuse
+    truncate_start: bool = False  # cut a long document's start instead of its end (TEI's "Left")
+    max_document_tokens: int | None = None  # Cohere's max_tokens_per_doc
+    priority: int = ONLINE
+    expect_version: str | None = None  # the version the caller expects (409 if not current)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A rerank's answer: per document, in input order, its raw score (logit) and its relevance score."""
+
+    raw: np.ndarray
+    scores: np.ndarray
+    tokens: int  # pair tokens: query and template counted with every document
+    model: ModelInfo
+    cached_inputs: int = 0
+    cached_tokens: int = 0
+    timings: Timings = Timings()
+
+    @property
+    def inputs(self) -> int:
+        return len(self.scores)
+
+
+@dataclass(frozen=True)
+class Classifications:
+    """A classify call's answer: per input, in order, every label's probability and the raw logits."""
+
+    probabilities: np.ndarray  # [inputs, labels]
+    logits: np.ndarray
+    labels: tuple[str, ...]
+    tokens: int
+    model: ModelInfo
+    cached_inputs: int = 0
+    cached_tokens: int = 0
+    timings: Timings = Timings()
+
+    @property
+    def inputs(self) -> int:
+        return len(self.probabilities)
+
+
+class Answer(Protocol):
+    """What every task's answer tells metering, metrics and logs (Embeddings, Scores, Classifications)."""
+
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def model(self) -> ModelInfo: ...
+    @property
+    def cached_inputs(self) -> int: ...
+    @property
+    def timings(self) -> Timings: ...
+    @property
+    def inputs(self) -> int: ...
 
 
 @dataclass(frozen=True)

@@ -85,13 +85,14 @@ class Job:
 
 @dataclass(eq=False, slots=True)
 class WorkItem:
-    """One input's token ids waiting to be embedded."""
+    """One input's token ids (and, for pairs, segment ids) waiting for the model."""
 
     ids: np.ndarray
     job: Job
     index: int
     sequence: int = field(default_factory=lambda: next(_sequence))
     queued: bool = True
+    type_ids: np.ndarray | None = None
 
     @property
     def length(self) -> int:

@@ -59,6 +59,16 @@ def pad_rows(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarra
     return input_ids, attention_mask
 
 
+def model_inputs(
+    ids: list[np.ndarray], type_ids: list[np.ndarray] | None, pad_id: int
+) -> tuple[np.ndarray, ...]:
+    """One call's padded input_ids and attention_mask, and the segment ids of pairs (zero-padded)."""
+    input_ids, attention_mask = pad_rows(ids, pad_id)
+    if type_ids is None:
+        return input_ids, attention_mask
+    return input_ids, attention_mask, pad_rows(type_ids, 0)[0]
+
+
 class ModelWorker:
     """Runs model calls for one model on a dedicated thread until the scheduler closes."""
 
@@ -110,7 +120,8 @@ class ModelWorker:
         """
         started = time.perf_counter()
         try:
-            vectors = self.runtime.embed(*pad_rows([item.ids for item in items], self.pad_id))
+            types = None if items[0].type_ids is None else [item.type_ids for item in items]
+            vectors = self.runtime.embed(*model_inputs([item.ids for item in items], types, self.pad_id))
         except Exception as exc:  # noqa: BLE001 - any runtime fault must stay inside this call
             if len(items) > 1:
                 log.warning(
