@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from keepwarm.api.admin import admin_router
 from keepwarm.api.auth import Auth, as_seen_by, check_model_allowed
+from keepwarm.api.envelopes import envelope_of
 from keepwarm.api.http import ClientDisconnected, read_body, unless_disconnected
 from keepwarm.api.lifecycle import Lifecycle
 from keepwarm.api.limits import RateLimiter
@@ -28,7 +29,6 @@ from keepwarm.api.responses import (
     embeddings_body,
     embeddings_headers,
     error_body,
-    error_response,
     model_body,
     usage_event,
 )
@@ -47,7 +47,7 @@ CLIENT_CLOSED = 499
 
 
 def _install_error_handlers(app: FastAPI, engine: Engine) -> None:
-    """Every failure as OpenAI's envelope. Unexpected exceptions are the middleware's (see there)."""
+    """Every failure in its route's dialect (api/envelopes.py). Unexpected exceptions are the middleware's."""
 
     @app.exception_handler(KeepwarmError)
     async def keepwarm_error(request: Request, exc: KeepwarmError) -> Response:
@@ -55,7 +55,7 @@ def _install_error_handlers(app: FastAPI, engine: Engine) -> None:
         if isinstance(exc, ModelNotFound):  # other keys' models are not this caller's business
             exc = as_seen_by(exc, engine, record.key)
         record.error = exc.code or exc.type
-        return error_response(exc)
+        return envelope_of(request.scope).response(exc, record.id)
 
     @app.exception_handler(ClientDisconnected)
     async def client_gone(request: Request, _: ClientDisconnected) -> Response:
@@ -69,8 +69,8 @@ def _install_error_handlers(app: FastAPI, engine: Engine) -> None:
         record_of(request).error = "invalid_request_error"
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "path", "query")) or None
-        message = f"Invalid request: {first['msg']}"
-        return JSONResponse(error_body(message, "invalid_request_error", param), 400)
+        error = InvalidRequest(f"Invalid request: {first['msg']}", param=param)
+        return envelope_of(request.scope).response(error, record_of(request).id)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keepwarm.api.envelopes import envelope_of
 from keepwarm.api.lifecycle import Lifecycle
-from keepwarm.api.responses import JSONResponse, error_body, error_response
 from keepwarm.engine import Embeddings
-from keepwarm.errors import NotReady
+from keepwarm.errors import KeepwarmError, NotReady
 from keepwarm.metrics import Metrics
 from keepwarm.store import ApiKey
 
@@ -144,8 +144,8 @@ class RequestMiddleware:
 async def _refuse(record: RequestRecord, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer 503 because the server is stopping, and close the connection."""
     record.error = "service_unavailable"
-    refusal = error_response(
-        NotReady("The server is shutting down; retry on another replica.", retry_after=1)
+    refusal = envelope_of(scope).response(
+        NotReady("The server is shutting down; retry on another replica.", retry_after=1), record.id
     )
     refusal.headers["connection"] = "close"
     await refusal(scope, receive, send)
@@ -155,7 +155,8 @@ async def _internal_error(record: RequestRecord, scope: Scope, receive: Receive,
     """Answer 500 with a message that names the request, for the operator's logs, and nothing else."""
     record.error = "internal_error"
     message = f"The server had an internal error; its log has the details under request id {record.id}."
-    await JSONResponse(error_body(message, "server_error", None, "internal_error"), 500)(scope, receive, send)
+    error = KeepwarmError(message, code="internal_error")
+    await envelope_of(scope).response(error, record.id)(scope, receive, send)
 
 
 def _request_id(scope: Scope) -> str:

@@ -33,7 +33,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from keepwarm.api.responses import error_response
+from keepwarm.api.envelopes import OPENAI
 from keepwarm.api.settings import ConnectionLimits
 from keepwarm.errors import HeadersTooLarge, InvalidRequest, KeepwarmError, NotReady, RequestTimeout
 from keepwarm.metrics import Metrics
@@ -48,7 +48,7 @@ _HEAD_END = b"\r\n\r\n"
 
 def _raw_response(error: KeepwarmError) -> bytes:
     """`error` as a complete HTTP/1.1 response that closes the connection."""
-    response = error_response(error)
+    response = OPENAI.response(error, "")  # before any route: the first dialect's envelope
     lines = [b"HTTP/1.1 %d %s" % (response.status_code, HTTPStatus(response.status_code).phrase.encode())]
     lines += [name + b": " + value for name, value in response.raw_headers]
     lines.append(b"connection: close")

@@ -8,7 +8,6 @@ little-endian float32 bytes, which is what OpenAI's clients decode.
 from __future__ import annotations
 
 import base64
-import math
 import sys
 from typing import Any
 
@@ -18,7 +17,6 @@ from starlette.responses import Response
 
 from keepwarm.catalog.versions import short_version
 from keepwarm.engine import Embeddings, ModelView
-from keepwarm.errors import KeepwarmError
 from keepwarm.store import UsageEvent
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
@@ -110,18 +108,6 @@ def embeddings_headers(result: Embeddings) -> dict[str, str]:
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     """OpenAI's error envelope; all four keys are always present."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-def error_response(error: KeepwarmError) -> JSONResponse:
-    """Render a keepwarm error with its status, its own headers and, when known, Retry-After."""
-    headers = dict(error.headers)
-    if error.retry_after:
-        headers["Retry-After"] = str(math.ceil(error.retry_after))
-    return JSONResponse(
-        error_body(error.message, error.type, error.param, error.code),
-        status_code=error.status,
-        headers=headers,
-    )
 
 
 def usage_event(key_id: int, result: Embeddings) -> UsageEvent:
