@@ -8,7 +8,6 @@ little-endian float32 bytes, which is what OpenAI's clients decode.
 from __future__ import annotations
 
 import base64
-import sys
 from typing import Any
 
 import numpy as np
@@ -18,8 +17,6 @@ from starlette.responses import Response
 from keepwarm.catalog.versions import short_version
 from keepwarm.engine import Embeddings, ModelView
 from keepwarm.store import UsageEvent
-
-_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 class JSONResponse(Response):
@@ -31,16 +28,18 @@ class JSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def _base64_rows(vectors: np.ndarray) -> list[str]:
-    little = vectors if _LITTLE_ENDIAN else vectors.astype("<f4")
-    little = np.ascontiguousarray(little, dtype="<f4")
+def base64_rows(vectors: np.ndarray) -> list[str]:
+    """Each row's raw little-endian bytes (float32, or the int8/uint8 of a compressed dtype), base64."""
+    little = np.ascontiguousarray(vectors, dtype=vectors.dtype.newbyteorder("<"))
     return [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
 
 
-def embeddings_body(result: Embeddings, *, requested_model: str, encoding_format: str) -> dict[str, Any]:
+def embeddings_body(
+    result: Embeddings, *, requested_model: str, encoding_format: str, output_dtype: str = "float"
+) -> dict[str, Any]:
     """The `/v1/embeddings` response: data in input order, model echoed, token usage."""
-    vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
-    rows: list[Any] = _base64_rows(vectors) if encoding_format == "base64" else list(vectors)
+    vectors = np.ascontiguousarray(result.compressed(output_dtype))
+    rows: list[Any] = base64_rows(vectors) if encoding_format == "base64" else list(vectors)
     return {
         "object": "list",
         "data": [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)],

@@ -209,7 +209,10 @@ class Execution:
             body = error_body(error.message, error.type, error.param, error.code)
             return _Outcome(line.number, False, response_line(custom_id, error.status, body), None)
         body = embeddings_body(
-            result, requested_model=request.model, encoding_format=request.encoding_format or "float"
+            result,
+            requested_model=request.model,
+            encoding_format=request.encoding_format or "float",
+            output_dtype=request.output_dtype or "float",
         )
         usage = usage_event(key.id, result)
         return _Outcome(line.number, True, response_line(custom_id, 200, body), usage)

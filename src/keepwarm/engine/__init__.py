@@ -2,7 +2,16 @@
 
 from keepwarm.engine.engine import Engine
 from keepwarm.engine.scheduler import CallLimits, CallLimitSettings
-from keepwarm.engine.types import Embeddings, EmbedOptions, EngineSettings, ModelInfo, ModelView, Timings
+from keepwarm.engine.tokenization import Token
+from keepwarm.engine.types import (
+    Embeddings,
+    EmbedOptions,
+    EngineSettings,
+    Inputs,
+    ModelInfo,
+    ModelView,
+    Timings,
+)
 from keepwarm.engine.work import BACKGROUND, ONLINE
 
 __all__ = [
@@ -14,7 +23,9 @@ __all__ = [
     "Embeddings",
     "Engine",
     "EngineSettings",
+    "Inputs",
     "ModelInfo",
     "ModelView",
     "Timings",
+    "Token",
 ]

@@ -11,6 +11,7 @@ chunk windows combined into one vector per input, cut to the requested dimension
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,18 +19,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from keepwarm.engine.cache import EmbeddingCache, cache_key
+from keepwarm.engine.calibration import Calibrations
 from keepwarm.engine.model import ServedModel
 from keepwarm.engine.tokenization import Tokenized
 from keepwarm.engine.types import Admission, Embeddings, EmbedOptions, EngineSettings, Inputs, Timings
 from keepwarm.engine.work import ONLINE, Job, WorkItem
 from keepwarm.errors import InvalidRequest
 from keepwarm.metrics import Metrics
+from keepwarm.outputs.compress import CALIBRATED, OUTPUT_DTYPES
 from keepwarm.runtimes.pooling import l2_normalize
 
 # Requests up to this many characters (or token ids) are tokenized on the event loop:
 # that takes less time than the hand-off to a thread and back. Larger requests go to the
 # tokenizer threads, so the event loop keeps answering other requests meanwhile.
 _INLINE_TOKENIZE_SIZE = 2048
+_CALIBRATION_OPTIONS = EmbedOptions(truncate=True)
 
 
 @dataclass
@@ -46,11 +50,19 @@ class _Plan:
 class Pipeline:
     """The request path shared by every model: see the module docs."""
 
-    def __init__(self, settings: EngineSettings, cache: EmbeddingCache | None, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: EngineSettings,
+        cache: EmbeddingCache | None,
+        metrics: Metrics,
+        calibrations: Calibrations,
+    ) -> None:
         self._settings = settings
         self._cache = cache
         self._metrics = metrics
+        self._calibrations = calibrations
         self._tokenize_pool = ThreadPoolExecutor(settings.tokenizer_threads, "keepwarm-tokenize")
+        self._calibration_pool = ThreadPoolExecutor(1, "keepwarm-calibrate")
 
     async def run(
         self, served: ServedModel, inputs: Inputs, options: EmbedOptions, admit: Admission | None
@@ -70,7 +82,12 @@ class Pipeline:
         except asyncio.CancelledError:
             served.scheduler.discard_finished()
             raise
-        return self._assemble(served, plan, job, options.dimensions, tokenization)
+        result = self._assemble(served, plan, job, options.dimensions, tokenization)
+        if not CALIBRATED.intersection(options.output_dtypes):
+            return result
+        loop = asyncio.get_running_loop()
+        ranges = await loop.run_in_executor(self._calibration_pool, self._ranges, served, options)
+        return dataclasses.replace(result, ranges=ranges)
 
     def run_sync(
         self, served: ServedModel, inputs: Inputs, options: EmbedOptions, admit: Admission | None
@@ -82,24 +99,31 @@ class Pipeline:
         tokenization = time.perf_counter() - started
         job = self._submit(served, plan, options.priority, admit)
         job.future.result()
-        return self._assemble(served, plan, job, options.dimensions, tokenization)
+        result = self._assemble(served, plan, job, options.dimensions, tokenization)
+        if not CALIBRATED.intersection(options.output_dtypes):
+            return result
+        return dataclasses.replace(result, ranges=self._ranges(served, options))
 
     def close(self) -> None:
         self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
+        self._calibration_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _ranges(self, served: ServedModel, options: EmbedOptions) -> np.ndarray:
+        """The calibrated int8/uint8 ranges of `served` at the requested dimensions (blocking)."""
+
+        def embed(texts: list[str]) -> np.ndarray:
+            return self.run_sync(served, texts, _CALIBRATION_OPTIONS, None).vectors
+
+        return self._calibrations.ranges(served.spec.name, served.version, embed, options.dimensions)
 
     def _plan(self, served: ServedModel, inputs: Inputs, options: EmbedOptions) -> _Plan:
         """Tokenize, then answer from the cache and collapse repeated inputs (off the event loop)."""
         if not inputs:
             raise InvalidRequest("input must not be empty", param="input")
-        overflow = (
-            served.spec.overflow
-            if options.truncate is None
-            else ("truncate" if options.truncate else "error")
-        )
         tokenized = served.tokenizer.encode(
             inputs,
-            overflow=overflow,
-            prompt_name=options.prompt_name,
+            overflow=_overflow(served, options),
+            prompt_name=_prompt(served, options),
             max_chars=self._settings.max_input_chars,
         )
         if tokenized.tokens > self._settings.max_request_tokens:
@@ -170,6 +194,20 @@ class Pipeline:
         )
 
 
+def _overflow(served: ServedModel, options: EmbedOptions) -> str:
+    if options.truncate is None:
+        return served.spec.overflow
+    if not options.truncate:
+        return "error"
+    return "truncate_start" if options.truncate_from == "start" else "truncate"
+
+
+def _prompt(served: ServedModel, options: EmbedOptions) -> str | None:
+    if options.optional_prompt and options.prompt_name not in served.spec.prompts:
+        return None
+    return options.prompt_name
+
+
 def _timings(job: Job, tokenization: float) -> Timings:
     started = job.started if job.started is not None else job.submitted
     return Timings(
@@ -200,7 +238,17 @@ def _check_options(served: ServedModel, options: EmbedOptions) -> None:
                 f"got {dimensions}",
                 param="dimensions",
             )
-    if options.prompt_name is not None and options.prompt_name not in spec.prompts:
+    unknown = [dtype for dtype in options.output_dtypes if dtype not in OUTPUT_DTYPES]
+    if unknown:
+        raise InvalidRequest(
+            f"output_dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {unknown[0]!r}",
+            param="output_dtype",
+        )
+    if (
+        options.prompt_name is not None
+        and options.prompt_name not in spec.prompts
+        and not options.optional_prompt
+    ):
         allowed = ", ".join(sorted(spec.prompts)) or "none (this model has no prompts)"
         raise InvalidRequest(
             f"model '{spec.name}' has no prompt '{options.prompt_name}'; allowed values: {allowed}",
