@@ -23,6 +23,10 @@ DType = Literal["fp32", "fp16", "bf16", "int8"]
 Device = Literal["cpu", "cuda"]
 Overflow = Literal["error", "truncate", "chunk"]
 LoadPolicy = Literal["eager", "lazy"]
+Task = Literal["embed", "rerank", "classify"]
+# which transformers head the model is loaded and exported with (runtimes/heads.py)
+Head = Literal["base", "sequence-classification", "causal-lm"]
+Activation = Literal["sigmoid", "softmax", "identity"]
 POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max", "lasttoken")
 TOKEN_ID_INPUTS: tuple[str, ...] = ("cl100k", "model")
 RUNTIMES: tuple[str, ...] = ("auto", "onnx", "torch", "openvino")
@@ -30,6 +34,8 @@ DTYPES: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 OVERFLOWS: tuple[str, ...] = ("error", "truncate", "chunk")
 LOAD_POLICIES: tuple[str, ...] = ("eager", "lazy")
+TASKS: tuple[str, ...] = ("embed", "rerank", "classify")
+ACTIVATIONS: tuple[str, ...] = ("sigmoid", "softmax", "identity")
 
 _ST_POOLING_KEYS = {
     "pooling_mode_mean_tokens": "mean",
@@ -60,6 +66,19 @@ class ModelSpec:
     load: LoadPolicy = "eager"
     idle_timeout: float = 0.0
     current: bool = True  # the version the bare name resolves to
+    # what the model serves, and the head it runs with (runtimes/heads.py)
+    task: Task = "embed"
+    head: Head = "base"
+    labels: tuple[str, ...] = ()  # classifier label names, by output index
+    activation: Activation = "identity"  # applied to a score head's logits, as CrossEncoder.predict does
+    # causal-lm rerankers: the prompt around query and document, and the (yes, no) token ids it scores
+    rerank_template: str | None = None
+    score_token_ids: tuple[int, ...] = ()
+
+    @property
+    def pairs(self) -> bool:
+        """True when inputs are (query, document) pairs with segment ids (a cross-encoder's head)."""
+        return self.head == "sequence-classification"
 
     @property
     def names(self) -> tuple[str, ...]:

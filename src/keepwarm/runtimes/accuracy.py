@@ -1,4 +1,9 @@
-"""How close one runtime's vectors are to another's, and how fast it is, on the same token batches."""
+"""How close one runtime's outputs are to another's, and how fast it is, on the same token batches.
+
+Embedding vectors are compared by cosine. Score heads (cross-encoders, decoder rerankers)
+are compared by what a ranking depends on: the rank correlation of their scores and the
+largest difference of a logit.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,22 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from keepwarm.catalog.spec import ModelSpec
 from keepwarm.runtimes.base import Runtime
 from keepwarm.runtimes.pooling import l2_normalize
 
-Batch = tuple[np.ndarray, np.ndarray]  # input_ids, attention_mask
+Batch = tuple[np.ndarray, ...]  # input_ids, attention_mask[, token_type_ids]
 
 # Min cosine to fp32 at which vectors are interchangeable: a runtime may stand in for fp32,
 # and two model versions may share one index.
 FP32_EQUIVALENT = 0.9999
+# Score heads: the largest logit difference at which a runtime may stand in for fp32.
+FP32_EQUIVALENT_LOGITS = 1e-4
 
 
 def embed_all(runtime: Runtime, batches: Iterable[Batch]) -> np.ndarray:
     """Vectors for every row of every batch, stacked."""
-    return np.concatenate([runtime.embed(ids, mask) for ids, mask in batches])
+    return np.concatenate([runtime.embed(*batch) for batch in batches])
 
 
 def row_cosines(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
@@ -35,10 +43,36 @@ def cosine_stats(expected: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     return {"mean_cosine": float(cosines.mean()), "min_cosine": float(cosines.min())}
 
 
+def _ranks(values: np.ndarray) -> np.ndarray:
+    return np.argsort(np.argsort(values, kind="stable"), kind="stable").astype(np.float64)
+
+
+def score_stats(expected: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    """Spearman rank correlation of the first logit of each row, and the largest logit difference."""
+    a, b = _ranks(expected[:, 0]), _ranks(actual[:, 0])
+    a, b = a - a.mean(), b - b.mean()
+    spread = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    rank_correlation = float((a * b).sum() / spread) if spread else 1.0
+    difference = float(np.abs(expected.astype(np.float64) - actual).max())
+    return {"rank_correlation": rank_correlation, "max_score_difference": difference}
+
+
+def agreement(spec: ModelSpec, expected: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    """How well `actual` rows stand in for `expected` ones: cosine for vectors, rank and logits for scores."""
+    return cosine_stats(expected, actual) if spec.head == "base" else score_stats(expected, actual)
+
+
+def fp32_equivalent(accuracy: dict[str, float]) -> bool:
+    """Whether measured agreement is close enough for a runtime to stand in for fp32."""
+    if "max_score_difference" in accuracy:
+        return accuracy["max_score_difference"] <= FP32_EQUIVALENT_LOGITS
+    return accuracy.get("min_cosine", 1.0) >= FP32_EQUIVALENT
+
+
 def texts_per_second(runtime: Runtime, batches: list[Batch]) -> float:
     """Best of three passes over the batches, after one warm-up pass (first calls compile kernels)."""
     embed_all(runtime, batches)
-    rows = sum(len(ids) for ids, _ in batches)
+    rows = sum(len(batch[0]) for batch in batches)
     best = float("inf")
     for _ in range(3):
         started = time.perf_counter()

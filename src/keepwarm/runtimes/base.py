@@ -1,4 +1,4 @@
-"""The contract every runtime fulfils: token ids in, one vector per text out."""
+"""The contract every runtime fulfils: token ids in, one row per input out (a vector, or a head's logits)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,24 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from keepwarm.catalog.spec import ModelSpec
-from keepwarm.runtimes.pooling import l2_normalize, pool
+from keepwarm.runtimes.heads import rows
+
+
+def graph_feed(
+    names: set[str],
+    input_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    token_type_ids: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """The inputs an exported graph declares, with zero segment ids where it reads them and none came."""
+    feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "token_type_ids" in names:
+        feed["token_type_ids"] = np.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+    return {name: value for name, value in feed.items() if name in names}
 
 
 class Runtime(ABC):
-    """Runs one model. Subclasses only compute hidden states; pooling is shared."""
+    """Runs one model under its head (runtimes/heads.py). Subclasses only run the graph; pooling is shared."""
 
     name: str = "runtime"
 
@@ -21,7 +34,7 @@ class Runtime(ABC):
     @property
     @abstractmethod
     def dimensions(self) -> int:
-        """Length of the vectors this model produces."""
+        """Length of the rows `embed` returns (vector size, labels, or score tokens)."""
 
     # True where `single_threaded_copy` works: then background work runs on low-priority copies
     single_threaded_copies: bool = False
@@ -31,11 +44,17 @@ class Runtime(ABC):
         raise NotImplementedError(f"{self.name} cannot make single-threaded copies")
 
     @abstractmethod
-    def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """Last hidden states [batch, tokens, dim] as float32 for right-padded int64 inputs."""
+    def outputs(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The head's output as float32 for right-padded int64 inputs.
 
-    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """Pooled (and, if the model says so, normalised) float32 vectors [batch, dim]."""
-        vectors = pool(self.hidden_states(input_ids, attention_mask), attention_mask, self.spec.pooling)
-        vectors = vectors.astype(np.float32, copy=False)
-        return l2_normalize(vectors) if self.spec.normalize else vectors
+        Base head: last hidden states [batch, tokens, dim]; score heads: logits [batch, k].
+        `token_type_ids` (segment ids of pairs) are used where the model reads them, zeros if not given.
+        """
+
+    def embed(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
+    ) -> np.ndarray:
+        """One float32 row per input [batch, dimensions]: pooled (maybe normalised) vectors, or logits."""
+        return rows(self.spec, self.outputs(input_ids, attention_mask, token_type_ids), attention_mask)

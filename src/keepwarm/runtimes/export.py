@@ -1,4 +1,4 @@
-"""Export a Hugging Face transformer to ONNX, and prove the export is exact before use.
+"""Export a Hugging Face transformer under its head to ONNX, and prove the export is exact before use.
 
 The graph is produced by torch's dynamo exporter: the older TorchScript exporter was
 measured to give wrong outputs on some models at some shapes. Whatever the exporter,
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from keepwarm.catalog.spec import ModelSpec
+from keepwarm.runtimes.heads import OUTPUT_NAMES, takes_token_types
 from keepwarm.runtimes.pooling import l2_normalize, pool
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 EXPORT_FORMAT = "onnx-fp32-dynamo-v1"
 ONNX_FILE = "model.onnx"
 MIN_COSINE = 0.99999
+MAX_LOGIT_ERROR = 1e-4  # score heads: largest difference to PyTorch's logits an export may have
 # (batch size, longest length, pad the other rows to shorter lengths?)
 _PROBE_SHAPES = ((1, 1, False), (1, 9, False), (3, 17, True), (8, 64, True), (2, 0, True))
 
@@ -35,10 +37,13 @@ def export_key(spec: ModelSpec, fingerprint: str) -> str:
     import hashlib
 
     recipe = f"{fingerprint}|{EXPORT_FORMAT}|torch {version('torch')}|transformers {version('transformers')}"
+    if spec.head != "base":  # the same files under another head are another graph
+        recipe += f"|head {spec.head} {list(spec.score_token_ids)}"
     return f"{spec.name}-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}"
 
 
-def _probe_batches(spec: ModelSpec, vocab_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _probe_batches(spec: ModelSpec, vocab_size: int, segments: bool) -> list[tuple[np.ndarray, ...]]:
+    """Random ids in several shapes; with `segments`, each row's second half is segment 1 (a pair)."""
     rng = np.random.default_rng(0)
     batches = []
     for size, length, padded in _PROBE_SHAPES:
@@ -49,22 +54,28 @@ def _probe_batches(spec: ModelSpec, vocab_size: int) -> list[tuple[np.ndarray, n
             for row in range(1, size):
                 mask[row, rng.integers(1, length + 1) :] = 0
             ids[mask == 0] = 0
-        batches.append((ids, mask))
+        types = np.zeros_like(ids)
+        types[:, length // 2 :] = 1
+        batches.append((ids, mask, types * mask) if segments else (ids, mask))
     return batches
 
 
-def verify(spec: ModelSpec, reference: Any, candidate: Any, vocab_size: int) -> dict[str, float]:
-    """Compare two runtimes' pooled vectors on probe batches; raise if they differ."""
+def verify(
+    spec: ModelSpec, reference: Any, candidate: Any, vocab_size: int, segments: bool = False
+) -> dict[str, float]:
+    """Compare two runtimes' outputs on probe batches (pooled vectors, or logits); raise if they differ."""
     worst_cosine, worst_abs = 1.0, 0.0
-    for ids, mask in _probe_batches(spec, vocab_size):
-        expected = reference.hidden_states(ids, mask)
-        actual = candidate.hidden_states(ids, mask)
-        valid = mask.astype(bool)
+    for batch in _probe_batches(spec, vocab_size, segments):
+        mask = batch[1]
+        expected = reference.outputs(*batch)
+        actual = candidate.outputs(*batch)
+        valid = mask.astype(bool) if spec.head == "base" else slice(None)
         worst_abs = max(worst_abs, float(np.abs(expected[valid] - actual[valid]).max()))
-        a = l2_normalize(pool(expected, mask, spec.pooling))
-        b = l2_normalize(pool(actual, mask, spec.pooling))
-        worst_cosine = min(worst_cosine, float((a * b).sum(axis=1).min()))
-    if worst_cosine < MIN_COSINE:
+        if spec.head == "base":
+            a = l2_normalize(pool(expected, mask, spec.pooling))
+            b = l2_normalize(pool(actual, mask, spec.pooling))
+            worst_cosine = min(worst_cosine, float((a * b).sum(axis=1).min()))
+    if worst_cosine < MIN_COSINE or (spec.head != "base" and worst_abs > MAX_LOGIT_ERROR):
         raise RuntimeError(
             f"exported graph for '{spec.name}' disagrees with PyTorch "
             f"(min cosine {worst_cosine:.6f}, max abs error {worst_abs:.3g}); refusing to use it"
@@ -97,37 +108,35 @@ def export_onnx(spec: ModelSpec, folder: Path) -> dict[str, Any]:
 
     started = time.perf_counter()
     reference = TorchRuntime(spec)
-
-    class _HiddenStates(torch.nn.Module):
-        def __init__(self, model: torch.nn.Module) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    segments = takes_token_types(spec, reference.model.config)
 
     batch = torch.export.Dim("batch", min=1, max=65536)
     tokens = torch.export.Dim("tokens", min=1, max=max(spec.max_tokens, 2))
-    # two distinct tensors: passing one object twice makes the exporter alias the inputs
+    # distinct tensors: passing one object twice makes the exporter alias the inputs
     example_ids = torch.randint(5, 100, (2, 8), dtype=torch.int64)
     example_mask = torch.ones((2, 8), dtype=torch.int64)
     example_mask[1, 5:] = 0
+    names = ["input_ids", "attention_mask"]
+    examples = [example_ids, example_mask]
+    if segments:
+        names.append("token_type_ids")
+        examples.append(torch.cat([torch.zeros((2, 4)), torch.ones((2, 4))], dim=1).long() * example_mask)
     log.info("exporting '%s' to ONNX (once; the result is cached)", spec.name)
     with _quiet_exporter():
         torch.onnx.export(
-            _HiddenStates(reference.model),
-            (example_ids, example_mask),
+            reference.model,
+            tuple(examples),
             str(folder / ONNX_FILE),
             dynamo=True,
-            input_names=["input_ids", "attention_mask"],
-            output_names=["last_hidden_state"],
-            dynamic_shapes={"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}},
+            input_names=names,
+            output_names=[OUTPUT_NAMES[spec.head]],
+            dynamic_shapes={name: {0: batch, 1: tokens} for name in names},
             optimize=True,
             external_data=False,
             verbose=False,
         )
     candidate = OnnxRuntime(spec, folder / ONNX_FILE)
-    accuracy = verify(spec, reference, candidate, int(reference.model.config.vocab_size))
+    accuracy = verify(spec, reference, candidate, int(reference.model.config.vocab_size), segments)
     log.info("exported '%s' in %.1fs: %s", spec.name, time.perf_counter() - started, accuracy)
     return {
         "format": EXPORT_FORMAT,

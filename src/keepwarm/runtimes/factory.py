@@ -28,13 +28,14 @@ import numpy as np
 
 from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.errors import ConfigError
-from keepwarm.runtimes.accuracy import FP32_EQUIVALENT, Batch, cosine_stats, embed_all, texts_per_second
+from keepwarm.runtimes.accuracy import Batch, agreement, embed_all, fp32_equivalent, texts_per_second
 from keepwarm.runtimes.base import Runtime
 from keepwarm.runtimes.export import export_key, export_onnx
 
 log = logging.getLogger(__name__)
 
 INT8_MIN_MEAN_COSINE = 0.99  # an int8 candidate below this is only chosen if no other qualifies
+INT8_MIN_RANK_CORRELATION = 0.99  # the same bar for a score head's int8 candidate
 
 
 @dataclass
@@ -181,7 +182,10 @@ def _openvino_reduced(dtype: str) -> Callable[[_Base], OpenedRuntime]:
         if dtype == "bf16" and "bf16" not in openvino.cpu_precisions():
             raise ConfigError("key 'dtype': this CPU has no bf16 instructions; use fp32 or int8")
         runtime = openvino.OpenVinoRuntime(base.spec, base.model_path, precision=dtype.replace("fp", "f"))
-        accuracy = {"reference": "onnx fp32", **cosine_stats(base.reference, embed_all(runtime, base.probe))}
+        accuracy = {
+            "reference": "onnx fp32",
+            **agreement(base.spec, base.reference, embed_all(runtime, base.probe)),
+        }
         return OpenedRuntime(runtime, dtype, accuracy)
 
     return opener
@@ -215,8 +219,10 @@ _AUTO_CANDIDATES = {
 
 def _qualifies(dtype: str, accuracy: dict[str, Any]) -> bool:
     if dtype == "int8":
+        if "rank_correlation" in accuracy:
+            return accuracy["rank_correlation"] >= INT8_MIN_RANK_CORRELATION
         return accuracy.get("mean_cosine", 1.0) >= INT8_MIN_MEAN_COSINE
-    return accuracy.get("min_cosine", 1.0) >= FP32_EQUIVALENT
+    return fp32_equivalent(accuracy)
 
 
 def _open_fastest(base: _Base) -> OpenedRuntime:
@@ -251,6 +257,6 @@ def _open_torch(spec: ModelSpec, probe: list[Batch]) -> OpenedRuntime:
         return OpenedRuntime(runtime, "fp32", {"reference": "torch fp32", "min_cosine": 1.0})
     reference = embed_all(runtime, probe)
     runtime.set_dtype(spec.dtype)
-    accuracy = {"reference": "torch fp32", **cosine_stats(reference, embed_all(runtime, probe))}
+    accuracy = {"reference": "torch fp32", **agreement(spec, reference, embed_all(runtime, probe))}
     log.info("model '%s' on torch %s: accuracy %s", spec.name, spec.dtype, accuracy)
     return OpenedRuntime(runtime, spec.dtype, accuracy)

@@ -19,8 +19,8 @@ import openvino as ov
 
 from keepwarm.catalog.spec import ModelSpec
 from keepwarm.machine import available_cores
-from keepwarm.runtimes.accuracy import FP32_EQUIVALENT, Batch, cosine_stats, embed_all, texts_per_second
-from keepwarm.runtimes.base import Runtime
+from keepwarm.runtimes.accuracy import Batch, agreement, embed_all, fp32_equivalent, texts_per_second
+from keepwarm.runtimes.base import Runtime, graph_feed
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,10 @@ class OpenVinoRuntime(Runtime):
         # one inference thread: OpenVINO then computes on the calling thread (measured)
         return OpenVinoRuntime(self.spec, self.model_path, precision=self.precision, threads=1)
 
-    def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
-        result = self._request.infer({k: v for k, v in feed.items() if k in self._inputs})
+    def outputs(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
+    ) -> np.ndarray:
+        result = self._request.infer(graph_feed(self._inputs, input_ids, attention_mask, token_type_ids))
         return np.array(result[self._output], dtype=np.float32)  # copy: the request reuses its buffer
 
 
@@ -91,9 +92,9 @@ def choose_precision(
     tried = {}
     for precision in cpu_precisions():
         runtime = OpenVinoRuntime(spec, model_path, precision=precision)
-        accuracy = cosine_stats(reference, embed_all(runtime, probe))
+        accuracy = agreement(spec, reference, embed_all(runtime, probe))
         tried[precision] = {**accuracy, "texts_per_second": texts_per_second(runtime, probe)}
-    good = [p for p in tried if tried[p]["min_cosine"] >= FP32_EQUIVALENT] or ["f32"]
+    good = [p for p in tried if fp32_equivalent(tried[p])] or ["f32"]
     precision = max(good, key=lambda p: tried[p]["texts_per_second"])
     accuracy = {k: v for k, v in tried[precision].items() if k != "texts_per_second"}
     return {"precision": precision, "accuracy": accuracy, "tried": tried}
@@ -122,16 +123,15 @@ def quantize_int8(
     )
 
     started = time.perf_counter()
+    model = ov.Core().read_model(str(fp32_model))
+    names = {port.any_name for port in model.inputs}
     samples = [
-        {
-            "input_ids": ids[row : row + 1, : int(mask[row].sum())],
-            "attention_mask": mask[row : row + 1, : int(mask[row].sum())],
-        }
-        for ids, mask in calibration
-        for row in range(len(ids))
+        graph_feed(names, *(array[row : row + 1, : int(batch[1][row].sum())] for array in batch))
+        for batch in calibration
+        for row in range(len(batch[0]))
     ]
     quantized = nncf.quantize(
-        ov.Core().read_model(str(fp32_model)),
+        model,
         nncf.Dataset(samples),
         model_type=nncf.ModelType.TRANSFORMER,
         subset_size=len(samples),
@@ -142,7 +142,7 @@ def quantize_int8(
     ov.save_model(quantized, str(folder / INT8_FILE))
     precision = cpu_precisions()[0]
     int8 = OpenVinoRuntime(spec, folder / INT8_FILE, precision=precision)
-    accuracy = {"reference": "onnx fp32", **cosine_stats(reference, embed_all(int8, probe))}
+    accuracy = {"reference": "onnx fp32", **agreement(spec, reference, embed_all(int8, probe))}
     log.info(
         "quantized '%s' to OpenVINO int8 in %.1fs: %s", spec.name, time.perf_counter() - started, accuracy
     )

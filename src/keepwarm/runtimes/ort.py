@@ -10,7 +10,7 @@ import onnxruntime as ort
 from keepwarm.catalog.spec import ModelSpec
 from keepwarm.errors import ConfigError
 from keepwarm.machine import available_cores
-from keepwarm.runtimes.base import Runtime
+from keepwarm.runtimes.base import Runtime, graph_feed
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -37,7 +37,7 @@ def providers(device: str) -> list[str]:
 
 
 class OnnxRuntime(Runtime):
-    """Runs an exported graph whose inputs are input_ids and attention_mask."""
+    """Runs an exported graph whose inputs are input_ids, attention_mask and, for pairs, token_type_ids."""
 
     name = "onnx"
 
@@ -58,8 +58,8 @@ class OnnxRuntime(Runtime):
     def single_threaded_copy(self) -> OnnxRuntime:
         return OnnxRuntime(self.spec, self.model_path, threads=1)  # one intra-op thread: the caller's
 
-    def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
-        return self.session.run(
-            [self._output.name], {k: v for k, v in feed.items() if k in self._input_names}
-        )[0]
+    def outputs(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
+    ) -> np.ndarray:
+        feed = graph_feed(self._input_names, input_ids, attention_mask, token_type_ids)
+        return self.session.run([self._output.name], feed)[0]

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from transformers import AutoModel
-from transformers.utils import logging as transformers_logging
 
 from keepwarm.catalog.spec import ModelSpec
 from keepwarm.errors import ConfigError
 from keepwarm.runtimes.base import Runtime
+from keepwarm.runtimes.heads import head_module, load_head, output_size, takes_token_types
 
 _TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def load_transformer(spec: ModelSpec) -> torch.nn.Module:
-    """The model's transformer in float32 eval mode, as sentence-transformers loads it."""
-    transformers_logging.disable_progress_bar()
-    model = AutoModel.from_pretrained(str(spec.directory), dtype=torch.float32)
-    if hasattr(model.config, "use_cache"):
-        model.config.use_cache = False  # decoders: embeddings never need a KV cache
-    return model.eval()
+    """The model under its head (runtimes/heads.py), float32, eval mode, as sentence-transformers loads it."""
+    return head_module(spec, load_head(spec))
 
 
 def check_cuda() -> None:
@@ -42,6 +37,7 @@ class TorchRuntime(Runtime):
             check_cuda()
         self.device = torch.device(spec.device)
         self.model = load_transformer(spec).to(self.device)
+        self._token_types = takes_token_types(spec, self.model.config)
         self.set_dtype(dtype)
 
     def set_dtype(self, dtype: str) -> None:
@@ -51,12 +47,19 @@ class TorchRuntime(Runtime):
 
     @property
     def dimensions(self) -> int:
-        return int(self.model.config.hidden_size)
+        return output_size(self.spec, self.model.config)
 
-    def hidden_states(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def outputs(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
+    ) -> np.ndarray:
+        segments = None
+        if self._token_types:
+            segments = np.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+            segments = torch.from_numpy(segments).to(self.device)
         with torch.inference_mode():
             output = self.model(
-                input_ids=torch.from_numpy(input_ids).to(self.device),
-                attention_mask=torch.from_numpy(attention_mask).to(self.device),
+                torch.from_numpy(input_ids).to(self.device),
+                torch.from_numpy(attention_mask).to(self.device),
+                segments,
             )
-        return output.last_hidden_state.float().cpu().numpy()
+        return output.float().cpu().numpy()

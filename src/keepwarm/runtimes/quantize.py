@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from keepwarm.catalog.spec import ModelSpec
-from keepwarm.runtimes.accuracy import Batch, cosine_stats, embed_all
+from keepwarm.runtimes.accuracy import Batch, agreement, embed_all
 from keepwarm.runtimes.ort import OnnxRuntime
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def quantize_int8(
     started = time.perf_counter()
     quantize_dynamic(str(fp32_model), str(folder / INT8_FILE), per_channel=True, weight_type=QuantType.QInt8)
     int8 = OnnxRuntime(spec, folder / INT8_FILE)
-    accuracy = {"reference": "onnx fp32", **cosine_stats(reference, embed_all(int8, probe))}
+    accuracy = {"reference": "onnx fp32", **agreement(spec, reference, embed_all(int8, probe))}
     log.info(
         "quantized '%s' to ONNX Runtime int8 in %.1fs: %s", spec.name, time.perf_counter() - started, accuracy
     )
