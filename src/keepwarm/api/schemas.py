@@ -130,6 +130,16 @@ class EmbeddingRequest(BaseModel):
         "the model version's calibrated ranges, binary/ubinary packed sign bits (8 dimensions per value).",
     )
 
+    outputs: list[Literal["dense", "sparse", "multivector"]] | None = Field(
+        default=None,
+        min_length=1,
+        description="keepwarm extension: which of the model's outputs to answer (default dense), all from "
+        "one model call: `embedding`, `sparse_embedding` {indices, values}, `multi_vector` token vectors.",
+    )
+    sparse_top_k: StrictInt | None = Field(
+        default=None, ge=1, description="keepwarm extension: keep each sparse vector's heaviest entries only."
+    )
+
     @model_validator(mode="after")
     def _one_prompt(self) -> EmbeddingRequest:
         if self.input_type and self.prompt_name and self.input_type != self.prompt_name:
@@ -157,6 +167,8 @@ class EmbeddingRequest(BaseModel):
             expect_version=self.expect_version or expect_version,
             priority=priority,
             output_dtypes=(self.output_dtype,) if self.output_dtype else (),
+            outputs=tuple(dict.fromkeys(self.outputs)) if self.outputs else ("dense",),
+            sparse_top_k=self.sparse_top_k,
         )
 
 

@@ -1,4 +1,4 @@
-"""text-embeddings-inference's API: `/embed`, `/tokenize`, `/decode`, `/info` (and `POST /`), in TEI's shapes.
+"""text-embeddings-inference's API: `/embed`, `/embed_sparse`, `/embed_all`, `/tokenize`, `/decode`, `/info`.
 
 As Haystack's and LlamaIndex's TEI integrations call it: `{"inputs": str | [str],
 "normalize", "truncate", "truncation_direction", "prompt_name", "dimensions"}` answered
@@ -24,7 +24,7 @@ from keepwarm.api.responses import JSONResponse
 from keepwarm.api.schemas import MAX_INPUTS, parse_json_body
 from keepwarm.catalog import ModelSpec
 from keepwarm.catalog.versions import short_version
-from keepwarm.engine import EmbedOptions, ModelInfo
+from keepwarm.engine import Embeddings, EmbedOptions, ModelInfo
 from keepwarm.errors import InvalidRequest, ModelNotFound
 from keepwarm.runtimes.pooling import l2_normalize
 from keepwarm.store import ApiKey
@@ -62,13 +62,14 @@ class TeiEmbedRequest(_TeiBody):
     prompt_name: StrictStr | None = None
     dimensions: StrictInt | None = Field(default=None, ge=1)
 
-    def options(self, expect_version: str | None) -> EmbedOptions:
+    def options(self, expect_version: str | None, output: str = "dense") -> EmbedOptions:
         return EmbedOptions(
             truncate=self.truncate,
             truncate_from="start" if self.truncation_direction.lower() == "left" else "end",
             dimensions=self.dimensions,
             prompt_name=self.prompt_name,
             expect_version=expect_version,
+            outputs=(output,),
         )
 
 
@@ -99,12 +100,31 @@ def tei_router(call: EmbedCall, auth: Auth) -> APIRouter:
             raise ModelNotFound("(default)", [])
         return usable[0]
 
-    async def embed(request: Request, key: ApiKey = Depends(auth.caller)) -> Response:
-        """Embed texts (TEI's `POST /embed`): one vector per input, as a bare array."""
+    async def embed_output(request: Request, key: ApiKey, output: str) -> tuple[Embeddings, TeiEmbedRequest]:
         body = parse_json_body(TeiEmbedRequest, await call.body(request, key))
         model = model_for(key, body.model)
-        options = body.options(call.expected_version(request))
-        result = await call.embed(request, key, model, _texts(body.inputs), options)
+        options = body.options(call.expected_version(request), output)
+        return await call.embed(request, key, model, _texts(body.inputs), options), body
+
+    @router.post("/embed_sparse")
+    async def embed_sparse(request: Request, key: ApiKey = Depends(auth.caller)) -> Response:
+        """Sparse vectors (TEI's `POST /embed_sparse`): each input's non-zero `{index, value}` entries."""
+        result, _ = await embed_output(request, key, "sparse")
+        rows = [
+            [{"index": int(i), "value": float(v)} for i, v in zip(vector.indices, vector.values, strict=True)]
+            for vector in result.sparse or ()
+        ]
+        return JSONResponse(rows, headers=call.headers(key, result))
+
+    @router.post("/embed_all")
+    async def embed_all(request: Request, key: ApiKey = Depends(auth.caller)) -> Response:
+        """Token vectors (TEI's `POST /embed_all`): the model's multi-vector output, one matrix per input."""
+        result, _ = await embed_output(request, key, "multivector")
+        return JSONResponse(list(result.multivectors or ()), headers=call.headers(key, result))
+
+    async def embed(request: Request, key: ApiKey = Depends(auth.caller)) -> Response:
+        """Embed texts (TEI's `POST /embed`): one vector per input, as a bare array."""
+        result, body = await embed_output(request, key, "dense")
         vectors = l2_normalize(result.vectors) if body.normalize else result.vectors
         return JSONResponse(list(vectors), headers=call.headers(key, result))
 

@@ -22,7 +22,7 @@ def vector_settings(spec: ModelSpec) -> dict[str, object]:
     PyTorch), so the runtime only counts for reduced precision, where each rounds
     differently. `auto` records its measured choice beside the artifact, so it stays put.
     """
-    return {
+    settings: dict[str, object] = {
         "pooling": spec.pooling,
         "normalize": spec.normalize,
         "max_tokens": spec.max_tokens,
@@ -31,6 +31,11 @@ def vector_settings(spec: ModelSpec) -> dict[str, object]:
         "default_prompt": spec.default_prompt,
         "precision": "fp32" if spec.dtype == "fp32" else f"{spec.runtime}-{spec.dtype}",
     }
+    if spec.outputs != ("dense",):  # each output is part of the version; dense-only versions are unchanged
+        settings["outputs"] = list(spec.outputs)
+        if spec.head == "masked-lm":
+            settings["splade"] = list(spec.splade)
+    return settings
 
 
 def model_version(spec: ModelSpec, files_fingerprint: str) -> str:

@@ -34,6 +34,7 @@ from keepwarm.runtimes.pooling import l2_normalize
 # tokenizer threads, so the event loop keeps answering other requests meanwhile.
 _INLINE_TOKENIZE_SIZE = 2048
 _CALIBRATION_OPTIONS = EmbedOptions(truncate=True)
+_DENSE = ("dense",)
 
 
 @dataclass
@@ -76,13 +77,13 @@ class Pipeline:
             loop = asyncio.get_running_loop()
             plan = await loop.run_in_executor(self._tokenize_pool, self._plan, served, inputs, options)
         tokenization = time.perf_counter() - started
-        job = self._submit(served, plan, options.priority, admit)
+        job = self._submit(served, plan, options, admit)
         try:
             await asyncio.wrap_future(job.future)
         except asyncio.CancelledError:
             served.scheduler.discard_finished()
             raise
-        result = self._assemble(served, plan, job, options.dimensions, tokenization)
+        result = self._assemble(served, plan, job, options, tokenization)
         if not CALIBRATED.intersection(options.output_dtypes):
             return result
         loop = asyncio.get_running_loop()
@@ -97,9 +98,9 @@ class Pipeline:
         started = time.perf_counter()
         plan = self._plan(served, inputs, options)
         tokenization = time.perf_counter() - started
-        job = self._submit(served, plan, options.priority, admit)
+        job = self._submit(served, plan, options, admit)
         job.future.result()
-        result = self._assemble(served, plan, job, options.dimensions, tokenization)
+        result = self._assemble(served, plan, job, options, tokenization)
         if not CALIBRATED.intersection(options.output_dtypes):
             return result
         return dataclasses.replace(result, ranges=self._ranges(served, options))
@@ -134,7 +135,8 @@ class Pipeline:
                 code="max_tokens_per_request",
             )
         keys = [cache_key(served.version, ids) for ids in tokenized.ids]
-        found = self._cache.get_many(keys) if self._cache else [None] * len(keys)
+        cached = self._cache is not None and options.outputs == _DENSE  # the cache holds dense vectors
+        found = self._cache.get_many(keys) if cached else [None] * len(keys)
         plan = _Plan(tokenized, found, {})
         for position, (key, vector) in enumerate(zip(keys, found, strict=True)):
             if vector is not None:
@@ -146,13 +148,22 @@ class Pipeline:
         self._metrics.cache_lookups.labels("miss").inc(len(keys) - plan.cached_inputs)
         return plan
 
-    def _submit(self, served: ServedModel, plan: _Plan, priority: int, admit: Admission | None) -> Job:
+    def _submit(
+        self, served: ServedModel, plan: _Plan, options: EmbedOptions, admit: Admission | None
+    ) -> Job:
         if admit is not None:
             admit(plan.tokenized.tokens)
+        priority = options.priority
         if priority != ONLINE and served.background:
             served.background.start()
         timeout = self._settings.queue_timeout if priority == ONLINE else None
-        job = Job(len(plan.pending), served.dimensions, priority=priority, queue_timeout=timeout)
+        job = Job(
+            len(plan.pending),
+            served.dimensions,
+            priority=priority,
+            queue_timeout=timeout,
+            outputs=frozenset(options.outputs),
+        )
         ids = plan.tokenized.ids
         items = [
             WorkItem(ids=ids[positions[0]], job=job, index=n)
@@ -165,16 +176,17 @@ class Pipeline:
         return job
 
     def _assemble(
-        self, served: ServedModel, plan: _Plan, job: Job, dimensions: int | None, tokenization: float
+        self, served: ServedModel, plan: _Plan, job: Job, options: EmbedOptions, tokenization: float
     ) -> Embeddings:
+        dimensions = options.dimensions
         computed = job.vectors
-        vectors = np.empty((len(plan.vectors), served.dimensions), dtype=np.float32)
+        vectors = np.empty((len(plan.vectors), computed.shape[1]), dtype=np.float32)
         for position, vector in enumerate(plan.vectors):
             if vector is not None:
                 vectors[position] = vector
         for row, positions in enumerate(plan.pending.values()):
             vectors[positions] = computed[row]
-        if self._cache is not None and plan.pending:
+        if self._cache is not None and plan.pending and computed.shape[1]:
             self._cache.put_many([(key, computed[row]) for row, key in enumerate(plan.pending)])
         repeated = sum(len(p) - 1 for p in plan.pending.values())
         saved_tokens = plan.cached_tokens + sum(
@@ -182,7 +194,7 @@ class Pipeline:
         )
         if plan.tokenized.owners is not None:
             vectors = _combine_chunks(vectors, plan.tokenized, normalize=served.spec.normalize)
-        if dimensions is not None and dimensions != served.dimensions:
+        if dimensions is not None and dimensions != served.dimensions and computed.shape[1]:
             vectors = l2_normalize(vectors[:, :dimensions])
         return Embeddings(
             vectors,
@@ -191,7 +203,24 @@ class Pipeline:
             plan.cached_inputs + repeated,
             saved_tokens,
             _timings(job, tokenization),
+            **_extras(plan, job, options),
         )
+
+
+def _extras(plan: _Plan, job: Job, options: EmbedOptions) -> dict[str, list]:
+    """The sparse and multi-vector outputs asked for, in input order (RowOutputs per computed input)."""
+    if job.extras is None:
+        return {}
+    rows: list = [None] * len(plan.vectors)
+    for row, positions in enumerate(plan.pending.values()):
+        for position in positions:
+            rows[position] = job.extras[row]
+    extras: dict[str, list] = {}
+    if "sparse" in options.outputs:
+        extras["sparse"] = [row.sparse.top(options.sparse_top_k) for row in rows]
+    if "multivector" in options.outputs:
+        extras["multivectors"] = [row.multivector for row in rows]
+    return extras
 
 
 def _overflow(served: ServedModel, options: EmbedOptions) -> str:
@@ -238,6 +267,22 @@ def _check_options(served: ServedModel, options: EmbedOptions) -> None:
                 f"got {dimensions}",
                 param="dimensions",
             )
+    missing = [kind for kind in options.outputs if kind not in spec.outputs]
+    if missing:
+        raise InvalidRequest(
+            f"model '{spec.name}' has no {missing[0]} output; it answers: {', '.join(spec.outputs)}",
+            param="outputs",
+            code="output_not_available",
+        )
+    if options.outputs != _DENSE and (options.truncate is None and spec.overflow == "chunk"):
+        raise InvalidRequest(
+            "sparse and multi-vector outputs need one window per input: send truncate true or false",
+            param="truncate",
+        )
+    if "dense" not in options.outputs and set(options.output_dtypes) - {"float"}:
+        raise InvalidRequest(
+            "output_dtype compresses dense vectors: ask for the dense output", param="output_dtype"
+        )
     unknown = [dtype for dtype in options.output_dtypes if dtype not in OUTPUT_DTYPES]
     if unknown:
         raise InvalidRequest(

@@ -19,6 +19,7 @@ from keepwarm.catalog.versions import short_version, version_label
 from keepwarm.engine.scheduler import CallLimitSettings
 from keepwarm.engine.work import ONLINE
 from keepwarm.outputs.compress import quantize
+from keepwarm.outputs.sparse import SparseVector
 
 Inputs = Sequence[str] | Sequence[Sequence[int]]
 # Called with a request's token count after tokenization, before it is queued; raises to refuse it.
@@ -55,6 +56,9 @@ class EmbedOptions:
     expect_version: str | None = None  # the version the caller's index was built with (409 if not current)
     # compressed forms the caller will encode (outputs/compress.py); int8/uint8 bring calibrated ranges
     output_dtypes: tuple[str, ...] = ()
+    # which of the model's outputs to answer (catalog/spec.py OUTPUT_KINDS), all from one model call
+    outputs: tuple[str, ...] = ("dense",)
+    sparse_top_k: int | None = None  # keep only the heaviest entries of each sparse vector
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,8 @@ class Embeddings:
     cached_tokens: int = 0
     timings: Timings = Timings()
     ranges: np.ndarray | None = None  # (2, dim) calibrated [min; max], when int8/uint8 was asked for
+    sparse: list[SparseVector] | None = None  # per input, when the sparse output was asked for
+    multivectors: list[np.ndarray] | None = None  # per input [tokens, dim], when asked for
 
     def compressed(self, dtype: str) -> np.ndarray:
         """The vectors in `dtype` (outputs/compress.py), with this version's calibrated ranges."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from keepwarm.engine.scheduler import Scheduler
-from keepwarm.engine.work import WorkItem
+from keepwarm.engine.work import DENSE_ONLY, WorkItem
 from keepwarm.errors import NotReady
 from keepwarm.runtimes.base import Runtime
 
@@ -109,8 +109,15 @@ class ModelWorker:
         Returns how many model calls failed (0 when the call simply worked).
         """
         started = time.perf_counter()
+        wanted = frozenset().union(*(item.job.outputs for item in items))
         try:
-            vectors = self.runtime.embed(*pad_rows([item.ids for item in items], self.pad_id))
+            if wanted == DENSE_ONLY:
+                vectors = self.runtime.embed(*pad_rows([item.ids for item in items], self.pad_id))
+                produced = [None] * len(items)
+            else:  # one call for every output any of these inputs asked for (outputs/heads.py)
+                ids, mask = pad_rows([item.ids for item in items], self.pad_id)
+                produced = self.runtime.produce(ids, mask, wanted)
+                vectors = [row.dense for row in produced]
         except Exception as exc:  # noqa: BLE001 - any runtime fault must stay inside this call
             if len(items) > 1:
                 log.warning(
@@ -126,6 +133,6 @@ class ModelWorker:
             )
             return 1
         seconds_per_token = (time.perf_counter() - started) / sum(item.length for item in items)
-        for item, vector in zip(items, vectors, strict=True):
-            item.job.deliver(item.index, vector, seconds_per_token * item.length)
+        for item, vector, extras in zip(items, vectors, produced, strict=True):
+            item.job.deliver(item.index, vector, seconds_per_token * item.length, extras)
         return 0
