@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
+from helpers import start_server
 from helpers.outputs import bge_m3_reference, tiny_bge_m3, tiny_splade
 
 from keepwarm.catalog import ArtifactStore, DigestCache, directory_fingerprint, read_model_spec
@@ -142,3 +145,88 @@ def test_each_output_is_part_of_the_model_version(m3_dir: Path) -> None:
     assert spec.outputs == ALL_OUTPUTS
     dense_only = dataclasses.replace(spec, outputs=("dense",))
     assert model_version(spec, "files") != model_version(dense_only, "files")
+
+
+@pytest.fixture(scope="module")
+def outputs_server(outputs_data: Path, log_dir: Path, m3_dir: Path, splade_dir: Path):  # noqa: ANN201
+    """A server for both tiny models; it reuses the exports the in-process tests built in `outputs_data`."""
+    running = start_server(
+        outputs_data, log_dir, "--model", f"m3={m3_dir}", "--model", f"splade={splade_dir}"
+    )
+    yield running
+    running.stop()
+
+
+def test_models_list_each_models_outputs(outputs_server) -> None:  # noqa: ANN001
+    models = {m["id"]: m for m in httpx.get(f"{outputs_server.v1}/models").json()["data"]}
+    assert models["m3"]["outputs"] == list(ALL_OUTPUTS)
+    assert models["splade"]["outputs"] == ["sparse"]
+
+
+def test_openai_route_answers_every_output_with_base64_token_matrices(outputs_server) -> None:  # noqa: ANN001
+    body = {"model": "m3", "input": TEXTS, "outputs": list(ALL_OUTPUTS), "encoding_format": "base64"}
+    answer = httpx.post(f"{outputs_server.v1}/embeddings", json=body)
+    assert answer.status_code == 200 and answer.headers["x-model-version"]
+    first = answer.json()["data"][0]
+    assert set(first["sparse_embedding"]) == {"indices", "values"}
+    shape = first["multi_vector"]["shape"]
+    matrix = np.frombuffer(base64.b64decode(first["multi_vector"]["data"]), dtype="<f4").reshape(shape)
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1, atol=1e-5)
+
+
+def test_tei_embed_sparse_and_embed_all(outputs_server) -> None:  # noqa: ANN001
+    sparse = httpx.post(f"{outputs_server.url}/embed_sparse", json={"inputs": TEXTS[:2], "model": "splade"})
+    assert sparse.status_code == 200
+    assert set(sparse.json()[0][0]) == {"index", "value"}
+    tokens = httpx.post(f"{outputs_server.url}/embed_all", json={"inputs": "short", "model": "m3"}).json()
+    assert np.asarray(tokens[0]).shape[1] == 24
+
+
+def test_a_missing_output_is_a_400_in_the_dialects_envelope(outputs_server) -> None:  # noqa: ANN001
+    openai = httpx.post(f"{outputs_server.v1}/embeddings", json={"model": "splade", "input": "a"})
+    assert openai.status_code == 400 and "it answers: sparse" in openai.json()["error"]["message"]
+    tei = httpx.post(f"{outputs_server.url}/embed_all", json={"inputs": "a", "model": "splade"})
+    assert tei.status_code == 422 and tei.json()["error_type"] == "Validation"
+
+
+def test_qdrant_stores_the_sparse_output_beside_the_dense_and_finds_by_either(outputs_server) -> None:  # noqa: ANN001
+    from openai import OpenAI
+    from qdrant_client import QdrantClient, models
+
+    client = OpenAI(base_url=outputs_server.v1, api_key="unused", max_retries=0)
+
+    def embed(texts: list[str]) -> list:
+        return client.embeddings.create(
+            model="m3", input=texts, extra_body={"outputs": ["dense", "sparse"]}
+        ).data
+
+    store = QdrantClient(":memory:")
+    store.create_collection(
+        "docs",
+        vectors_config={"dense": models.VectorParams(size=32, distance=models.Distance.COSINE)},
+        sparse_vectors_config={"sparse": models.SparseVectorParams()},
+    )
+    points = [
+        models.PointStruct(
+            id=i,
+            vector={
+                "dense": item.embedding,
+                "sparse": models.SparseVector(**item.model_extra["sparse_embedding"]),
+            },
+        )
+        for i, item in enumerate(embed(TEXTS))
+    ]
+    store.upsert("docs", points=points)
+    (query,) = embed([TEXTS[1]])
+    sparse_query = models.SparseVector(**query.model_extra["sparse_embedding"])
+    by_sparse = store.query_points("docs", query=sparse_query, using="sparse", limit=1).points
+    hybrid = store.query_points(
+        "docs",
+        prefetch=[
+            models.Prefetch(query=sparse_query, using="sparse", limit=3),
+            models.Prefetch(query=query.embedding, using="dense", limit=3),
+        ],
+        query=models.FusionQuery(fusion=models.Fusion.RRF),
+        limit=1,
+    ).points
+    assert by_sparse[0].id == hybrid[0].id == 1
