@@ -139,3 +139,16 @@ def test_every_dialect_answers_with_the_model_version(server) -> None:  # noqa: 
     ]
     versions = {answer.headers["x-model-version"] for answer in answers}
     assert len(versions) == 1 and all(answer.status_code == 200 for answer in answers)
+
+
+def test_openai_output_dtype_int8_in_base64_is_the_quantized_bytes(server) -> None:  # noqa: ANN001
+    import base64
+
+    url = f"{server.v1}/embeddings"
+    floats = httpx.post(url, json={"model": MODEL, "input": DOCS}, timeout=60).json()["data"]
+    body = {"model": MODEL, "input": DOCS, "output_dtype": "int8", "encoding_format": "base64"}
+    packed = httpx.post(url, json=body, timeout=60).json()["data"]
+    vectors = np.asarray([item["embedding"] for item in floats], dtype=np.float32)
+    expected = quantize(vectors, "int8", calibration_ranges(server.data_dir, MODEL))
+    actual = np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype=np.int8) for item in packed])
+    assert np.array_equal(actual, expected)
