@@ -1,7 +1,8 @@
-"""The HTTP layer: OpenAI-compatible routes over the engine.
+"""The HTTP layer: OpenAI's routes over the engine, with the other dialects' routers beside them.
 
 Nothing here knows how vectors are made. Routes authenticate, parse, call the engine
-once, meter the answer, and encode it; every failure leaves as OpenAI's error envelope.
+once (api/embed_call.py, shared by the Cohere, TEI and Infinity routes), meter the answer,
+and encode it; every failure leaves in its route's error envelope (api/envelopes.py).
 """
 
 from __future__ import annotations
