@@ -1,7 +1,8 @@
-"""The HTTP layer: OpenAI-compatible routes over the engine.
+"""The HTTP layer: OpenAI's routes over the engine, with the other dialects' routers beside them.
 
 Nothing here knows how vectors are made. Routes authenticate, parse, call the engine
-once, meter the answer, and encode it; every failure leaves as OpenAI's error envelope.
+once (api/serving.py, shared by the Cohere, TEI and Infinity routes), meter the answer,
+and encode it; every failure leaves in its route's error envelope (api/envelopes.py).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from functools import partial
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,23 +19,24 @@ from starlette.responses import Response
 
 from keepwarm.api.admin import admin_router
 from keepwarm.api.auth import Auth, as_seen_by, check_model_allowed
+from keepwarm.api.cohere import cohere_router
 from keepwarm.api.envelopes import envelope_of
-from keepwarm.api.http import ClientDisconnected, read_body, unless_disconnected
+from keepwarm.api.http import ClientDisconnected
+from keepwarm.api.infinity import add_infinity_paths
 from keepwarm.api.lifecycle import Lifecycle
 from keepwarm.api.limits import RateLimiter
 from keepwarm.api.middleware import RequestMiddleware, record_of
 from keepwarm.api.responses import (
     JSONResponse,
     embeddings_body,
-    embeddings_headers,
     error_body,
     model_body,
-    usage_event,
 )
 from keepwarm.api.schemas import EmbeddingRequest, parse_embedding_request
+from keepwarm.api.serving import Serving
 from keepwarm.api.settings import ApiSettings
 from keepwarm.api.store_access import StoreAccess
-from keepwarm.catalog import ModelSpec
+from keepwarm.api.tei import tei_router
 from keepwarm.engine import Engine
 from keepwarm.errors import ConfigError, InvalidRequest, KeepwarmError, ModelNotFound, NotReady
 from keepwarm.store import ApiKey
@@ -109,6 +110,7 @@ def create_app(
         app.include_router(router)
     app.include_router(admin_router(auth, store, settings.pricing))
     served_names = list(dict.fromkeys(name for spec in engine.specs for name in spec.names))
+    call = Serving(engine, store, limiter, settings)
 
     @app.post(
         "/v1/embeddings",
@@ -123,26 +125,17 @@ def create_app(
     )
     async def create_embeddings(request: Request, key: ApiKey = Depends(auth.caller)) -> Response:
         """Embed text or token ids (OpenAI's `POST /v1/embeddings`)."""
-        record = record_of(request)
-        limiter.check_request(key)
-        body = parse_embedding_request(await read_body(request, settings.max_body_bytes))
-
-        def authorize(spec: ModelSpec) -> None:  # on the exact version the engine then serves
-            check_model_allowed(key, body.model, spec.names)
-            record.model = spec.name
-
-        options = body.options(request.headers.get("x-expect-model-version"))
-        admit = partial(limiter.check_tokens, key) if key.tpm is not None else None
-        embedding = engine.embed(body.model, body.input, options, admit=admit, authorize=authorize)
-        result = await unless_disconnected(request, embedding)
-        event = usage_event(key.id, result)
-        await store.call(store.usage.record, event)  # committed before the answer leaves
-        record.result = result
+        body = parse_embedding_request(await call.body(request, key))
+        options = body.options(call.expected_version(request))
+        result = await call.embed(request, key, body.model, body.input, options)
         return JSONResponse(
             embeddings_body(
-                result, requested_model=body.model, encoding_format=body.encoding_format or "float"
+                result,
+                requested_model=body.model,
+                encoding_format=body.encoding_format or "float",
+                output_dtype=body.output_dtype or "float",
             ),
-            headers=embeddings_headers(result) | limiter.headers(key),
+            headers=call.headers(key, result),
         )
 
     @app.get("/v1/models")
@@ -195,6 +188,9 @@ def create_app(
         """Prometheus metrics."""
         return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(cohere_router(call, auth))
+    app.include_router(tei_router(call, auth))
+    add_infinity_paths(app)
     _register_request_schema(app, served_names)
     return app
 

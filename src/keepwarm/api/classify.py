@@ -112,14 +112,14 @@ def classify_routers(serving: Serving, auth: Auth) -> list[APIRouter]:
             return serving.engine.classify(body.model, texts, options, authorize=authorize, admit=admit)
 
         result = await serving.answer(request, key, body.model, call)
-        return JSONResponse(_classify_body(result, body.model), headers=serving.headers(result, key))
+        return JSONResponse(_classify_body(result, body.model), headers=serving.headers(key, result))
 
     @tei.post("/predict")
     async def predict(request: Request, key: ApiKey = Depends(auth.caller)) -> JSONResponse:
         """Labels and scores for one input or several (text-embeddings-inference's `POST /predict`)."""
         body = parse_json_body(PredictRequest, await serving.body(request, key))
         texts = _check_count(_as_list(body.inputs), "inputs")
-        model = body.model or serving.only_model(key, "classify")
+        model = body.model or serving.default_model(key, "classify")
         expect = request.headers.get("x-expect-model-version")
         options = ScoreOptions(truncate=body.truncate, expect_version=expect)
 
@@ -129,6 +129,6 @@ def classify_routers(serving: Serving, auth: Auth) -> list[APIRouter]:
         result = await serving.answer(request, key, model, call)
         predictions = _predictions(result, body.raw_scores)
         content = predictions[0] if isinstance(body.inputs, str) else predictions
-        return JSONResponse(content, headers=serving.headers(result, key))
+        return JSONResponse(content, headers=serving.headers(key, result))
 
     return [openai, tei]

@@ -9,7 +9,7 @@ document side (engine/pairs.py). Errors are Cohere's `{id, message}`.
 
 text-embeddings-inference's `/rerank` takes `{query, texts, raw_scores, return_text,
 truncate, truncation_direction}` and answers `[{index, score, text?}]`, best first; TEI
-serves one model and its clients send none, so a body without `model` goes to the one
+serves one model and its clients send none, so a body without `model` goes to the first
 reranker the key may use. Errors are TEI's `{error, error_type}`.
 
 Scores are the model's relevance scores after its activation (CrossEncoder.predict);
@@ -171,7 +171,7 @@ def rerank_routers(serving: Serving, auth: Auth) -> list[APIRouter]:
 
         result = await serving.answer(request, key, body.model, call)
         content = cohere_rerank_body(result, body, record_of(request).id)
-        return JSONResponse(content, headers=serving.headers(result, key))
+        return JSONResponse(content, headers=serving.headers(key, result))
 
     cohere.add_api_route("/v1/rerank", rerank_cohere, methods=["POST"])
     cohere.add_api_route("/v2/rerank", rerank_cohere, methods=["POST"])
@@ -180,7 +180,7 @@ def rerank_routers(serving: Serving, auth: Auth) -> list[APIRouter]:
     async def rerank_tei(request: Request, key: ApiKey = Depends(auth.caller)) -> JSONResponse:
         """Rerank texts against a query (text-embeddings-inference's `POST /rerank`)."""
         body = parse_json_body(TeiRerankRequest, await serving.body(request, key))
-        model = body.model or serving.only_model(key, "rerank")
+        model = body.model or serving.default_model(key, "rerank")
         options = body.options(request.headers.get("x-expect-model-version"))
 
         def call(authorize: Authorization, admit: Admission | None) -> Awaitable[Scores]:
@@ -189,6 +189,6 @@ def rerank_routers(serving: Serving, auth: Auth) -> list[APIRouter]:
             )
 
         result = await serving.answer(request, key, model, call)
-        return JSONResponse(_tei_body(result, body), headers=serving.headers(result, key))
+        return JSONResponse(_tei_body(result, body), headers=serving.headers(key, result))
 
     return [cohere, tei]

@@ -8,7 +8,6 @@ little-endian float32 bytes, which is what OpenAI's clients decode.
 from __future__ import annotations
 
 import base64
-import sys
 from typing import Any
 
 import numpy as np
@@ -17,9 +16,8 @@ from starlette.responses import Response
 
 from keepwarm.catalog.versions import short_version
 from keepwarm.engine import Answer, Embeddings, ModelView
+from keepwarm.outputs.sparse import SparseVector
 from keepwarm.store import UsageEvent
-
-_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 class JSONResponse(Response):
@@ -31,25 +29,47 @@ class JSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def _base64_rows(vectors: np.ndarray) -> list[str]:
-    little = vectors if _LITTLE_ENDIAN else vectors.astype("<f4")
-    little = np.ascontiguousarray(little, dtype="<f4")
+def base64_rows(vectors: np.ndarray) -> list[str]:
+    """Each row's raw little-endian bytes (float32, or the int8/uint8 of a compressed dtype), base64."""
+    little = np.ascontiguousarray(vectors, dtype=vectors.dtype.newbyteorder("<"))
     return [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
 
 
-def embeddings_body(result: Embeddings, *, requested_model: str, encoding_format: str) -> dict[str, Any]:
+def embeddings_body(
+    result: Embeddings, *, requested_model: str, encoding_format: str, output_dtype: str = "float"
+) -> dict[str, Any]:
     """The `/v1/embeddings` response: data in input order, model echoed, token usage."""
-    vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
-    rows: list[Any] = _base64_rows(vectors) if encoding_format == "base64" else list(vectors)
+    data: list[dict[str, Any]] = [{"object": "embedding", "index": i} for i in range(len(result.vectors))]
+    if result.vectors.shape[1]:  # the dense output was asked for
+        vectors = np.ascontiguousarray(result.compressed(output_dtype))
+        rows: list[Any] = base64_rows(vectors) if encoding_format == "base64" else list(vectors)
+        for item, row in zip(data, rows, strict=True):
+            item["embedding"] = row
+    for item, vector in zip(data, result.sparse or (), strict=False):
+        item["sparse_embedding"] = sparse_body(vector)
+    for item, matrix in zip(data, result.multivectors or (), strict=False):
+        item["multi_vector"] = multivector_body(matrix, encoding_format)
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)],
+        "data": data,
         "model": requested_model,
         "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
         # extensions (ignored by OpenAI's clients): which version made these vectors, what the cache saved
         "model_version": result.model.short_version,
         "cache": {"cached_inputs": result.cached_inputs, "cached_tokens": result.cached_tokens},
     }
+
+
+def sparse_body(vector: SparseVector) -> dict[str, Any]:
+    """One sparse vector: ascending vocabulary ids and their weights (qdrant's SparseVector shape)."""
+    return {"indices": vector.indices, "values": vector.values}
+
+
+def multivector_body(matrix: np.ndarray, encoding_format: str) -> Any:
+    """One input's token vectors: rows of floats, or base64 of the float32 matrix with its shape."""
+    if encoding_format == "base64":
+        return {"shape": list(matrix.shape), "data": base64_rows(matrix.reshape(1, -1))[0]}
+    return matrix
 
 
 def _version_body(view: ModelView) -> dict[str, Any]:
@@ -68,6 +88,7 @@ def _version_body(view: ModelView) -> dict[str, Any]:
         "default_prompt": spec.default_prompt,
         "overflow": spec.overflow,
         "matryoshka_dims": list(spec.matryoshka_dims),
+        "outputs": list(spec.outputs),
         "token_ids": spec.token_ids,
         "device": spec.device,
         "dtype": spec.dtype,

@@ -124,6 +124,21 @@ class EmbeddingRequest(BaseModel):
         description="keepwarm extension: the model version your index was built with; 409 if `model` "
         "now resolves to another (same as the X-Expect-Model-Version header).",
     )
+    output_dtype: Literal["float", "int8", "uint8", "binary", "ubinary"] | None = Field(
+        default=None,
+        description="keepwarm extension (Voyage's name): int8/uint8 per-dimension scalar quantization with "
+        "the model version's calibrated ranges, binary/ubinary packed sign bits (8 dimensions per value).",
+    )
+
+    outputs: list[Literal["dense", "sparse", "multivector"]] | None = Field(
+        default=None,
+        min_length=1,
+        description="keepwarm extension: which of the model's outputs to answer (default dense), all from "
+        "one model call: `embedding`, `sparse_embedding` {indices, values}, `multi_vector` token vectors.",
+    )
+    sparse_top_k: StrictInt | None = Field(
+        default=None, ge=1, description="keepwarm extension: keep each sparse vector's heaviest entries only."
+    )
 
     @model_validator(mode="after")
     def _one_prompt(self) -> EmbeddingRequest:
@@ -151,6 +166,9 @@ class EmbeddingRequest(BaseModel):
             prompt_name=self.prompt,
             expect_version=self.expect_version or expect_version,
             priority=priority,
+            output_dtypes=(self.output_dtype,) if self.output_dtype else (),
+            outputs=tuple(dict.fromkeys(self.outputs)) if self.outputs else ("dense",),
+            sparse_top_k=self.sparse_top_k,
         )
 
 

@@ -1,10 +1,13 @@
 """One answered engine call, the same way for every dialect's route: limits, permission, metering.
 
-`/v1/embeddings` does these steps in api/app.py; the rerank and classify dialects share
-this object instead of repeating them: the request limit, the body under its size limit,
-the key's model permission checked on the exact version that answers, the token limit
-before anything is queued, the usage record committed before the answer leaves, and the
-answer handed to the middleware for metrics and timing headers.
+The OpenAI, Cohere, text-embeddings-inference and Infinity routes differ only in how
+they parse a body and write an answer; everything between is this one object: the
+request limit, the body under its size limit, the key's model permission checked on the
+exact version that answers, the token limit before anything is queued, the usage record
+committed before the answer leaves, the answer handed to the middleware for metrics and
+timing headers, and the `X-Model-Version` and rate-limit headers. So keys, limits, pins,
+usage and metrics behave the same whichever dialect (and task: embed, rerank, classify)
+a client speaks.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from keepwarm.api.responses import embeddings_headers, usage_event
 from keepwarm.api.settings import ApiSettings
 from keepwarm.api.store_access import StoreAccess
 from keepwarm.catalog import ModelSpec
-from keepwarm.engine import Answer, Engine
+from keepwarm.engine import Answer, Embeddings, EmbedOptions, Engine, Inputs
 from keepwarm.engine.types import Admission, Authorization
-from keepwarm.errors import InvalidRequest
+from keepwarm.errors import ModelNotFound
 from keepwarm.store import ApiKey
 
 A = TypeVar("A", bound=Answer)
@@ -43,40 +46,53 @@ class Serving:
     settings: ApiSettings
 
     async def body(self, request: Request, key: ApiKey) -> bytes:
-        """The request's body, after the key's request-per-minute limit."""
+        """The request's body, after the key's request-per-minute limit (413 past the size limit)."""
         self.limiter.check_request(key)
         return await read_body(request, self.settings.max_body_bytes)
 
     async def answer(self, request: Request, key: ApiKey, model: str, call: Call[A]) -> A:
         """Run `call` for `model` under the key's permission and token limit, and meter its answer."""
+        admit = partial(self.limiter.check_tokens, key) if key.tpm is not None else None
+        result = await unless_disconnected(request, call(self.authorizer(request, key, model), admit))
+        await self.store.call(self.store.usage.record, usage_event(key.id, result))  # committed first
+        record_of(request).result = result
+        return result
+
+    async def embed(
+        self, request: Request, key: ApiKey, model: str, inputs: Inputs, options: EmbedOptions
+    ) -> Embeddings:
+        """Embed with the version `model` resolves to, if `key` may use it; metered before it returns."""
+
+        def call(authorize: Authorization, admit: Admission | None) -> Awaitable[Embeddings]:
+            return self.engine.embed(model, inputs, options, admit=admit, authorize=authorize)
+
+        return await self.answer(request, key, model, call)
+
+    def authorizer(self, request: Request, key: ApiKey, model: str) -> Authorization:
+        """The engine's check, on the exact version it then serves: may `key` use `model`?"""
         record = record_of(request)
 
-        def authorize(spec: ModelSpec) -> None:  # on the exact version the engine then serves
+        def authorize(spec: ModelSpec) -> None:
             check_model_allowed(key, model, spec.names)
             record.model = spec.name
 
-        admit = partial(self.limiter.check_tokens, key) if key.tpm is not None else None
-        result = await unless_disconnected(request, call(authorize, admit))
-        await self.store.call(self.store.usage.record, usage_event(key.id, result))
-        record.result = result
-        return result
+        return authorize
 
-    def headers(self, result: Answer, key: ApiKey) -> dict[str, str]:
+    def headers(self, key: ApiKey, result: Answer) -> dict[str, str]:
         """The model version that answered, and the key's rate-limit state."""
         return embeddings_headers(result) | self.limiter.headers(key)
 
-    def only_model(self, key: ApiKey, task: str) -> str:
-        """For a request naming no model (TEI's dialect): the one model of `task` the key may use."""
-        names = [
-            view.spec.name
-            for view in self.engine.catalog()
-            if view.current and view.spec.task == task and key.may_use(view.spec.names)
-        ]
-        if len(names) != 1:
-            served = ", ".join(sorted(names)) or "none"
-            raise InvalidRequest(
-                f"This request names no model, and this server has {len(names)} {task} models for "
-                f'this key ({served}); send "model" to choose one.',
-                param="model",
-            )
-        return names[0]
+    def expected_version(self, request: Request) -> str | None:
+        """The version the caller's index was built with, from the X-Expect-Model-Version header."""
+        return request.headers.get("x-expect-model-version")
+
+    def default_model(self, key: ApiKey, task: str) -> str:
+        """For a request naming no model (TEI's dialect serves one per process): the first of `task`.
+
+        The first current model in catalog order that does `task` and that the key may use,
+        so a TEI client pointed at a server with several models reaches the same one each time.
+        """
+        for view in self.engine.catalog():
+            if view.current and view.spec.task == task and key.may_use(view.spec.names):
+                return view.spec.name
+        raise ModelNotFound("(default)", [], f" (no {task} model this key may use)")

@@ -232,8 +232,12 @@ class Execution:
         result = await self._call(
             key, lambda admit: self.engine.embed(model, request.input, options, admit=admit), waits
         )
-        encoding = request.encoding_format or "float"
-        return result, embeddings_body(result, requested_model=request.model, encoding_format=encoding)
+        return result, embeddings_body(
+            result,
+            requested_model=request.model,
+            encoding_format=request.encoding_format or "float",
+            output_dtype=request.output_dtype or "float",
+        )
 
     async def _rerank_line(
         self, model: str, key: ApiKey, raw: bytes, custom_id: str, waits: _BudgetWaits

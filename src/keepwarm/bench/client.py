@@ -43,16 +43,22 @@ class Request:
     body: bytes
 
 
-def prepare(model: str, texts: list[str], per_request: int) -> list[Request]:
+def prepare(
+    model: str, texts: list[str], per_request: int, outputs: tuple[str, ...] = ("dense",)
+) -> list[Request]:
     """Cut the texts into requests of `per_request` texts, bodies serialised once up front.
 
-    Long texts are truncated to the model's limit, as the in-process baselines do.
+    Long texts are truncated to the model's limit, as the in-process baselines do. `outputs`
+    beyond dense are asked for too (and answered from the same model calls).
     """
+    extra = {"outputs": list(outputs)} if outputs != ("dense",) else {}
     return [
         Request(
             start,
             len(chunk),
-            orjson.dumps({"model": model, "input": chunk, "encoding_format": "base64", "truncate": True}),
+            orjson.dumps(
+                {"model": model, "input": chunk, "encoding_format": "base64", "truncate": True, **extra}
+            ),
         )
         for start in range(0, len(texts), per_request)
         if (chunk := texts[start : start + per_request])

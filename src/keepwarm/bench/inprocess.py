@@ -22,6 +22,7 @@ from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.engine import Engine
 from keepwarm.engine.model import ServedModel
 from keepwarm.engine.tokenization import ModelTokenizer
+from keepwarm.engine.work import DENSE_ONLY
 from keepwarm.engine.worker import pad_rows
 from keepwarm.machine import available_cores
 from keepwarm.runtimes.base import Runtime
@@ -39,6 +40,13 @@ class Baseline:
     label: str
     runtime: Runtime
     tokenizer: ModelTokenizer
+    outputs: frozenset[str] = DENSE_ONLY  # with sparse/multivector: computed too, as the server does
+
+    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """The dense vectors of one model call, computing every other output asked for alongside."""
+        if self.outputs == DENSE_ONLY:
+            return self.runtime.embed(input_ids, attention_mask)
+        return np.stack([row.dense for row in self.runtime.produce(input_ids, attention_mask, self.outputs)])
 
 
 def load_served(spec: ModelSpec, data_dir: Path) -> tuple[Engine, ServedModel]:
@@ -74,7 +82,7 @@ def single_calls(baseline: Baseline, text: str, count: int, gap: float, progress
         time.sleep(gap)
         started = time.perf_counter()
         ids = baseline.tokenizer.encode_texts([text], overflow="truncate").ids
-        baseline.runtime.embed(*pad_rows(ids, baseline.tokenizer.pad_id))
+        baseline.embed(*pad_rows(ids, baseline.tokenizer.pad_id))
         result.add(1, len(ids[0]), time.perf_counter() - started)
         progress(1)
     result.seconds = sum(result.latencies)
@@ -112,7 +120,7 @@ def _embed_sorted(
     return _run_sorted(
         [len(row) for row in ids],
         per_call,
-        lambda rows: baseline.runtime.embed(*pad_rows([ids[i] for i in rows], pad_id)),
+        lambda rows: baseline.embed(*pad_rows([ids[i] for i in rows], pad_id)),
         progress,
         result,
     )

@@ -58,6 +58,7 @@ class BenchOptions:
     texts_per_call: int = 32  # in-process baselines: texts per model call
     repeat: int = 1
     max_seconds: float = 300.0
+    outputs: tuple[str, ...] = ("dense",)  # what each request asks for (dense first, then sparse/multivector)
     sentence_transformers: bool = False
 
 
@@ -81,18 +82,23 @@ def run_benchmark(options: BenchOptions, track: Tracker) -> Measured:
     """Measure every requested phase; the result feeds `report.build_report`."""
     measured = Measured()
     measured.conditions["load_average_at_start"] = _load_average()
+    measured.conditions["outputs"] = list(options.outputs)
     with _server(options, measured) as (url, process):
         engine, served = inprocess.load_served(options.spec, options.data_dir)
         try:
             measured.server["runtime"] = _served_runtime(url, options.spec.name, options.api_key)
             measured.labels["inprocess"] = f"in-process {served.runtime.name} {served.opened.dtype}"
             baselines = {
-                "inprocess": Baseline(measured.labels["inprocess"], served.runtime, served.tokenizer)
+                "inprocess": Baseline(
+                    measured.labels["inprocess"], served.runtime, served.tokenizer, frozenset(options.outputs)
+                )
             }
             reference = inprocess.onnx_reference(served, options.data_dir)
             if reference is not served.runtime:
                 measured.labels["onnx_fp32"] = "in-process onnx fp32 (reference)"
-                baselines["onnx_fp32"] = Baseline(measured.labels["onnx_fp32"], reference, served.tokenizer)
+                baselines["onnx_fp32"] = Baseline(
+                    measured.labels["onnx_fp32"], reference, served.tokenizer, frozenset(options.outputs)
+                )
             if {"closed", "bursts"} & set(options.modes):
                 for _ in range(options.repeat):
                     _throughput_round(options, baselines, url, process, measured, track)
@@ -170,7 +176,7 @@ def _throughput_round(
                 baseline, options.texts, options.texts_per_call, advance
             )
         measured.record(name, result)
-    requests = client.prepare(options.spec.name, options.texts, options.texts_per_request)
+    requests = client.prepare(options.spec.name, options.texts, options.texts_per_request, options.outputs)
     if "closed" in options.modes:
         label = f"server, {options.clients} clients × {options.texts_per_request} texts"
         _server_phase(
@@ -215,7 +221,7 @@ def _idle_round(
         measured.record(
             "single_call", inprocess.single_calls(baseline, options.idle_text, count, gap, advance)
         )
-    request = client.prepare(options.spec.name, [options.idle_text], 1)[0]
+    request = client.prepare(options.spec.name, [options.idle_text], 1, options.outputs)[0]
     _server_phase(
         measured,
         "idle",
@@ -251,6 +257,7 @@ def _server_phase(
                 options.spec.name,
                 options.texts[: connections * options.texts_per_request],
                 options.texts_per_request,
+                options.outputs,
             )
         )
         server_cpu.append(process.cpu_seconds() if process else None)

@@ -26,7 +26,7 @@ Overflow = Literal["error", "truncate", "chunk"]
 LoadPolicy = Literal["eager", "lazy"]
 Task = Literal["embed", "rerank", "classify"]
 # which transformers head the model is loaded and exported with (runtimes/heads.py)
-Head = Literal["base", "sequence-classification", "causal-lm"]
+Head = Literal["base", "sequence-classification", "causal-lm", "masked-lm"]
 Activation = Literal["sigmoid", "softmax", "identity"]
 POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max", "lasttoken")
 TOKEN_ID_INPUTS: tuple[str, ...] = ("cl100k", "model")
@@ -36,6 +36,8 @@ DEVICES: tuple[str, ...] = ("cpu", "cuda")
 OVERFLOWS: tuple[str, ...] = ("error", "truncate", "chunk")
 LOAD_POLICIES: tuple[str, ...] = ("eager", "lazy")
 TASKS: tuple[str, ...] = ("embed", "rerank", "classify")
+# what an embedding model can answer (outputs/heads.py): pooled vectors, sparse vectors, token vectors
+OUTPUT_KINDS: tuple[str, ...] = ("dense", "sparse", "multivector")
 ACTIVATIONS: tuple[str, ...] = ("sigmoid", "softmax", "identity")
 
 _ST_POOLING_KEYS = {
@@ -67,7 +69,7 @@ class ModelSpec:
     load: LoadPolicy = "eager"
     idle_timeout: float = 0.0
     current: bool = True  # the version the bare name resolves to
-    # what the model serves, and the head it runs with (catalog/scoring.py reads both for cross-encoders)
+    # what the model serves, and the head it runs with (runtimes/heads.py)
     task: Task = "embed"
     head: Head = "base"
     labels: tuple[str, ...] = ()  # classifier label names, by output index
@@ -75,6 +77,9 @@ class ModelSpec:
     # causal-lm rerankers: the prompt around query and document, and the (yes, no) token ids it scores
     rerank_template: str | None = None
     score_token_ids: tuple[int, ...] = ()
+    # the outputs this model answers (OUTPUT_KINDS), read from its files by _output_settings
+    outputs: tuple[str, ...] = ("dense",)
+    splade: tuple[str, str] = ("max", "relu")  # a SPLADE head's (pooling strategy, activation)
 
     @property
     def pairs(self) -> bool:
@@ -146,8 +151,28 @@ def _check_pooling_includes_prompt(directory: Path, modules: list[dict[str, Any]
 
 
 def _unsupported_modules(modules: list[dict[str, Any]]) -> list[str]:
-    known = (".Transformer", ".Pooling", ".Normalize")
+    known = (".Transformer", ".Pooling", ".Normalize", ".MLMTransformer", ".SpladePooling")
     return [str(m.get("type")) for m in modules if not str(m.get("type", "")).endswith(known)]
+
+
+def _output_settings(directory: Path, modules: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which outputs the model's files give: a SPLADE encoder, or bge-m3's extra heads beside pooling.
+
+    sentence-transformers' SparseEncoder layout (MLMTransformer + SpladePooling) runs under
+    the masked-LM head and answers sparse vectors only; bge-m3's `sparse_linear.pt` and
+    `colbert_linear.pt` beside the dense model add sparse and multi-vector outputs.
+    """
+    for module in modules:
+        if str(module.get("type", "")).endswith(".SpladePooling"):
+            config = _read_json(directory / str(module.get("path", "")) / "config.json")
+            pooling = (
+                str(config.get("pooling_strategy", "max")),
+                str(config.get("activation_function", "relu")),
+            )
+            return {"head": "masked-lm", "outputs": ("sparse",), "splade": pooling, "normalize": False}
+    extra = {"sparse": "sparse_linear.pt", "multivector": "colbert_linear.pt"}
+    found = tuple(kind for kind, name in extra.items() if (directory / name).is_file())
+    return {"outputs": ("dense", *found)} if found else {}
 
 
 def _default_max_tokens(directory: Path) -> int:
@@ -191,6 +216,7 @@ def read_model_spec(
         "max_tokens": _default_max_tokens(directory),
         "prompts": {str(k): str(v) for k, v in prompts.items()},
         "default_prompt": st_config.get("default_prompt_name") or None,
+        **_output_settings(directory, modules),
     }
     values.update(scoring)
     values.update(overrides)

@@ -40,6 +40,10 @@ def vector_settings(spec: ModelSpec) -> dict[str, object]:
             "rerank_template": spec.rerank_template,
             "score_token_ids": list(spec.score_token_ids),
         }
+    if spec.outputs != ("dense",):  # each output is part of the version; dense-only versions are unchanged
+        settings["outputs"] = list(spec.outputs)
+        if spec.head == "masked-lm":
+            settings["splade"] = list(spec.splade)
     return settings
 
 

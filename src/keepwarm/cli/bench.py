@@ -136,6 +136,14 @@ from keepwarm.errors import ConfigError
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the results to this JSON file.",
 )
+@click.option(
+    "--outputs",
+    "outputs",
+    default="dense",
+    show_default=True,
+    help="Outputs every request asks for, comma-separated, dense first: e.g. dense,sparse,multivector "
+    "(a model with those heads; docs/dialects.md). In-process baselines compute the same.",
+)
 def bench(
     url: str | None,
     api_key: str | None,
@@ -159,6 +167,7 @@ def bench(
     with_st: bool,
     price_per_hour: float | None,
     json_path: Path | None,
+    outputs: str,
 ) -> None:
     """Measure throughput and latency of a keepwarm server against the same model in-process.
 
@@ -229,6 +238,7 @@ def bench(
             repeat=repeat,
             max_seconds=max_seconds,
             sentence_transformers=with_st,
+            outputs=_outputs(outputs),
         )
     except (ConfigError, CorpusError) as exc:
         raise click.UsageError(str(exc)) from None
@@ -284,3 +294,13 @@ def _bench_rerank(
     Console().print_json(orjson.dumps(report).decode())
     if json_path:
         json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+
+
+def _outputs(value: str) -> tuple[str, ...]:
+    """--outputs as a tuple: dense first (the baselines compare dense vectors), then known outputs."""
+    from keepwarm.catalog.spec import OUTPUT_KINDS
+
+    chosen = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    if not chosen or chosen[0] != "dense" or not set(chosen) <= set(OUTPUT_KINDS):
+        raise click.UsageError(f"--outputs must start with dense and name only {', '.join(OUTPUT_KINDS)}")
+    return chosen

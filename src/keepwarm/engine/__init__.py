@@ -2,12 +2,14 @@
 
 from keepwarm.engine.engine import Engine
 from keepwarm.engine.scheduler import CallLimits, CallLimitSettings
+from keepwarm.engine.tokenization import Token
 from keepwarm.engine.types import (
     Answer,
     Classifications,
     Embeddings,
     EmbedOptions,
     EngineSettings,
+    Inputs,
     ModelInfo,
     ModelView,
     ScoreOptions,
@@ -27,9 +29,11 @@ __all__ = [
     "Embeddings",
     "Engine",
     "EngineSettings",
+    "Inputs",
     "ModelInfo",
     "ModelView",
     "ScoreOptions",
     "Scores",
     "Timings",
+    "Token",
 ]

@@ -22,12 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from keepwarm.catalog import ModelSpec
+from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.engine.cache import EmbeddingCache
+from keepwarm.engine.calibration import Calibrations
 from keepwarm.engine.model import Loader, ServedModel, load_model
 from keepwarm.engine.pipeline import Pipeline
 from keepwarm.engine.registry import Registry
 from keepwarm.engine.scoring import Scorer
+from keepwarm.engine.tokenization import Token
 from keepwarm.engine.types import (
     Admission,
     Authorization,
@@ -36,6 +38,7 @@ from keepwarm.engine.types import (
     EmbedOptions,
     EngineSettings,
     Inputs,
+    ModelInfo,
     ModelView,
     ScoreOptions,
     Scores,
@@ -70,7 +73,8 @@ class Engine:
         self._cache = (
             EmbeddingCache(self.settings.cache_bytes, cache_path) if self.settings.cache_bytes else None
         )
-        self._pipeline = Pipeline(self.settings, self._cache, self.metrics)
+        calibrations = Calibrations(ArtifactStore(data_dir))
+        self._pipeline = Pipeline(self.settings, self._cache, self.metrics, calibrations)
         self._scorer = Scorer(self._pipeline, self.settings)
 
     def __enter__(self) -> Engine:
@@ -231,3 +235,29 @@ class Engine:
             model, expect_version=options.expect_version, authorize=authorize
         ) as loading:
             return self._scorer.classify_sync(loading.result(), inputs, options, admit)
+
+    async def tokenize(
+        self,
+        model: str,
+        texts: list[str],
+        *,
+        add_special_tokens: bool = True,
+        authorize: Authorization | None = None,
+    ) -> tuple[ModelInfo, list[list[Token]]]:
+        """Each text's tokens as `model` reads it, and the version that read them (no model call)."""
+        with self._registry.acquire(model, authorize=authorize) as loading:
+            served = loading.result() if loading.done() else await asyncio.wrap_future(loading)
+            return served.info, served.tokenizer.tokens(texts, add_special_tokens=add_special_tokens)
+
+    async def decode(
+        self,
+        model: str,
+        ids: list[list[int]],
+        *,
+        skip_special_tokens: bool = True,
+        authorize: Authorization | None = None,
+    ) -> tuple[ModelInfo, list[str]]:
+        """Token ids in `model`'s vocabulary back to text, and the version whose vocabulary it is."""
+        with self._registry.acquire(model, authorize=authorize) as loading:
+            served = loading.result() if loading.done() else await asyncio.wrap_future(loading)
+            return served.info, served.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)

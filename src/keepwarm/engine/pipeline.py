@@ -11,6 +11,7 @@ chunk windows combined into one vector per input, cut to the requested dimension
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,18 +21,22 @@ from functools import partial
 import numpy as np
 
 from keepwarm.engine.cache import EmbeddingCache, cache_key
+from keepwarm.engine.calibration import Calibrations
 from keepwarm.engine.model import ServedModel
 from keepwarm.engine.tokenization import Tokenized
 from keepwarm.engine.types import Admission, Embeddings, EmbedOptions, EngineSettings, Inputs, Timings
-from keepwarm.engine.work import ONLINE, Job, WorkItem
+from keepwarm.engine.work import DENSE_ONLY, ONLINE, Job, WorkItem
 from keepwarm.errors import InvalidRequest, WrongTask
 from keepwarm.metrics import Metrics
+from keepwarm.outputs.compress import CALIBRATED, OUTPUT_DTYPES
 from keepwarm.runtimes.pooling import l2_normalize
 
 # Requests up to this many characters (or token ids) are tokenized on the event loop:
 # that takes less time than the hand-off to a thread and back. Larger requests go to the
 # tokenizer threads, so the event loop keeps answering other requests meanwhile.
 _INLINE_TOKENIZE_SIZE = 2048
+_CALIBRATION_OPTIONS = EmbedOptions(truncate=True)
+_DENSE = ("dense",)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class Rows:
     cached_inputs: int  # windows answered from the cache or by a repeat within the request
     cached_tokens: int
     timings: Timings
+    extras: list | None = None  # each window's sparse and multi-vector outputs, when asked for (RowOutputs)
 
 
 @dataclass
@@ -59,21 +65,34 @@ class _Plan:
 class Pipeline:
     """The request path shared by every model: see the module docs."""
 
-    def __init__(self, settings: EngineSettings, cache: EmbeddingCache | None, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: EngineSettings,
+        cache: EmbeddingCache | None,
+        metrics: Metrics,
+        calibrations: Calibrations,
+    ) -> None:
         self._settings = settings
         self._cache = cache
         self._metrics = metrics
+        self._calibrations = calibrations
         self._tokenize_pool = ThreadPoolExecutor(settings.tokenizer_threads, "keepwarm-tokenize")
+        self._calibration_pool = ThreadPoolExecutor(1, "keepwarm-calibrate")
 
     async def run(
         self, served: ServedModel, inputs: Inputs, options: EmbedOptions, admit: Admission | None
     ) -> Embeddings:
         """Embed `inputs` with `served`; cancelling it drops the request's queued inputs."""
         _check_options(served, options)
-        rows = await self.rows(
-            served, partial(self._tokenize, served, inputs, options), _size(inputs), options.priority, admit
-        )
-        return self._embeddings(served, rows, options.dimensions)
+        tokenize = partial(self._tokenize, served, inputs, options)
+        wanted = frozenset(options.outputs)
+        rows = await self.rows(served, tokenize, _size(inputs), options.priority, admit, wanted)
+        result = self._embeddings(served, rows, options)
+        if not CALIBRATED.intersection(options.output_dtypes):
+            return result
+        loop = asyncio.get_running_loop()
+        ranges = await loop.run_in_executor(self._calibration_pool, self._ranges, served, options)
+        return dataclasses.replace(result, ranges=ranges)
 
     def run_sync(
         self, served: ServedModel, inputs: Inputs, options: EmbedOptions, admit: Admission | None
@@ -81,8 +100,11 @@ class Pipeline:
         """Blocking `run`, for scripts, benchmarks and worker threads."""
         _check_options(served, options)
         tokenize = partial(self._tokenize, served, inputs, options)
-        rows = self.rows_sync(served, tokenize, options.priority, admit)
-        return self._embeddings(served, rows, options.dimensions)
+        rows = self.rows_sync(served, tokenize, options.priority, admit, frozenset(options.outputs))
+        result = self._embeddings(served, rows, options)
+        if not CALIBRATED.intersection(options.output_dtypes):
+            return result
+        return dataclasses.replace(result, ranges=self._ranges(served, options))
 
     async def rows(
         self,
@@ -91,20 +113,24 @@ class Pipeline:
         size: int,
         priority: int,
         admit: Admission | None,
+        outputs: frozenset[str] = DENSE_ONLY,
     ) -> Rows:
         """The model's row for every window `tokenize()` makes; `size` (characters) says where to tokenize.
 
         The way every task goes through a model: embeddings pool and combine the rows,
-        rerankers and classifiers score them (engine/scoring.py).
+        rerankers and classifiers score them (engine/scoring.py). `outputs` other than
+        dense come back per window in `Rows.extras`, from the same model call.
         """
         started = time.perf_counter()
         if size <= _INLINE_TOKENIZE_SIZE:  # a thread hand-off costs more than this much work
-            plan = self._plan(served, tokenize())
+            plan = self._plan(served, tokenize(), outputs)
         else:
             loop = asyncio.get_running_loop()
-            plan = await loop.run_in_executor(self._tokenize_pool, lambda: self._plan(served, tokenize()))
+            plan = await loop.run_in_executor(
+                self._tokenize_pool, lambda: self._plan(served, tokenize(), outputs)
+            )
         tokenization = time.perf_counter() - started
-        job = self._submit(served, plan, priority, admit)
+        job = self._submit(served, plan, priority, admit, outputs)
         try:
             await asyncio.wrap_future(job.future)
         except asyncio.CancelledError:
@@ -113,36 +139,45 @@ class Pipeline:
         return self._gather(served, plan, job, tokenization)
 
     def rows_sync(
-        self, served: ServedModel, tokenize: Callable[[], Tokenized], priority: int, admit: Admission | None
+        self,
+        served: ServedModel,
+        tokenize: Callable[[], Tokenized],
+        priority: int,
+        admit: Admission | None,
+        outputs: frozenset[str] = DENSE_ONLY,
     ) -> Rows:
         """Blocking `rows`."""
         started = time.perf_counter()
-        plan = self._plan(served, tokenize())
+        plan = self._plan(served, tokenize(), outputs)
         tokenization = time.perf_counter() - started
-        job = self._submit(served, plan, priority, admit)
+        job = self._submit(served, plan, priority, admit, outputs)
         job.future.result()
         return self._gather(served, plan, job, tokenization)
 
     def close(self) -> None:
         self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
+        self._calibration_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _ranges(self, served: ServedModel, options: EmbedOptions) -> np.ndarray:
+        """The calibrated int8/uint8 ranges of `served` at the requested dimensions (blocking)."""
+
+        def embed(texts: list[str]) -> np.ndarray:
+            return self.run_sync(served, texts, _CALIBRATION_OPTIONS, None).vectors
+
+        return self._calibrations.ranges(served.spec.name, served.version, embed, options.dimensions)
 
     def _tokenize(self, served: ServedModel, inputs: Inputs, options: EmbedOptions) -> Tokenized:
         """Texts or token ids to the model's windows, under the request's overflow policy."""
         if not inputs:
             raise InvalidRequest("input must not be empty", param="input")
-        overflow = (
-            served.spec.overflow
-            if options.truncate is None
-            else ("truncate" if options.truncate else "error")
-        )
         return served.tokenizer.encode(
             inputs,
-            overflow=overflow,
-            prompt_name=options.prompt_name,
+            overflow=_overflow(served, options),
+            prompt_name=_prompt(served, options),
             max_chars=self._settings.max_input_chars,
         )
 
-    def _plan(self, served: ServedModel, tokenized: Tokenized) -> _Plan:
+    def _plan(self, served: ServedModel, tokenized: Tokenized, outputs: frozenset[str]) -> _Plan:
         """Check the request's size, then answer from the cache and collapse repeated windows."""
         if tokenized.tokens > self._settings.max_request_tokens:
             raise InvalidRequest(
@@ -153,7 +188,8 @@ class Pipeline:
             )
         types = tokenized.type_ids or [None] * len(tokenized.ids)
         keys = [cache_key(served.version, ids, t) for ids, t in zip(tokenized.ids, types, strict=True)]
-        found = self._cache.get_many(keys) if self._cache else [None] * len(keys)
+        cached = self._cache is not None and outputs == DENSE_ONLY  # the cache holds dense rows only
+        found = self._cache.get_many(keys) if cached else [None] * len(keys)
         plan = _Plan(tokenized, found, {})
         for position, (key, vector) in enumerate(zip(keys, found, strict=True)):
             if vector is not None:
@@ -165,13 +201,22 @@ class Pipeline:
         self._metrics.cache_lookups.labels("miss").inc(len(keys) - plan.cached_inputs)
         return plan
 
-    def _submit(self, served: ServedModel, plan: _Plan, priority: int, admit: Admission | None) -> Job:
+    def _submit(
+        self,
+        served: ServedModel,
+        plan: _Plan,
+        priority: int,
+        admit: Admission | None,
+        outputs: frozenset[str],
+    ) -> Job:
         if admit is not None:
             admit(plan.tokenized.tokens)
         if priority != ONLINE and served.background:
             served.background.start()
         timeout = self._settings.queue_timeout if priority == ONLINE else None
-        job = Job(len(plan.pending), served.dimensions, priority=priority, queue_timeout=timeout)
+        job = Job(
+            len(plan.pending), served.dimensions, priority=priority, queue_timeout=timeout, outputs=outputs
+        )
         ids, types = plan.tokenized.ids, plan.tokenized.type_ids
         items = [
             WorkItem(ids[positions[0]], job, n, type_ids=None if types is None else types[positions[0]])
@@ -186,27 +231,33 @@ class Pipeline:
     def _gather(self, served: ServedModel, plan: _Plan, job: Job, tokenization: float) -> Rows:
         """Every window's row in order, computed and cached ones together; fresh rows go to the cache."""
         computed = job.vectors
-        values = np.empty((len(plan.vectors), served.dimensions), dtype=np.float32)
+        values = np.empty((len(plan.vectors), computed.shape[1]), dtype=np.float32)
         for position, vector in enumerate(plan.vectors):
             if vector is not None:
                 values[position] = vector
         for row, positions in enumerate(plan.pending.values()):
             values[positions] = computed[row]
-        if self._cache is not None and plan.pending:
+        if self._cache is not None and plan.pending and job.extras is None:
             self._cache.put_many([(key, computed[row]) for row, key in enumerate(plan.pending)])
         repeated = sum(len(p) - 1 for p in plan.pending.values())
         saved_tokens = plan.cached_tokens + sum(
             len(plan.tokenized.ids[p[0]]) * (len(p) - 1) for p in plan.pending.values()
         )
         timings = _timings(job, tokenization)
-        return Rows(values, plan.tokenized, plan.cached_inputs + repeated, saved_tokens, timings)
+        extras = None
+        if job.extras is not None:
+            extras = [None] * len(plan.vectors)
+            for row, positions in enumerate(plan.pending.values()):
+                for position in positions:
+                    extras[position] = job.extras[row]
+        return Rows(values, plan.tokenized, plan.cached_inputs + repeated, saved_tokens, timings, extras)
 
-    def _embeddings(self, served: ServedModel, rows: Rows, dimensions: int | None) -> Embeddings:
-        """Vectors per input: chunk windows combined, cut to the requested dimensions."""
-        vectors = rows.values
+    def _embeddings(self, served: ServedModel, rows: Rows, options: EmbedOptions) -> Embeddings:
+        """Vectors per input: chunk windows combined, cut to the requested dimensions; other outputs too."""
+        vectors, dimensions = rows.values, options.dimensions
         if rows.tokenized.owners is not None:
             vectors = _combine_chunks(vectors, rows.tokenized, normalize=served.spec.normalize)
-        if dimensions is not None and dimensions != served.dimensions:
+        if dimensions is not None and dimensions != served.dimensions and vectors.shape[1]:
             vectors = l2_normalize(vectors[:, :dimensions])
         return Embeddings(
             vectors,
@@ -215,6 +266,7 @@ class Pipeline:
             rows.cached_inputs,
             rows.cached_tokens,
             rows.timings,
+            **_extras(rows, options),
         )
 
 
@@ -222,6 +274,32 @@ def check_task(served: ServedModel, task: str) -> None:
     """Refuse a request for another task than the model serves, naming the one it does."""
     if served.spec.task != task:
         raise WrongTask(served.spec.name, served.spec.task, task)
+
+
+def _extras(rows: Rows, options: EmbedOptions) -> dict[str, list]:
+    """The sparse and multi-vector outputs asked for, in input order."""
+    if rows.extras is None:
+        return {}
+    extras: dict[str, list] = {}
+    if "sparse" in options.outputs:
+        extras["sparse"] = [row.sparse.top(options.sparse_top_k) for row in rows.extras]
+    if "multivector" in options.outputs:
+        extras["multivectors"] = [row.multivector for row in rows.extras]
+    return extras
+
+
+def _overflow(served: ServedModel, options: EmbedOptions) -> str:
+    if options.truncate is None:
+        return served.spec.overflow
+    if not options.truncate:
+        return "error"
+    return "truncate_start" if options.truncate_from == "start" else "truncate"
+
+
+def _prompt(served: ServedModel, options: EmbedOptions) -> str | None:
+    if options.optional_prompt and options.prompt_name not in served.spec.prompts:
+        return None
+    return options.prompt_name
 
 
 def _timings(job: Job, tokenization: float) -> Timings:
@@ -255,7 +333,33 @@ def _check_options(served: ServedModel, options: EmbedOptions) -> None:
                 f"got {dimensions}",
                 param="dimensions",
             )
-    if options.prompt_name is not None and options.prompt_name not in spec.prompts:
+    missing = [kind for kind in options.outputs if kind not in spec.outputs]
+    if missing:
+        raise InvalidRequest(
+            f"model '{spec.name}' has no {missing[0]} output; it answers: {', '.join(spec.outputs)}",
+            param="outputs",
+            code="output_not_available",
+        )
+    if options.outputs != _DENSE and (options.truncate is None and spec.overflow == "chunk"):
+        raise InvalidRequest(
+            "sparse and multi-vector outputs need one window per input: send truncate true or false",
+            param="truncate",
+        )
+    if "dense" not in options.outputs and set(options.output_dtypes) - {"float"}:
+        raise InvalidRequest(
+            "output_dtype compresses dense vectors: ask for the dense output", param="output_dtype"
+        )
+    unknown = [dtype for dtype in options.output_dtypes if dtype not in OUTPUT_DTYPES]
+    if unknown:
+        raise InvalidRequest(
+            f"output_dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {unknown[0]!r}",
+            param="output_dtype",
+        )
+    if (
+        options.prompt_name is not None
+        and options.prompt_name not in spec.prompts
+        and not options.optional_prompt
+    ):
         allowed = ", ".join(sorted(spec.prompts)) or "none (this model has no prompts)"
         raise InvalidRequest(
             f"model '{spec.name}' has no prompt '{options.prompt_name}'; allowed values: {allowed}",

@@ -90,6 +90,17 @@ class Tokenized:
         return sum(len(ids) for ids in self.ids)
 
 
+@dataclass(frozen=True)
+class Token:
+    """One token of a text: its id, its text, whether the template added it, its character span."""
+
+    id: int
+    text: str
+    special: bool
+    start: int
+    stop: int
+
+
 class ModelTokenizer:
     """Tokenizes one model's inputs and enforces its maximum length."""
 
@@ -98,6 +109,9 @@ class ModelTokenizer:
         self._tokenizer = Tokenizer.from_file(str(path))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=spec.max_tokens)
+        # keeps each text's last tokens instead (overflow "truncate_start": Cohere's truncate=START)
+        self._tail_tokenizer = Tokenizer.from_str(self._tokenizer.to_str())
+        self._tail_tokenizer.enable_truncation(max_length=spec.max_tokens, direction="left")
         self.spec = spec
         self.max_tokens = spec.max_tokens
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
@@ -116,7 +130,7 @@ class ModelTokenizer:
         prompt_name: str | None = None,
         max_chars: int | None = None,
     ) -> Tokenized:
-        """Tokenize texts or token-id lists; `overflow` is error, truncate or chunk.
+        """Tokenize texts or token-id lists; `overflow` is error, truncate, truncate_start or chunk.
 
         An input longer than `max_chars` characters (token-id lists: ids, then their decoded
         text) is refused before any tokenization.
@@ -147,6 +161,8 @@ class ModelTokenizer:
         """Token ids for each text, applying the overflow policy to texts over the limit."""
         if overflow == "chunk":
             encodings = self._encode_batch(texts, 0)  # chunking needs every token
+        elif overflow == "truncate_start":
+            encodings = self._encode_batch(texts, 0, self._tail_tokenizer)  # the end needs every token
         else:
             encodings = self._encode_heads(texts, refuse=overflow == "error")
         ids: list[np.ndarray] = []
@@ -156,6 +172,25 @@ class ModelTokenizer:
             ids.extend(np.asarray(w.ids, dtype=np.int64) for w in windows)
             owners.extend([index] * len(windows))
         return Tokenized(ids, owners if len(owners) != len(texts) else None)
+
+    def tokens(self, texts: list[str], *, add_special_tokens: bool) -> list[list[Token]]:
+        """Each text's tokens with their character spans, as the model reads it (truncated to its limit)."""
+        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
+        return [
+            [
+                Token(token_id, text[start:stop] if not special else piece, bool(special), start, stop)
+                for token_id, piece, special, (start, stop) in zip(
+                    encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets, strict=True
+                )
+            ]
+            for text, encoding in zip(texts, encodings, strict=True)
+        ]
+
+    def decode(self, ids: list[list[int]], *, skip_special_tokens: bool) -> list[str]:
+        """Token ids in this model's vocabulary back to text."""
+        for index, row in enumerate(ids):
+            _as_id_array(row, index, self.vocab_size, "this model's vocabulary")
+        return self._tokenizer.decode_batch(ids, skip_special_tokens=skip_special_tokens)
 
     def _encode_heads(self, texts: list[str], *, refuse: bool) -> list[Encoding]:
         """Each text's first `max_tokens` tokens, from a bounded prefix; InputTooLong for more if `refuse`."""
@@ -219,14 +254,20 @@ class ModelTokenizer:
                 raise InputTooLong(index, len(array), self.max_tokens)
             step = self.max_tokens if overflow == "chunk" else len(array)
             windows = [array[start : start + step] for start in range(0, len(array), step)]
-            kept = windows if overflow == "chunk" else [array[: self.max_tokens]]
+            kept = (
+                windows
+                if overflow == "chunk"
+                else [array[-self.max_tokens :] if overflow == "truncate_start" else array[: self.max_tokens]]
+            )
             ids.extend(kept)
             owners.extend([index] * len(kept))
         return Tokenized(ids, owners if len(owners) != len(arrays) else None)
 
-    def _encode_batch(self, texts: list[str], first_index: int) -> list[Encoding]:
+    def _encode_batch(
+        self, texts: list[str], first_index: int, tokenizer: Tokenizer | None = None
+    ) -> list[Encoding]:
         try:
-            return self._tokenizer.encode_batch(texts, add_special_tokens=True)
+            return (tokenizer or self._tokenizer).encode_batch(texts, add_special_tokens=True)
         except TypeError:
             # the only strings `tokenizers` refuses are those with lone surrogates
             for offset, text in enumerate(texts):

@@ -18,6 +18,8 @@ from keepwarm.catalog import ModelSpec
 from keepwarm.catalog.versions import short_version, version_label
 from keepwarm.engine.scheduler import CallLimitSettings
 from keepwarm.engine.work import ONLINE
+from keepwarm.outputs.compress import quantize
+from keepwarm.outputs.sparse import SparseVector
 
 Inputs = Sequence[str] | Sequence[Sequence[int]]
 # Called with a request's token count after tokenization, before it is queued; raises to refuse it.
@@ -46,10 +48,17 @@ class EmbedOptions:
     """How to embed: what the caller may choose per request."""
 
     truncate: bool | None = None  # None: the model's overflow policy; True: truncate; False: refuse
+    truncate_from: str = "end"  # where truncate=True cuts: "end" keeps the first tokens, "start" the last
+    optional_prompt: bool = False  # a prompt_name the model lacks means no prompt (Cohere's input_type)
     dimensions: int | None = None
     prompt_name: str | None = None
     priority: int = ONLINE
     expect_version: str | None = None  # the version the caller's index was built with (409 if not current)
+    # compressed forms the caller will encode (outputs/compress.py); int8/uint8 bring calibrated ranges
+    output_dtypes: tuple[str, ...] = ()
+    # which of the model's outputs to answer (catalog/spec.py OUTPUT_KINDS), all from one model call
+    outputs: tuple[str, ...] = ("dense",)
+    sparse_top_k: int | None = None  # keep only the heaviest entries of each sparse vector
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,13 @@ class Embeddings:
     cached_inputs: int = 0
     cached_tokens: int = 0
     timings: Timings = Timings()
+    ranges: np.ndarray | None = None  # (2, dim) calibrated [min; max], when int8/uint8 was asked for
+    sparse: list[SparseVector] | None = None  # per input, when the sparse output was asked for
+    multivectors: list[np.ndarray] | None = None  # per input [tokens, dim], when asked for
+
+    def compressed(self, dtype: str) -> np.ndarray:
+        """The vectors in `dtype` (outputs/compress.py), with this version's calibrated ranges."""
+        return quantize(self.vectors, dtype, self.ranges)
 
     @property
     def inputs(self) -> int:

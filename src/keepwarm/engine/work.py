@@ -14,9 +14,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+DENSE_ONLY = frozenset({"dense"})  # what most requests want: pooled vectors
 ONLINE = 0  # interactive requests: always served first
 BACKGROUND = 1  # Batch API jobs and re-embedding: use the capacity online traffic leaves
 
@@ -33,10 +35,19 @@ class Job:
     """
 
     def __init__(
-        self, count: int, dimensions: int, *, priority: int = ONLINE, queue_timeout: float | None = None
+        self,
+        count: int,
+        dimensions: int,
+        *,
+        priority: int = ONLINE,
+        queue_timeout: float | None = None,
+        outputs: frozenset[str] = DENSE_ONLY,
     ) -> None:
         self.future: Future[np.ndarray] = Future()
-        self.vectors = np.empty((count, dimensions), dtype=np.float32)
+        self.outputs = outputs  # what each input needs from its model call (outputs/heads.py)
+        self.vectors = np.empty((count, dimensions if "dense" in outputs else 0), dtype=np.float32)
+        # sparse and multi-vector outputs, per input, when asked for (RowOutputs)
+        self.extras: list[Any] | None = None if outputs == DENSE_ONLY else [None] * count
         self.remaining = count
         self.priority = priority
         self.queue_timeout = queue_timeout
@@ -63,11 +74,16 @@ class Job:
         """True once the job succeeded, failed or was cancelled: its items need no work."""
         return self.future.done()
 
-    def deliver(self, index: int, vector: np.ndarray, compute_seconds: float = 0.0) -> None:
-        """Store one input's vector and its share of model time (worker thread only)."""
+    def deliver(
+        self, index: int, vector: np.ndarray | None, compute_seconds: float = 0.0, extras: Any = None
+    ) -> None:
+        """Store one input's vector (and other outputs) and its share of model time (worker thread only)."""
         if self.finished:
             return
-        self.vectors[index] = vector
+        if vector is not None and self.vectors.shape[1]:
+            self.vectors[index] = vector
+        if self.extras is not None:
+            self.extras[index] = extras
         self.compute_seconds += compute_seconds
         self.remaining -= 1
         if self.remaining == 0:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from keepwarm.engine.scheduler import Scheduler
-from keepwarm.engine.work import WorkItem
+from keepwarm.engine.work import DENSE_ONLY, WorkItem
 from keepwarm.errors import NotReady
 from keepwarm.runtimes.base import Runtime
 
@@ -119,9 +119,16 @@ class ModelWorker:
         Returns how many model calls failed (0 when the call simply worked).
         """
         started = time.perf_counter()
+        wanted = frozenset().union(*(item.job.outputs for item in items))
         try:
             types = None if items[0].type_ids is None else [item.type_ids for item in items]
-            vectors = self.runtime.embed(*model_inputs([item.ids for item in items], types, self.pad_id))
+            inputs = model_inputs([item.ids for item in items], types, self.pad_id)
+            if wanted == DENSE_ONLY:
+                vectors = self.runtime.embed(*inputs)
+                produced = [None] * len(items)
+            else:  # one call for every output any of these inputs asked for (outputs/heads.py)
+                produced = self.runtime.produce(*inputs[:2], wanted)
+                vectors = [row.dense for row in produced]
         except Exception as exc:  # noqa: BLE001 - any runtime fault must stay inside this call
             if len(items) > 1:
                 log.warning(
@@ -137,6 +144,6 @@ class ModelWorker:
             )
             return 1
         seconds_per_token = (time.perf_counter() - started) / sum(item.length for item in items)
-        for item, vector in zip(items, vectors, strict=True):
-            item.job.deliver(item.index, vector, seconds_per_token * item.length)
+        for item, vector, extras in zip(items, vectors, produced, strict=True):
+            item.job.deliver(item.index, vector, seconds_per_token * item.length, extras)
         return 0

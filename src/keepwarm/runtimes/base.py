@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keepwarm.catalog.spec import ModelSpec
 from keepwarm.runtimes.heads import rows
+
+if TYPE_CHECKING:
+    from keepwarm.outputs.heads import OutputHeads, RowOutputs
 
 
 def graph_feed(
@@ -58,3 +63,16 @@ class Runtime(ABC):
     ) -> np.ndarray:
         """One float32 row per input [batch, dimensions]: pooled (maybe normalised) vectors, or logits."""
         return rows(self.spec, self.outputs(input_ids, attention_mask, token_type_ids), attention_mask)
+
+    @cached_property
+    def _output_heads(self) -> OutputHeads:
+        from keepwarm.outputs.heads import OutputHeads  # imports runtimes.heads, as this module does
+
+        return OutputHeads(self.spec)
+
+    def produce(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, wanted: frozenset[str]
+    ) -> list[RowOutputs]:
+        """The `wanted` outputs of each input (outputs/heads.py), all from this one model call."""
+        raw = self.outputs(input_ids, attention_mask)
+        return self._output_heads.compute(raw, input_ids, attention_mask, wanted)

@@ -4,7 +4,9 @@ One model directory can be loaded under several heads, and the task decides whic
 (catalog/spec.py `head`): the bare encoder for embeddings (hidden states, pooled in
 NumPy), `AutoModelForSequenceClassification` for cross-encoders and classifiers (one
 logit per label), `AutoModelForCausalLM` for decoder rerankers (the logits of the spec's
-score tokens at the last real token, so a call never carries the whole vocabulary).
+score tokens at the last real token, so a call never carries the whole vocabulary),
+`AutoModelForMaskedLM` for SPLADE sparse encoders (the logits pooled by SPLADE inside the
+head, one vocabulary-sized row per input: outputs/sparse.py states the formula).
 
 `HeadModule` is that choice as one torch module: the PyTorch runtime runs it and the
 ONNX export traces it, so every runtime computes the same outputs from the same code.
@@ -25,8 +27,14 @@ _AUTO_CLASSES = {
     "base": "AutoModel",
     "sequence-classification": "AutoModelForSequenceClassification",
     "causal-lm": "AutoModelForCausalLM",
+    "masked-lm": "AutoModelForMaskedLM",
 }
-OUTPUT_NAMES = {"base": "last_hidden_state", "sequence-classification": "logits", "causal-lm": "score_logits"}
+OUTPUT_NAMES = {
+    "base": "last_hidden_state",
+    "sequence-classification": "logits",
+    "causal-lm": "score_logits",
+    "masked-lm": "splade",
+}
 
 
 def load_head(spec: ModelSpec) -> Any:
@@ -54,6 +62,8 @@ def output_size(spec: ModelSpec, config: Any) -> int:
         return int(config.num_labels)
     if spec.head == "causal-lm":
         return len(spec.score_token_ids)
+    if spec.head == "masked-lm":
+        return int(config.vocab_size)
     return int(config.hidden_size)
 
 
@@ -63,6 +73,18 @@ def rows(spec: ModelSpec, outputs: np.ndarray, attention_mask: np.ndarray) -> np
         return outputs.astype(np.float32, copy=False)
     vectors = pool(outputs, attention_mask, spec.pooling).astype(np.float32, copy=False)
     return l2_normalize(vectors) if spec.normalize else vectors
+
+
+def _splade(logits: Any, attention_mask: Any, pooling: tuple[str, str]) -> Any:
+    """sentence-transformers' SpladePooling: log1p(relu(masked logits)), max or sum over tokens.
+
+    Inside the head, so the graph returns [batch, vocab] rather than every token's logits.
+    """
+    strategy, activation = pooling
+    weights = (logits * attention_mask.unsqueeze(-1).to(logits.dtype)).relu().log1p()
+    if activation == "log1p_relu":
+        weights = weights.log1p()
+    return weights.amax(dim=1) if strategy == "max" else weights.sum(dim=1)
 
 
 def head_module(spec: ModelSpec, model: Any) -> Any:
@@ -94,6 +116,8 @@ def head_module(spec: ModelSpec, model: Any) -> Any:
                 return self.model(**inputs).last_hidden_state
             if spec.head == "sequence-classification":
                 return self.model(**inputs).logits
+            if spec.head == "masked-lm":
+                return _splade(self.model(**inputs).logits, attention_mask, spec.splade)
             hidden = self.model.base_model(**inputs).last_hidden_state  # right-padded rows
             last = (attention_mask.sum(dim=1) - 1).clamp(min=0)
             final = torch.gather(hidden, 1, last.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])).squeeze(1)

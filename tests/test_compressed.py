@@ -1,0 +1,56 @@
+"""Compressed outputs equal sentence-transformers' quantize_embeddings, with ranges recorded per version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sentence_transformers.quantization import quantize_embeddings
+
+from keepwarm.catalog import ArtifactStore
+from keepwarm.engine.calibration import Calibrations
+from keepwarm.outputs.compress import quantize, ranges_of
+from keepwarm.runtimes.pooling import l2_normalize
+from keepwarm.runtimes.probe import calibration_texts
+
+RNG = np.random.default_rng(7)
+CALIBRATION = l2_normalize(RNG.normal(size=(300, 24)).astype(np.float32))
+VECTORS = l2_normalize(RNG.normal(size=(20, 24)).astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "binary", "ubinary"])
+def test_each_dtype_equals_quantize_embeddings_given_the_same_ranges(dtype: str) -> None:
+    ranges = ranges_of(CALIBRATION)
+    expected = quantize_embeddings(VECTORS, dtype, ranges=ranges)
+    actual = quantize(VECTORS, dtype, ranges)
+    assert actual.dtype == expected.dtype
+    assert np.array_equal(actual, expected)
+
+
+def test_binary_packs_sign_bits_eight_per_byte_most_significant_first() -> None:
+    vector = np.array([[1, -1, 1, -1, -1, -1, -1, 1, 0.5, 0, 0, 0, 0, 0, 0, 0]], dtype=np.float32)
+    assert quantize(vector, "ubinary").tolist() == [[0b10100001, 0b10000000]]
+    assert quantize(vector, "binary").tolist() == [[0b10100001 - 128, 0b10000000 - 128]]
+
+
+def test_calibration_is_built_once_per_version_and_read_back_by_a_restart(tmp_path: Path) -> None:
+    built = []
+
+    def embed(texts: list[str]) -> np.ndarray:
+        built.append(len(texts))
+        return CALIBRATION[: len(texts)]
+
+    first = Calibrations(ArtifactStore(tmp_path)).ranges("m", "a" * 64, embed, None)
+    again = Calibrations(ArtifactStore(tmp_path)).ranges("m", "a" * 64, embed, None)  # a restart
+    assert len(built) == 1
+    assert np.array_equal(first, again)
+    Calibrations(ArtifactStore(tmp_path)).ranges("m", "b" * 64, embed, None)  # another version
+    assert len(built) == 2
+
+
+def test_ranges_for_fewer_dimensions_come_from_the_cut_renormalised_calibration(tmp_path: Path) -> None:
+    calibrations = Calibrations(ArtifactStore(tmp_path))
+    ranges = calibrations.ranges("m", "c" * 64, lambda texts: CALIBRATION[: len(texts)], 8)
+    used = CALIBRATION[: len(calibration_texts())]
+    assert np.allclose(ranges, ranges_of(l2_normalize(used[:, :8])))
