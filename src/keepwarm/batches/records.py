@@ -12,10 +12,11 @@ scope (see tenancy), so another key's batch is as absent as one that never exist
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -182,6 +183,8 @@ class BatchStore:
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        # the runner's lease check (see leader), run first in every transaction the runner makes
+        self.fence: Fence = lambda sql: None
 
     def insert(
         self,
@@ -263,7 +266,7 @@ class BatchStore:
 
     def start(self, batch_id: str, *, total: int, model: str, model_version: str) -> BatchStatus:
         """validating → in_progress with the validated line count; returns the status after."""
-        with self.database.transaction() as sql:
+        with self._runner_transaction() as sql:
             if self._status(sql, batch_id, EVERYONE) == BatchStatus.VALIDATING:
                 self._set(sql, batch_id, total=total, model=model, model_version=model_version)
                 self._move(sql, batch_id, BatchStatus.IN_PROGRESS)
@@ -271,29 +274,24 @@ class BatchStore:
 
     def fail(self, batch_id: str, errors: list[dict[str, Any]], *, total: int) -> None:
         """→ failed, with the errors that say why (validation, or an internal error)."""
-        with self.database.transaction() as sql:
+        with self._runner_transaction() as sql:
             self._set(sql, batch_id, total=total, errors=json.dumps(errors))
             self._move(sql, batch_id, BatchStatus.FAILED)
 
     def record_errors(self, batch_id: str, errors: list[dict[str, Any]]) -> None:
         """Say why a running batch must stop; the runner then finishes it as failed."""
-        with self.database.transaction() as sql:
+        with self._runner_transaction() as sql:
             self._set(sql, batch_id, errors=json.dumps(errors))
 
-    def checkpoint(self, batch_id: str, progress: Progress, fence: Fence | None = None) -> BatchStatus:
-        """Commit a chunk's progress (its output is already on disk); returns the current status.
-
-        `fence(sql)` raises, rolling the commit back, if this runner no longer holds the lease.
-        """
-        with self.database.transaction() as sql:
-            if fence is not None:
-                fence(sql)
+    def checkpoint(self, batch_id: str, progress: Progress) -> BatchStatus:
+        """Commit a chunk's progress (its output is already on disk); returns the current status."""
+        with self._runner_transaction() as sql:
             self._set(sql, batch_id, **{column: getattr(progress, column) for column in _PROGRESS_COLUMNS})
             return self._status(sql, batch_id, EVERYONE)
 
     def move(self, batch_id: str, status: BatchStatus, *, when: tuple[BatchStatus, ...]) -> bool:
         """Transition to `status` if the batch is in one of `when`; True if it moved."""
-        with self.database.transaction() as sql:
+        with self._runner_transaction() as sql:
             if self._status(sql, batch_id, EVERYONE) not in when:
                 return False
             self._move(sql, batch_id, status)
@@ -303,8 +301,16 @@ class BatchStore:
         self, sql: Connection, batch_id: str, status: BatchStatus, *, output: bool, error: bool
     ) -> None:
         """Final transition, inside the transaction that also records the output files."""
+        self.fence(sql)
         self._set(sql, batch_id, output_published=int(output), error_published=int(error))
         self._move(sql, batch_id, status)
+
+    @contextlib.contextmanager
+    def _runner_transaction(self) -> Iterator[Connection]:
+        """A transaction of the runner's, refused (LeaseLost) once another process holds the lease."""
+        with self.database.transaction() as sql:
+            self.fence(sql)
+            yield sql
 
     @staticmethod
     def _status(sql: Connection, batch_id: str, scope: Scope) -> BatchStatus:

@@ -152,7 +152,7 @@ _CONNECTIONS = _API.connections
     "--persistent-cache",
     is_flag=True,
     default=_ENGINE.persistent_cache,
-    help="Also keep cached vectors in the data directory across restarts.",
+    help="Also keep cached vectors across restarts: in the data directory, or in --database.",
 )
 @click.option(
     "--queue-timeout",
@@ -284,6 +284,7 @@ def serve(
         max_input_chars=max_input_chars,
         cache_bytes=cache_mb * MiB,
         persistent_cache=persistent_cache,
+        cache_database=database,
         queue_timeout=queue_timeout or None,
     )
     engine = Engine(specs, data_dir, settings)

@@ -99,6 +99,11 @@ class Database:
             return cls.in_data_dir(data_dir)
         return cls(url, (STATE, BATCH, CACHE))
 
+    @property
+    def shared(self) -> bool:
+        """True for a database opened by URL, holding every group: what replicas share."""
+        return BATCH in self.groups
+
     def holds(self, group: Group) -> bool:
         """True if this database was opened for `group`'s tables (a URL's database holds every group)."""
         return group in self.groups

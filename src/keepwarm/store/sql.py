@@ -9,9 +9,10 @@ from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 
-def _insert(conn: Connection, table: Table, values: Mapping[str, Any]) -> Any:
+def _insert(conn: Connection, table: Table, values: Mapping[str, Any] | None) -> Any:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).values(dict(values))
+    statement = dialect.insert(table)
+    return statement if values is None else statement.values(dict(values))
 
 
 def upsert(
@@ -30,6 +31,6 @@ def upsert(
     return statement.on_conflict_do_update(index_elements=keys, set_=changes)
 
 
-def insert_new(conn: Connection, table: Table, values: Mapping[str, Any]) -> Any:
-    """Insert `values` unless a row with the same unique key exists already (idempotent)."""
+def insert_new(conn: Connection, table: Table, values: Mapping[str, Any] | None = None) -> Any:
+    """Insert `values` (or the rows executed with it) unless a row with the same unique key exists."""
     return _insert(conn, table, values).on_conflict_do_nothing()
