@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from sqlalchemy import exc, insert, select, update
 
 from keepwarm.api.store_access import StoreAccess
 from keepwarm.cost import Pricing
@@ -16,7 +17,6 @@ from keepwarm.errors import NotReady
 from keepwarm.store import Database, KeyStore, StoreError, UsageEvent, UsageStore, usage_report
 from keepwarm.store.migrations import STATE, versions
 from keepwarm.store.schema import usage
-from sqlalchemy import exc, insert, select, update
 
 
 @pytest.fixture
