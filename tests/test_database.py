@@ -152,3 +152,15 @@ def test_postgres_without_its_driver_says_what_to_install(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "psycopg", None)
     with pytest.raises(StoreError, match=r"pip install 'keepwarm\[cluster\]'"):
         Database("postgresql://postgres@127.0.0.1/postgres")
+
+
+def test_a_vector_cached_by_one_replica_is_a_hit_on_another(database_url: str) -> None:
+    vector = np.linspace(0, 1, 8, dtype="<f4")
+    one, other = EmbeddingCache(1 << 20, database_url), EmbeddingCache(1 << 20, database_url)
+    try:
+        one.put_many([(b"shared", vector)])
+        one.close()  # its writes are committed
+        [found] = other.get_many([b"shared"])
+        assert np.array_equal(found, vector)
+    finally:
+        other.close()

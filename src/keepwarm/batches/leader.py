@@ -1,9 +1,11 @@
 """The runner's lease: one process among all that share the batch tables runs batches.
 
 A row in `runner_lease` names the holder and when its lease ends. The holder renews it
-every `ttl / 4` seconds; a process that stops cleanly gives it up at once, and one that
-dies (`kill -9`, a lost machine) simply stops renewing, so a standing-by replica takes
-over within `ttl` seconds. It works the same on SQLite (servers sharing a data
+every `ttl / 4` seconds, on a thread of normal CPU priority (started by `start()` from
+the server's main thread: the runner's own threads run at the lowest priority, and a
+starved renewal would hand the lease over for no reason). A process that stops cleanly
+gives it up at once; one that dies (`kill -9`, a lost machine) simply stops renewing,
+so a standing-by replica takes over within `ttl` seconds. It works the same on SQLite (servers sharing a data
 directory) and on PostgreSQL (replicas on several machines).
 
 The lease is also a fence: every transaction that records a batch's progress or status
@@ -31,7 +33,7 @@ from keepwarm.store.sql import insert_new
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 5.0
+LEASE_SECONDS = 10.0
 _NAME = "batch-runner"
 
 
@@ -40,14 +42,19 @@ class LeaseLost(Exception):
 
 
 class Lease:
-    """`try_acquire()` until True, then the lease renews itself until `release()`."""
+    """`start()`, then `try_acquire()` until True; the lease then renews itself until `release()`."""
 
     def __init__(self, database: Database, ttl: float = LEASE_SECONDS) -> None:
         self.database = database
         self.ttl = ttl
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._held = threading.Event()
         self._stop = threading.Event()
-        self._renewer: threading.Thread | None = None
+        self._renewer = threading.Thread(target=self._renew, name="keepwarm-lease", daemon=True)
+
+    def start(self) -> None:
+        """Start the renewing thread (call from a thread of normal priority)."""
+        self._renewer.start()
 
     def try_acquire(self) -> bool:
         """Take the lease if it is free, expired or already ours; never waits for another holder."""
@@ -60,10 +67,7 @@ class Lease:
             if holder != self.holder and expires_at > now:
                 return False
             self._extend(conn, now)
-        if self._renewer is None or not self._renewer.is_alive():
-            self._stop.clear()
-            self._renewer = threading.Thread(target=self._renew, name="keepwarm-lease", daemon=True)
-            self._renewer.start()
+        self._held.set()
         return True
 
     def fence(self, conn: Connection) -> None:
@@ -75,8 +79,11 @@ class Lease:
     def release(self) -> None:
         """Give the lease up, so a standing-by process takes over at once."""
         self._stop.set()
-        if self._renewer is not None:
+        if self._renewer.is_alive():
             self._renewer.join()
+        if not self._held.is_set():
+            return
+        self._held.clear()
         try:
             with self.database.transaction() as conn:
                 mine = (runner_lease.c.name == _NAME, runner_lease.c.holder == self.holder)
@@ -86,13 +93,15 @@ class Lease:
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl / 4):
+            if not self._held.is_set():
+                continue
             try:
                 with self.database.transaction() as conn:
                     self.fence(conn)
                     self._extend(conn, time.time())
             except LeaseLost:
                 log.warning("the batch runner's lease was taken over; standing by")
-                return
+                self._held.clear()
             except DatabaseUnavailable:
                 log.warning("cannot renew the batch runner's lease: the database is unavailable")
 

@@ -91,6 +91,7 @@ class BatchRunner:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
+        self.lease.start()
         self._thread.start()
 
     def wake(self) -> None:
