@@ -101,15 +101,15 @@ def _statuses(fleet: list[RunningServer], secret: str) -> list[int]:
         return list(pool.map(lambda r: httpx.get(f"{r.v1}/models", headers=headers).status_code, fleet))
 
 
-def test_a_key_made_or_revoked_with_the_cli_takes_effect_on_every_replica_within_a_second(
+def test_a_key_made_or_revoked_with_the_cli_takes_effect_on_every_replicas_next_request(
     fleet: list[RunningServer], database_url: str
 ) -> None:
+    """No replica caches keys: the first request after the CLI returns already sees the change
+    (well within the second the guarantee allows, however slow the machine answers)."""
     secret = _cli("keys", "create", "--name", "carol", database=database_url)
-    made = time.monotonic()
-    assert _statuses(fleet, secret) == [200] * REPLICAS and time.monotonic() - made < 1
+    assert _statuses(fleet, secret) == [200] * REPLICAS
     _cli("keys", "revoke", "carol", database=database_url)
-    revoked = time.monotonic()
-    assert _statuses(fleet, secret) == [401] * REPLICAS and time.monotonic() - revoked < 1
+    assert _statuses(fleet, secret) == [401] * REPLICAS
 
 
 def test_usage_adds_up_exactly_across_replicas(fleet: list[RunningServer], database_url: str) -> None:
