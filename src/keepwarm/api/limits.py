@@ -75,7 +75,7 @@ class RateLimiter:
     ) -> None:
         self._clock = time.time if shared is not None else clock
         self._shared = shared
-        self._buckets: dict[tuple[int, str], _Bucket] = {}  # the buckets, or (shared) the last level seen
+        self._buckets: dict[tuple[int, str], _Bucket] = {}  # the buckets, or (shared) the last ones taken
         self._lock = threading.RLock()  # a refusal builds its headers while holding it
 
     def check_request(self, key: ApiKey) -> None:
@@ -147,15 +147,15 @@ class RateLimiter:
         with self._shared.locked(key_id, kind, BucketRow(limit, limit, now)) as row:
             bucket = _Bucket(row.capacity, row.level, row.updated)
             _refill(bucket, limit, now)
+            with self._lock:
+                self._buckets[(key_id, kind)] = bucket  # what this process's headers show
             try:
                 yield bucket, now
             finally:
                 row.capacity, row.level, row.updated = bucket.capacity, bucket.level, bucket.updated
-                with self._lock:
-                    self._buckets[(key_id, kind)] = replace(bucket)
 
     def _local(self, key_id: int, kind: str, limit: int, now: float) -> _Bucket:
-        """This process's bucket (shared: the last level seen), refilled to `now`."""
+        """This process's own bucket, refilled to `now`."""
         bucket = self._buckets.get((key_id, kind))
         if bucket is None:
             bucket = self._buckets[(key_id, kind)] = _Bucket(float(limit), float(limit), now)
@@ -167,7 +167,9 @@ class RateLimiter:
         for kind, limit in (("requests", key.rpm), ("tokens", key.tpm)):
             if limit is not None:
                 with self._lock:
-                    bucket = replace(self._local(key.id, kind, limit, now))
+                    seen = self._buckets.get((key.id, kind))
+                bucket = replace(seen) if seen else _Bucket(float(limit), float(limit), now)
+                _refill(bucket, limit, now)  # a copy: reading never changes a bucket
                 result[f"x-ratelimit-limit-{kind}"] = str(limit)
                 result[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(bucket.level)))
                 result[f"x-ratelimit-reset-{kind}"] = format_duration(bucket.reset_seconds())
