@@ -82,8 +82,8 @@ def test_langchain_cohere_embeddings(server, reference) -> None:  # noqa: ANN001
 
 
 def test_haystack_tei_embedder(server, reference) -> None:  # noqa: ANN001
+    from haystack.components.embedders import HuggingFaceAPITextEmbedder
     from haystack.utils import Secret
-    from haystack_integrations.components.embedders.huggingface_api import HuggingFaceAPITextEmbedder
 
     embedder = HuggingFaceAPITextEmbedder(
         api_type="text_embeddings_inference",
