@@ -47,9 +47,14 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return np.argsort(np.argsort(values, kind="stable"), kind="stable").astype(np.float64)
 
 
-def score_stats(expected: np.ndarray, actual: np.ndarray) -> dict[str, float]:
-    """Spearman rank correlation of the first logit of each row, and the largest logit difference."""
-    a, b = _ranks(expected[:, 0]), _ranks(actual[:, 0])
+def score_stats(expected: np.ndarray, actual: np.ndarray, causal: bool = False) -> dict[str, float]:
+    """Spearman rank correlation of each row's score, and the largest logit difference.
+
+    A row's score is its first logit, or for a yes/no decoder (`causal`) logit(yes) - logit(no).
+    """
+    score_a = expected[:, 0] - expected[:, 1] if causal else expected[:, 0]
+    score_b = actual[:, 0] - actual[:, 1] if causal else actual[:, 0]
+    a, b = _ranks(score_a), _ranks(score_b)
     a, b = a - a.mean(), b - b.mean()
     spread = float(np.sqrt((a * a).sum() * (b * b).sum()))
     rank_correlation = float((a * b).sum() / spread) if spread else 1.0
@@ -59,7 +64,9 @@ def score_stats(expected: np.ndarray, actual: np.ndarray) -> dict[str, float]:
 
 def agreement(spec: ModelSpec, expected: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     """How well `actual` rows stand in for `expected` ones: cosine for vectors, rank and logits for scores."""
-    return cosine_stats(expected, actual) if spec.head == "base" else score_stats(expected, actual)
+    if spec.head == "base":
+        return cosine_stats(expected, actual)
+    return score_stats(expected, actual, causal=spec.head == "causal-lm")
 
 
 def fp32_equivalent(accuracy: dict[str, float]) -> bool:
