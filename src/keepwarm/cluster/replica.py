@@ -1,0 +1,58 @@
+"""One replica of one model version: an in-process Engine serving exactly that version.
+
+Ray Serve runs this class as every replica of a version's deployment. The engine inside
+tokenizes, caches, batches and calls the runtime exactly as in one process; the replica
+only adapts it to Serve: errors come back as values (cluster/failures.py), and Serve's
+health check asks the engine. Scaling (more replicas, none while idle) is Serve's job,
+so a lazy model loads when its replica starts, not on its first request.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from prometheus_client import generate_latest
+
+from keepwarm.catalog import ModelSpec
+from keepwarm.cluster.failures import Failure
+from keepwarm.engine import Embeddings, EmbedOptions, Engine, EngineSettings, ModelInfo
+from keepwarm.engine.types import Inputs
+from keepwarm.errors import KeepwarmError, NotReady
+
+
+class ModelReplica:
+    """Serves `spec` (one version) through an Engine of its own; see the module docs."""
+
+    def __init__(self, spec: ModelSpec, data_dir: Path, settings: EngineSettings, log_level: str) -> None:
+        logging.getLogger("keepwarm").setLevel(log_level.upper())  # Ray forwards replica logs to the driver
+        # the replica exists to serve this version: it is the bare name's meaning here, loaded now
+        own = replace(spec, current=True, load="eager", idle_timeout=0.0)
+        self._engine = Engine([own], data_dir, settings)
+        self._engine.load()
+
+    async def embed(self, model: str, inputs: Inputs, options: EmbedOptions) -> Embeddings | Failure:
+        """The engine's answer for `model` (the pinned version), or the error it refused with."""
+        try:
+            return await self._engine.embed(model, inputs, options)
+        except KeepwarmError as error:
+            return Failure.of(error)
+
+    def info(self) -> ModelInfo:
+        """The loaded version as responses name it (runtime, dtype, dimensions)."""
+        return self._engine.models[0].info
+
+    def metrics(self) -> bytes:
+        """This replica's Prometheus registry in the text format (gathered by the ingress)."""
+        return generate_latest(self._engine.metrics.registry)
+
+    def check_health(self) -> None:
+        """Serve's health check: a replica whose engine stopped is replaced."""
+        if not self._engine.ready:
+            raise NotReady("the replica's engine is not serving")
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None:
+            engine.close()
