@@ -73,14 +73,14 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
 
 
 def _start_node(arguments: list[str], log: Path) -> subprocess.Popen:
-    command = [RAY, "start", "--block", "--disable-usage-stats", "--num-cpus=1", *arguments, *_node_ports()]
+    command = [RAY, "start", "--block", "--disable-usage-stats", *arguments, *_node_ports()]
     with log.open("w") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _stop(nodes: list[subprocess.Popen]) -> None:
     """SIGTERM every node's process group at once; SIGKILL what is left after a grace time."""
-    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 10.0)):
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
         for node in nodes:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.pid, sig)
@@ -93,12 +93,16 @@ def _stop(nodes: list[subprocess.Popen]) -> None:
 
 
 @contextlib.contextmanager
-def ray_cluster(nodes: int = 2) -> Iterator[RayCluster]:
-    """A head and `nodes - 1` more nodes, one logical CPU each; stopped on the way out, whatever happens."""
+def ray_cluster(nodes: int = 2, cpus: int = 1) -> Iterator[RayCluster]:
+    """A head and `nodes - 1` more nodes of `cpus` logical CPUs; stopped on the way out, whatever happens."""
     temp_dir = Path(tempfile.mkdtemp(prefix="kwray", dir="/tmp"))  # short: Ray's socket paths have a limit
     port = free_port()
     cluster = RayCluster(f"127.0.0.1:{port}", temp_dir)
-    common = ["--object-store-memory", str(OBJECT_STORE_BYTES), "--node-ip-address=127.0.0.1"]
+    common = [
+        f"--num-cpus={cpus}",
+        f"--object-store-memory={OBJECT_STORE_BYTES}",
+        "--node-ip-address=127.0.0.1",
+    ]
     try:
         head_log = temp_dir / "head.log"
         head = [
@@ -111,7 +115,9 @@ def ray_cluster(nodes: int = 2) -> Iterator[RayCluster]:
         cluster.nodes.append(_start_node([*head, *common], head_log))
         _wait_for_port(port, cluster.nodes[0], head_log)
         for n in range(1, nodes):
-            cluster.nodes.append(_start_node([f"--address={cluster.address}", *common], temp_dir / f"node{n}.log"))
+            cluster.nodes.append(
+                _start_node([f"--address={cluster.address}", *common], temp_dir / f"node{n}.log")
+            )
         yield cluster
     finally:
         _stop(cluster.nodes)

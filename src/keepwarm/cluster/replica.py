@@ -9,7 +9,6 @@ so a lazy model loads when its replica starts, not on its first request.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,13 +19,14 @@ from keepwarm.cluster.failures import Failure
 from keepwarm.engine import Embeddings, EmbedOptions, Engine, EngineSettings, ModelInfo
 from keepwarm.engine.types import Inputs
 from keepwarm.errors import KeepwarmError, NotReady
+from keepwarm.logs import configure_logging
 
 
 class ModelReplica:
     """Serves `spec` (one version) through an Engine of its own; see the module docs."""
 
     def __init__(self, spec: ModelSpec, data_dir: Path, settings: EngineSettings, log_level: str) -> None:
-        logging.getLogger("keepwarm").setLevel(log_level.upper())  # Ray forwards replica logs to the driver
+        configure_logging(log_level, "text")  # Ray forwards what a replica logs to the ingress's log
         # the replica exists to serve this version: it is the bare name's meaning here, loaded now
         own = replace(spec, current=True, load="eager", idle_timeout=0.0)
         self._engine = Engine([own], data_dir, settings)
