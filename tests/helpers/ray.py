@@ -37,6 +37,11 @@ class RayCluster:
     temp_dir: Path
     nodes: list[subprocess.Popen] = field(default_factory=list)
 
+    def shut_down_serve(self) -> None:
+        """Remove every Serve application (an ingress leaves them running for other ingresses)."""
+        script = f"import ray; from ray import serve; ray.init(address={self.address!r}); serve.shutdown()"
+        subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=120)
+
     def replica_pids(self, app: str) -> list[int]:
         """Processes of the Serve replicas of application `app` (Ray names each replica's process)."""
         pids = []

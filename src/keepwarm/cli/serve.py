@@ -344,10 +344,12 @@ def _cluster_engine(
         require_ray()
     except ConfigError as exc:
         raise click.UsageError(f"--ray: {exc}") from None
-    from keepwarm.cluster.connection import connect
+    from keepwarm.cluster.connection import join
+    from keepwarm.cluster.deployment import start_serve
     from keepwarm.cluster.engine import ClusterEngine
 
-    connect(address)
+    join(address)
+    start_serve()
     return ClusterEngine(specs, data_dir, settings, log_level)  # type: ignore[return-value]  # Engine's API
 
 

@@ -1,25 +1,19 @@
-"""Joining a Ray cluster, or starting one on this machine, for `keepwarm serve --ray`."""
+"""Joining a Ray cluster, or starting one on this machine, for `keepwarm serve|reembed --ray`."""
 
 from __future__ import annotations
 
 import logging
 
 import ray
-from ray import serve
 
 log = logging.getLogger(__name__)
 
 LOCAL = "local"  # `--ray` without an address: start a cluster on this machine
 
 
-def connect(address: str) -> None:
-    """Join the cluster at `address` (`host:port` of its head) or start a local one (`local`).
-
-    Serve's own HTTP proxies stay off: keepwarm's ingress is the HTTP server, and it
-    reaches the model deployments through their handles.
-    """
+def join(address: str) -> None:
+    """Join the cluster at `address` (`host:port` of its head) or start a local one (`local`)."""
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
-    serve.start(proxy_location="Disabled")
     resources = ray.cluster_resources()
     log.info(
         "joined Ray cluster (%s): %d node(s), %g CPU(s), %g GPU(s)",

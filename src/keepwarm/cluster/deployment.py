@@ -26,6 +26,15 @@ _DEPLOYMENT_NAME = "model"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+def start_serve() -> None:
+    """Start Serve on the cluster (a no-op if it runs), its HTTP proxies off.
+
+    keepwarm's ingress is the HTTP server; it reaches the model deployments through
+    their handles, so Serve's own proxies would only be a second, unused way in.
+    """
+    serve.start(proxy_location="Disabled")
+
+
 def app_name(spec: ModelSpec, version: str) -> str:
     """The Serve application of one version: `keepwarm-<name>-<short version>`."""
     return f"keepwarm-{_UNSAFE.sub('_', spec.name)}-{short_version(version)}"
