@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import RunningServer, create_key, start_server, state_dir
 from helpers.models import tiny_bert
+from helpers.postgres import fresh_database, postgres_server
 from helpers.ray import RayCluster, ray_cluster
 from helpers.texts import corpus_texts
 
@@ -25,6 +26,20 @@ CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.t
 @pytest.fixture
 def own_data_dir(server, data_dir: Path, tmp_path: Path) -> Path:  # noqa: ANN001 - `server` built the artifacts
     return state_dir(data_dir, tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server's URL (see helpers.postgres: never skipped)."""
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def database_url(postgres: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test module, dropped at its end."""
+    with fresh_database(postgres) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

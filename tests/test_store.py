@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
 import pytest
+from sqlalchemy import exc, insert, select, update
 
 from keepwarm.api.store_access import StoreAccess
 from keepwarm.cost import Pricing
 from keepwarm.errors import NotReady
 from keepwarm.store import Database, KeyStore, StoreError, UsageEvent, UsageStore, usage_report
-from keepwarm.store.migrations import MIGRATIONS
+from keepwarm.store.migrations import STATE, versions
+from keepwarm.store.schema import usage
 
 
 @pytest.fixture
@@ -25,11 +26,15 @@ def db(tmp_path: Path) -> Database:
     database.close()
 
 
+def _version(db: Database) -> int:
+    return db.scalar(select(versions.c.version).where(versions.c.name == STATE.name))
+
+
 def test_new_database_is_migrated_to_the_latest_version_in_wal_mode(db: Database) -> None:
-    conn = db.connection()
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+    assert _version(db) == STATE.version
+    with db.reading() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() > 0
 
 
 def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
@@ -45,13 +50,12 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path: Path
     )
     processes = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE) for _ in range(4)]
     assert all(p.wait(timeout=60) == 0 for p in processes), [p.stderr.read() for p in processes]
-    assert Database.in_data_dir(tmp_path).connection().execute("PRAGMA user_version").fetchone()[0] == len(
-        MIGRATIONS
-    )
+    assert _version(Database.in_data_dir(tmp_path)) == STATE.version
 
 
 def test_a_database_from_a_newer_keepwarm_is_refused(tmp_path: Path) -> None:
-    Database.in_data_dir(tmp_path).connection().execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with Database.in_data_dir(tmp_path).transaction() as conn:
+        conn.execute(update(versions).values(version=STATE.version + 1))
     with pytest.raises(StoreError, match="newer"):
         Database.in_data_dir(tmp_path)
 
@@ -130,9 +134,11 @@ def test_usage_report_prices_tokens_and_compute_hours(db: Database) -> None:
 
 
 def test_a_failed_write_leaves_nothing_behind(db: Database) -> None:
-    with pytest.raises(sqlite3.IntegrityError), db.transaction() as conn:
-        conn.execute("INSERT INTO usage VALUES ('d', 1, 'm', 'v', 1, 1, 0, 0)")
-        conn.execute("INSERT INTO usage VALUES ('d', 1, 'm', 'v', 1, 1, 0, 0)")
+    row = {"day": "d", "key_id": 1, "model": "m", "version": "v", "requests": 1, "tokens": 1}
+    row |= {"cache_hits": 0, "compute_seconds": 0.0}
+    with pytest.raises(exc.IntegrityError), db.transaction() as conn:
+        conn.execute(insert(usage).values(row))
+        conn.execute(insert(usage).values(row))
     assert UsageStore(db).report() == []
 
 
@@ -140,7 +146,8 @@ def test_a_database_fault_reaches_the_api_as_a_retryable_503(db: Database) -> No
     access = StoreAccess(db)
 
     def broken() -> None:
-        raise sqlite3.OperationalError("disk I/O error")
+        with db.transaction():
+            raise exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
 
     try:
         with pytest.raises(NotReady, match="state database is unavailable"):

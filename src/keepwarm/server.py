@@ -42,6 +42,7 @@ from keepwarm.dashboard import DashboardServices, dashboard_router
 from keepwarm.engine import Engine
 from keepwarm.errors import ConfigError
 from keepwarm.store import Database
+from keepwarm.store.buckets import BucketStore
 
 log = logging.getLogger("keepwarm")
 
@@ -142,7 +143,7 @@ def serve(
     api = api or ApiSettings()
     store = StoreAccess(db)
     auth = Auth(store, open_when_keyless=api.open_when_keyless)
-    limiter = RateLimiter()
+    limiter = RateLimiter(shared=BucketStore(db) if db.shared else None)
     lifecycle = Lifecycle(api.shutdown)
     batches = BatchService(engine, db, batch)
     app = create_app(

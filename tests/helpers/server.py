@@ -66,12 +66,20 @@ class RunningServer:
 
 
 def start_server(
-    data_dir: Path, log_dir: Path, *args: str, wait: bool = True, holdable: bool = False
+    data_dir: Path,
+    log_dir: Path,
+    *args: str,
+    wait: bool = True,
+    holdable: bool = False,
+    database: str | None = None,
 ) -> RunningServer:
     """Start `keepwarm serve` on a free loopback port; wait until /ready says 200.
 
     `holdable` servers pause their model workers while `server.holding()` is active.
+    With `database` (a URL), the server keeps its state there (`--database`).
     """
+    if database:
+        args = ("--database", database, *args)
     hold_file = log_dir / f"hold-{next(_HOLD_FILES)}" if holdable else None
     env = {HOLD_FILE_ENV: str(hold_file)} if hold_file else {}
     server = ServerProcess(data_dir, args, env=env, log_dir=log_dir, ready_timeout=READY_TIMEOUT)

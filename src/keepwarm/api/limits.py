@@ -3,8 +3,13 @@
 Each limited key has one bucket per limit, holding up to a minute's allowance and
 refilling continuously, so a key can burst up to its limit and then proceeds at its
 steady rate. Responses carry OpenAI's `x-ratelimit-*` headers; a refusal is a 429
-`rate_limit_exceeded` with `Retry-After`. Buckets live in this process's memory: with
-several replicas, each enforces the limits on its own.
+`rate_limit_exceeded` with `Retry-After`.
+
+Where buckets live: in this process's memory by default (one server; nothing to wait
+for), or with `shared` buckets in the database (store/buckets.py), so that replicas on
+one database enforce one limit together. A shared take is a short transaction on the
+calling thread; the headers of a response come from the level that take saw, without
+another round trip.
 
 Background work (batch lines) draws on the same token bucket at a lower priority: it
 never takes the bucket below a reserve kept for the key's online calls, and instead of
@@ -13,14 +18,16 @@ a refusal it learns how long to wait (`take_background`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 
 from keepwarm.errors import RateLimited
 from keepwarm.store import ApiKey
+from keepwarm.store.buckets import BucketRow, BucketStore
 
 
 @dataclass
@@ -34,8 +41,9 @@ class _Bucket:
         return self.capacity / 60.0
 
     def refill(self, now: float) -> None:
-        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-        self.updated = now
+        # a shared bucket may have been updated by a replica whose clock runs a little ahead
+        self.level = min(self.capacity, self.level + max(0.0, now - self.updated) * self.rate)
+        self.updated = max(self.updated, now)
 
     def wait_for(self, amount: float) -> float:
         """Seconds until `amount` is available (0 if it is now)."""
@@ -60,12 +68,15 @@ _UNITS = {"requests": "requests per min (RPM)", "tokens": "tokens per min (TPM)"
 
 
 class RateLimiter:
-    """Token buckets for every key that has limits; thread-safe."""
+    """Token buckets for every key that has limits; thread-safe. See the module docs for `shared`."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._buckets: dict[tuple[int, str], _Bucket] = {}
-        self._lock = threading.Lock()
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, shared: BucketStore | None = None
+    ) -> None:
+        self._clock = time.time if shared is not None else clock
+        self._shared = shared
+        self._buckets: dict[tuple[int, str], _Bucket] = {}  # the buckets, or (shared) the last ones taken
+        self._lock = threading.RLock()  # a refusal builds its headers while holding it
 
     def check_request(self, key: ApiKey) -> None:
         """Count one request against the key's RPM, or raise RateLimited."""
@@ -85,9 +96,7 @@ class RateLimiter:
         limit = key.tpm
         if limit is None:
             return 0.0
-        with self._lock:
-            now = self._clock()
-            bucket = self._bucket(key.id, "tokens", limit, now)
+        with self._bucket(key.id, "tokens", limit) as (bucket, now):
             if tokens > limit:
                 raise self._too_large(key, "tokens", limit, tokens, now)
             wait = bucket.wait_for(tokens + min(reserve * limit, limit - tokens))
@@ -97,15 +106,12 @@ class RateLimiter:
 
     def headers(self, key: ApiKey) -> dict[str, str]:
         """The `x-ratelimit-*` headers for the key's limits (none for an unlimited key)."""
-        with self._lock:
-            return self._headers(key, self._clock())
+        return self._headers(key, self._clock())
 
     def _take(self, key: ApiKey, kind: str, limit: int | None, amount: int) -> None:
         if limit is None:
             return
-        with self._lock:
-            now = self._clock()
-            bucket = self._bucket(key.id, kind, limit, now)
+        with self._bucket(key.id, kind, limit) as (bucket, now):
             if amount > limit:
                 raise self._too_large(key, kind, limit, amount, now)
             wait = bucket.wait_for(amount)
@@ -129,21 +135,48 @@ class RateLimiter:
             headers=self._headers(key, now),
         )
 
-    def _bucket(self, key_id: int, kind: str, limit: int, now: float) -> _Bucket:
+    @contextlib.contextmanager
+    def _bucket(self, key_id: int, kind: str, limit: int) -> Iterator[tuple[_Bucket, float]]:
+        """The key's bucket, refilled to now, held for one change; and the time now."""
+        if self._shared is None:
+            with self._lock:
+                now = self._clock()
+                yield self._local(key_id, kind, limit, now), now
+            return
+        now = self._clock()
+        with self._shared.locked(key_id, kind, BucketRow(limit, limit, now)) as row:
+            bucket = _Bucket(row.capacity, row.level, row.updated)
+            _refill(bucket, limit, now)
+            with self._lock:
+                self._buckets[(key_id, kind)] = bucket  # what this process's headers show
+            try:
+                yield bucket, now
+            finally:
+                row.capacity, row.level, row.updated = bucket.capacity, bucket.level, bucket.updated
+
+    def _local(self, key_id: int, kind: str, limit: int, now: float) -> _Bucket:
+        """This process's own bucket, refilled to `now`."""
         bucket = self._buckets.get((key_id, kind))
         if bucket is None:
             bucket = self._buckets[(key_id, kind)] = _Bucket(float(limit), float(limit), now)
-        bucket.refill(now)
-        if bucket.capacity != limit:  # the key's limit was changed while the server runs
-            bucket.capacity, bucket.level = float(limit), min(bucket.level, float(limit))
+        _refill(bucket, limit, now)
         return bucket
 
     def _headers(self, key: ApiKey, now: float) -> dict[str, str]:
         result: dict[str, str] = {}
         for kind, limit in (("requests", key.rpm), ("tokens", key.tpm)):
             if limit is not None:
-                bucket = self._bucket(key.id, kind, limit, now)
+                with self._lock:
+                    seen = self._buckets.get((key.id, kind))
+                bucket = replace(seen) if seen else _Bucket(float(limit), float(limit), now)
+                _refill(bucket, limit, now)  # a copy: reading never changes a bucket
                 result[f"x-ratelimit-limit-{kind}"] = str(limit)
                 result[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(bucket.level)))
                 result[f"x-ratelimit-reset-{kind}"] = format_duration(bucket.reset_seconds())
         return result
+
+
+def _refill(bucket: _Bucket, limit: int, now: float) -> None:
+    bucket.refill(now)
+    if bucket.capacity != limit:  # the key's limit was changed while the server runs
+        bucket.capacity, bucket.level = float(limit), min(bucket.level, float(limit))

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import os
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from sqlalchemy import ColumnElement, Connection, delete, func, or_, select
+
 from keepwarm.batches.tenancy import EVERYONE, Scope, owned_by, storage_quota_exceeded
 from keepwarm.errors import NotFound, PayloadTooLarge
 from keepwarm.store import ApiKey
 from keepwarm.store.database import Database
+from keepwarm.store.schema import files
+from keepwarm.store.sql import insert_new
 
 _COPY_CHUNK = 1 << 20
 
@@ -74,7 +77,8 @@ def _record(row: Any) -> FileRecord:
     )
 
 
-_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+def _live() -> ColumnElement[bool]:
+    return or_(files.c.expires_at.is_(None), files.c.expires_at > int(time.time()))
 
 
 class FileStore:
@@ -105,7 +109,8 @@ class FileStore:
         bytes (checked while copying, so a refused upload stops early, and again in the
         transaction that records it, so concurrent uploads cannot overshoot together).
         """
-        stored = self.stored_bytes(self.database.connection(), owner.id)
+        with self.database.reading() as sql:
+            stored = self.stored_bytes(sql, owner.id)
         file_id = new_file_id()
         staging = self.folder / f".{file_id}.upload"
         try:
@@ -116,6 +121,7 @@ class FileStore:
                 raise storage_quota_exceeded(owner, stored, quota)
             self.place(staging, file_id)
             with self.database.transaction() as sql:
+                self.database.lock(sql, "storage", owner.id)
                 stored = self.stored_bytes(sql, owner.id)
                 if stored + size > quota:
                     raise storage_quota_exceeded(owner, stored, quota)
@@ -135,7 +141,7 @@ class FileStore:
 
     def record(
         self,
-        sql: sqlite3.Connection,
+        sql: Connection,
         file_id: str,
         filename: str,
         purpose: str,
@@ -143,30 +149,27 @@ class FileStore:
         expires_at: int | None = None,
     ) -> None:
         """Add a placed file's record inside the caller's transaction (idempotent)."""
-        sql.execute(
-            "INSERT OR IGNORE INTO files (id, filename, purpose, bytes, created_at, expires_at, key_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                file_id,
-                filename,
-                purpose,
-                self.path(file_id).stat().st_size,
-                int(time.time()),
-                expires_at,
-                key_id,
-            ),
-        )
+        values = {
+            "id": file_id,
+            "filename": filename,
+            "purpose": purpose,
+            "bytes": self.path(file_id).stat().st_size,
+            "created_at": int(time.time()),
+            "expires_at": expires_at,
+            "key_id": key_id,
+        }
+        sql.execute(insert_new(sql, files, values))
 
     def get(self, file_id: str, scope: Scope) -> FileRecord:
         """The live file, if `scope` may see it (404 otherwise, the same as for no such file)."""
-        return self.find(self.database.connection(), file_id, scope)
+        with self.database.reading() as sql:
+            return self.find(sql, file_id, scope)
 
     @staticmethod
-    def find(sql: sqlite3.Connection, file_id: str, scope: Scope) -> FileRecord:
+    def find(sql: Connection, file_id: str, scope: Scope) -> FileRecord:
         """`get` on the caller's connection, so a check and what depends on it share one transaction."""
-        row = sql.execute(
-            f"SELECT * FROM files WHERE id = ? AND {_LIVE} AND {owned_by(scope)}", (file_id, int(time.time()))
-        ).fetchone()
+        query = select(files).where(files.c.id == file_id, _live(), owned_by(files, scope))
+        row = sql.execute(query).mappings().first()
         if row is None:
             raise file_not_found(file_id)
         return _record(row)
@@ -175,40 +178,36 @@ class FileStore:
         self, scope: Scope, *, purpose: str | None, after: str | None, limit: int, order: str
     ) -> tuple[list[FileRecord], bool]:
         """One page of the files `scope` sees (newest first for `desc`), and whether more follow."""
-        clauses, parameters = [_LIVE, owned_by(scope)], [int(time.time())]
+        query = select(files).where(_live(), owned_by(files, scope))
         if purpose:
-            clauses.append("purpose = ?")
-            parameters.append(purpose)
+            query = query.where(files.c.purpose == purpose)
         if after:
             cursor = self.database.query(
-                f"SELECT seq FROM files WHERE id = ? AND {owned_by(scope)}", (after,)
+                select(files.c.seq).where(files.c.id == after, owned_by(files, scope))
             )
             if not cursor:
                 raise file_not_found(after, param="after")
-            clauses.append("seq < ?" if order == "desc" else "seq > ?")
-            parameters.append(cursor[0]["seq"])
-        direction = "DESC" if order == "desc" else "ASC"
-        rows = self.database.query(
-            f"SELECT * FROM files WHERE {' AND '.join(clauses)} ORDER BY seq {direction} LIMIT ?",
-            (*parameters, limit + 1),
-        )
+            seq = cursor[0]["seq"]
+            query = query.where(files.c.seq < seq if order == "desc" else files.c.seq > seq)
+        ordering = files.c.seq.desc() if order == "desc" else files.c.seq.asc()
+        rows = self.database.query(query.order_by(ordering).limit(limit + 1))
         return [_record(row) for row in rows[:limit]], len(rows) > limit
 
     @staticmethod
-    def stored_bytes(sql: sqlite3.Connection, key_id: int) -> int:
+    def stored_bytes(sql: Connection, key_id: int) -> int:
         """The bytes of the key's live files."""
-        query = f"SELECT COALESCE(SUM(bytes), 0) FROM files WHERE key_id = ? AND {_LIVE}"
-        return sql.execute(query, (key_id, int(time.time()))).fetchone()[0]
+        query = select(func.coalesce(func.sum(files.c.bytes), 0)).where(files.c.key_id == key_id, _live())
+        return int(sql.execute(query).scalar_one())
 
     def expired(self) -> list[str]:
         """Files past their `expires_at` (already invisible to the API), to be removed."""
-        rows = self.database.query("SELECT id FROM files WHERE expires_at <= ?", (int(time.time()),))
+        rows = self.database.query(select(files.c.id).where(files.c.expires_at <= int(time.time())))
         return [row["id"] for row in rows]
 
     @staticmethod
-    def forget(sql: sqlite3.Connection, file_id: str) -> None:
+    def forget(sql: Connection, file_id: str) -> None:
         """Drop the record inside the caller's transaction; `remove` the contents after it commits."""
-        sql.execute("DELETE FROM files WHERE id = ?", (file_id,))
+        sql.execute(delete(files).where(files.c.id == file_id))
 
     def remove(self, file_id: str) -> None:
         """Remove a forgotten file's contents (a crash before this leaves only an orphan)."""

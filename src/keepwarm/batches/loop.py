@@ -2,16 +2,19 @@
 
 File and database work on this thread never blocks the HTTP loop, and the thread runs
 at the lowest CPU priority, so reading, encoding and writing results yield to online
-work too. Only the process holding the leader lock runs batches; the others stand by
-and take over. Each round takes the oldest batch with work left and does its next
-step: close it out (past its window, cancelled, its key revoked), validate it, run it,
-or publish it. A fault in one batch fails that batch with a generic message (the
-details go to the log under an error id), never the runner.
+work too. Only the process holding the runner's lease (see leader) runs batches; the
+others stand by and take over. While the database cannot be reached the runner waits
+and carries on where its last commit left off; it never fails a batch for that. Each
+round takes the oldest batch with work left and does its next step: close it out (past
+its window, cancelled, its key revoked), validate it, run it, or publish it. A fault in
+one batch fails that batch with a generic message (the details go to the log under an
+error id), never the runner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import uuid
@@ -23,14 +26,14 @@ from keepwarm.batches.execution import Execution, pinned
 from keepwarm.batches.expiry import past_window, remove_expired_files
 from keepwarm.batches.files import FileStore
 from keepwarm.batches.finalize import Finalizer
-from keepwarm.batches.leader import LeaderLock
+from keepwarm.batches.leader import Lease, LeaseLost
 from keepwarm.batches.records import BatchRecord, BatchStatus, BatchStore, error_entry
 from keepwarm.batches.tenancy import EVERYONE, owner_key
 from keepwarm.batches.validation import Limits, served_identity, validate_batch
 from keepwarm.engine import Engine
 from keepwarm.engine.background import lower_thread_priority
 from keepwarm.errors import KeepwarmError
-from keepwarm.store import ApiKey, KeyStore, UsageStore
+from keepwarm.store import ApiKey, DatabaseUnavailable, KeyStore, UsageStore
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,8 @@ class BatchRunner:
         self.keys = keys
         self.engine = engine
         self.settings = settings
+        self.lease = Lease(batches.database)
+        batches.fence = self.lease.fence
         work = root / "work"
         self.finalizer = Finalizer(batches, files, work)
         self.execution = Execution(
@@ -86,6 +91,7 @@ class BatchRunner:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
+        self.lease.start()
         self._thread.start()
 
     def wake(self) -> None:
@@ -111,31 +117,49 @@ class BatchRunner:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
-        if self._stopping.is_set():
-            return
         try:
-            with LeaderLock(self.root) as lock:
-                await self._lead(lock)
-                while not self._stopping.is_set():
-                    batch = self.batches.next_active()
-                    if batch is None:
-                        await self._idle()
-                    else:
-                        await self._work_on_safely(batch)
+            while not self._stopping.is_set():
+                await self._lead()
+                try:
+                    await self._run_batches()
+                except LeaseLost as lost:
+                    log.warning("stopped running batches: %s; standing by", lost)
         except asyncio.CancelledError:
             log.info("batch runner stopped")
+        finally:
+            await asyncio.to_thread(self.lease.release)
 
-    async def _lead(self, lock: LeaderLock) -> None:
+    async def _lead(self) -> None:
+        """Return once this process holds the lease (or is stopping)."""
         announced = False
-        while not lock.try_acquire():
+        while not self._stopping.is_set():
+            try:
+                if await asyncio.to_thread(self.lease.try_acquire):
+                    log.info("batch runner started")
+                    return
+            except DatabaseUnavailable:
+                log.warning("the database is unavailable; the batch runner waits for it")
             if not announced:
-                log.info("another keepwarm process runs batches for this data directory; standing by")
+                log.info("another keepwarm process runs the batches; standing by")
                 announced = True
             await self._idle()
-        log.info("batch runner started")
+
+    async def _run_batches(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                batch = self.batches.next_active()
+                if batch is None:
+                    await self._idle()
+                else:
+                    await self._work_on_safely(batch)
+            except DatabaseUnavailable:
+                log.warning("the database is unavailable; batches resume from their last checkpoint")
+                await self._idle()
 
     async def _idle(self) -> None:
-        remove_expired_files(self.files)
+        if not self._stopping.is_set():
+            with contextlib.suppress(DatabaseUnavailable):
+                remove_expired_files(self.files)
         await asyncio.to_thread(self._wake.wait, _STANDBY_SECONDS)
         self._wake.clear()
 
@@ -143,6 +167,8 @@ class BatchRunner:
         """Work on one batch; a fault in it fails that batch instead of stopping the runner."""
         try:
             await self._work_on(batch)
+        except (DatabaseUnavailable, LeaseLost):
+            raise  # not the batch's fault: it resumes from its last commit
         except Exception:  # noqa: BLE001 - e.g. an unreadable input file or a full disk
             error_id = uuid.uuid4().hex
             log.exception("batch %s failed on an internal error (error id %s)", batch.id, error_id)

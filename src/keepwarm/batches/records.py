@@ -12,19 +12,23 @@ scope (see tenancy), so another key's batch is as absent as one that never exist
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
-import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
 
 from keepwarm.batches.files import new_file_id
 from keepwarm.batches.tenancy import EVERYONE, Scope, owned_by
 from keepwarm.cost import Pricing, job_cost
 from keepwarm.errors import Conflict, NotFound
 from keepwarm.store.database import Database
+from keepwarm.store.schema import batches
 
 
 class BatchStatus(StrEnum):
@@ -51,7 +55,7 @@ _TIMESTAMP = {
     BatchStatus.CANCELLED: "cancelled_at",
     BatchStatus.EXPIRED: "expired_at",
 }
-_ACTIVE_MARKS = ",".join("?" * len(ACTIVE))
+_OPEN = batches.c.status.in_([str(status) for status in ACTIVE])
 
 
 def batch_not_found(batch_id: str, param: str = "batch_id") -> NotFound:
@@ -108,7 +112,7 @@ class BatchRecord:
     progress: Progress
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> BatchRecord:
+    def from_row(cls, row: Any) -> BatchRecord:
         return cls(
             id=row["id"],
             key_id=row["key_id"],
@@ -166,6 +170,9 @@ class BatchRecord:
         }
 
 
+Fence = Callable[[Connection], None]
+
+
 def error_entry(code: str, message: str, line: int | None = None, param: str | None = None) -> dict[str, Any]:
     """One entry of a batch's `errors.data`."""
     return {"code": code, "message": message, "param": param, "line": line}
@@ -176,10 +183,12 @@ class BatchStore:
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        # the runner's lease check (see leader), run first in every transaction the runner makes
+        self.fence: Fence = lambda sql: None
 
     def insert(
         self,
-        sql: sqlite3.Connection,
+        sql: Connection,
         *,
         key_id: int,
         input_file_id: str,
@@ -192,62 +201,57 @@ class BatchStore:
         batch_id = f"batch_{secrets.token_hex(16)}"
         now = int(time.time())
         sql.execute(
-            "INSERT INTO batches (id, key_id, status, endpoint, input_file_id, completion_window, metadata, "
-            "created_at, expires_at, output_file_id, error_file_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                batch_id,
-                key_id,
-                BatchStatus.VALIDATING,
-                endpoint,
-                input_file_id,
-                completion_window,
-                json.dumps(metadata) if metadata else None,
-                now,
-                now + window_seconds,
-                new_file_id(),
-                new_file_id(),
-            ),
+            insert(batches).values(
+                id=batch_id,
+                key_id=key_id,
+                status=str(BatchStatus.VALIDATING),
+                endpoint=endpoint,
+                input_file_id=input_file_id,
+                completion_window=completion_window,
+                metadata=json.dumps(metadata) if metadata else None,
+                created_at=now,
+                expires_at=now + window_seconds,
+                output_file_id=new_file_id(),
+                error_file_id=new_file_id(),
+            )
         )
         return batch_id
 
     def get(self, batch_id: str, scope: Scope) -> BatchRecord:
         """The batch, if `scope` may see it (404 otherwise, the same as for no such batch)."""
-        rows = self.database.query(f"SELECT * FROM batches WHERE id = ? AND {owned_by(scope)}", (batch_id,))
+        rows = self.database.query(select(batches).where(batches.c.id == batch_id, owned_by(batches, scope)))
         if not rows:
             raise batch_not_found(batch_id)
         return BatchRecord.from_row(rows[0])
 
     def list(self, scope: Scope, *, after: str | None, limit: int) -> tuple[list[BatchRecord], bool]:
         """One page of the batches `scope` sees, newest first, and whether more follow."""
-        where = owned_by(scope)
-        parameters: tuple[Any, ...] = ()
+        query = select(batches).where(owned_by(batches, scope))
         if after:
-            cursor = self.database.query(f"SELECT seq FROM batches WHERE id = ? AND {where}", (after,))
+            cursor = self.database.query(
+                select(batches.c.seq).where(batches.c.id == after, owned_by(batches, scope))
+            )
             if not cursor:
                 raise batch_not_found(after, param="after")
-            where, parameters = f"{where} AND seq < ?", (cursor[0]["seq"],)
-        rows = self.database.query(
-            f"SELECT * FROM batches WHERE {where} ORDER BY seq DESC LIMIT ?", (*parameters, limit + 1)
-        )
+            query = query.where(batches.c.seq < cursor[0]["seq"])
+        rows = self.database.query(query.order_by(batches.c.seq.desc()).limit(limit + 1))
         return [BatchRecord.from_row(row) for row in rows[:limit]], len(rows) > limit
 
     @staticmethod
-    def open_count(sql: sqlite3.Connection, key_id: int) -> int:
+    def open_count(sql: Connection, key_id: int) -> int:
         """How many of the key's batches are not finished yet."""
-        query = f"SELECT COUNT(*) FROM batches WHERE key_id = ? AND status IN ({_ACTIVE_MARKS})"
-        return sql.execute(query, (key_id, *ACTIVE)).fetchone()[0]
+        query = select(func.count()).select_from(batches).where(batches.c.key_id == key_id, _OPEN)
+        return sql.execute(query).scalar_one()
 
     @staticmethod
-    def uses_file(sql: sqlite3.Connection, file_id: str) -> bool:
+    def uses_file(sql: Connection, file_id: str) -> bool:
         """True while an unfinished batch reads this file."""
-        query = f"SELECT 1 FROM batches WHERE input_file_id = ? AND status IN ({_ACTIVE_MARKS}) LIMIT 1"
-        return sql.execute(query, (file_id, *ACTIVE)).fetchone() is not None
+        query = select(batches.c.seq).where(batches.c.input_file_id == file_id, _OPEN).limit(1)
+        return sql.execute(query).first() is not None
 
     def next_active(self) -> BatchRecord | None:
         """The oldest batch the runner still has to work on."""
-        rows = self.database.query(
-            f"SELECT * FROM batches WHERE status IN ({_ACTIVE_MARKS}) ORDER BY seq LIMIT 1", ACTIVE
-        )
+        rows = self.database.query(select(batches).where(_OPEN).order_by(batches.c.seq).limit(1))
         return BatchRecord.from_row(rows[0]) if rows else None
 
     def cancel(self, batch_id: str, scope: Scope) -> BatchRecord:
@@ -262,70 +266,67 @@ class BatchStore:
 
     def start(self, batch_id: str, *, total: int, model: str, model_version: str) -> BatchStatus:
         """validating → in_progress with the validated line count; returns the status after."""
-        with self.database.transaction() as sql:
+        with self._runner_transaction() as sql:
             if self._status(sql, batch_id, EVERYONE) == BatchStatus.VALIDATING:
-                sql.execute(
-                    "UPDATE batches SET total = ?, model = ?, model_version = ? WHERE id = ?",
-                    (total, model, model_version, batch_id),
-                )
+                self._set(sql, batch_id, total=total, model=model, model_version=model_version)
                 self._move(sql, batch_id, BatchStatus.IN_PROGRESS)
             return self._status(sql, batch_id, EVERYONE)
 
     def fail(self, batch_id: str, errors: list[dict[str, Any]], *, total: int) -> None:
         """→ failed, with the errors that say why (validation, or an internal error)."""
-        with self.database.transaction() as sql:
-            sql.execute(
-                "UPDATE batches SET total = ?, errors = ? WHERE id = ?", (total, json.dumps(errors), batch_id)
-            )
+        with self._runner_transaction() as sql:
+            self._set(sql, batch_id, total=total, errors=json.dumps(errors))
             self._move(sql, batch_id, BatchStatus.FAILED)
 
     def record_errors(self, batch_id: str, errors: list[dict[str, Any]]) -> None:
         """Say why a running batch must stop; the runner then finishes it as failed."""
-        with self.database.transaction() as sql:
-            sql.execute("UPDATE batches SET errors = ? WHERE id = ?", (json.dumps(errors), batch_id))
+        with self._runner_transaction() as sql:
+            self._set(sql, batch_id, errors=json.dumps(errors))
 
     def checkpoint(self, batch_id: str, progress: Progress) -> BatchStatus:
         """Commit a chunk's progress (its output is already on disk); returns the current status."""
-        with self.database.transaction() as sql:
-            sql.execute(
-                f"UPDATE batches SET {', '.join(f'{c} = ?' for c in _PROGRESS_COLUMNS)} WHERE id = ?",
-                (*(getattr(progress, c) for c in _PROGRESS_COLUMNS), batch_id),
-            )
+        with self._runner_transaction() as sql:
+            self._set(sql, batch_id, **{column: getattr(progress, column) for column in _PROGRESS_COLUMNS})
             return self._status(sql, batch_id, EVERYONE)
 
     def move(self, batch_id: str, status: BatchStatus, *, when: tuple[BatchStatus, ...]) -> bool:
         """Transition to `status` if the batch is in one of `when`; True if it moved."""
-        with self.database.transaction() as sql:
+        with self._runner_transaction() as sql:
             if self._status(sql, batch_id, EVERYONE) not in when:
                 return False
             self._move(sql, batch_id, status)
             return True
 
     def finish(
-        self, sql: sqlite3.Connection, batch_id: str, status: BatchStatus, *, output: bool, error: bool
+        self, sql: Connection, batch_id: str, status: BatchStatus, *, output: bool, error: bool
     ) -> None:
         """Final transition, inside the transaction that also records the output files."""
-        sql.execute(
-            "UPDATE batches SET output_published = ?, error_published = ? WHERE id = ?",
-            (output, error, batch_id),
-        )
+        self.fence(sql)
+        self._set(sql, batch_id, output_published=int(output), error_published=int(error))
         self._move(sql, batch_id, status)
 
-    @staticmethod
-    def _status(sql: sqlite3.Connection, batch_id: str, scope: Scope) -> BatchStatus:
-        row = sql.execute(
-            f"SELECT status FROM batches WHERE id = ? AND {owned_by(scope)}", (batch_id,)
-        ).fetchone()
-        if row is None:
-            raise batch_not_found(batch_id)
-        return BatchStatus(row[0])
+    @contextlib.contextmanager
+    def _runner_transaction(self) -> Iterator[Connection]:
+        """A transaction of the runner's, refused (LeaseLost) once another process holds the lease."""
+        with self.database.transaction() as sql:
+            self.fence(sql)
+            yield sql
 
     @staticmethod
-    def _move(sql: sqlite3.Connection, batch_id: str, status: BatchStatus) -> None:
+    def _status(sql: Connection, batch_id: str, scope: Scope) -> BatchStatus:
+        """The batch's status, its row locked until the transaction ends (PostgreSQL; SQLite locks all)."""
+        query = select(batches.c.status).where(batches.c.id == batch_id, owned_by(batches, scope))
+        status = sql.execute(query.with_for_update()).scalar()
+        if status is None:
+            raise batch_not_found(batch_id)
+        return BatchStatus(status)
+
+    @staticmethod
+    def _set(sql: Connection, batch_id: str, **values: Any) -> None:
+        sql.execute(update(batches).where(batches.c.id == batch_id).values(**values))
+
+    @classmethod
+    def _move(cls, sql: Connection, batch_id: str, status: BatchStatus) -> None:
         column = _TIMESTAMP.get(status)
-        assignments, parameters = (
-            ("status = ?", [status])
-            if column is None
-            else (f"status = ?, {column} = ?", [status, int(time.time())])
-        )
-        sql.execute(f"UPDATE batches SET {assignments} WHERE id = ?", (*parameters, batch_id))
+        stamp = {column: int(time.time())} if column else {}
+        cls._set(sql, batch_id, status=str(status), **stamp)

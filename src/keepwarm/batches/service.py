@@ -87,7 +87,7 @@ class BatchService:
     def __init__(self, engine: Engine, state: Database, settings: BatchSettings | None = None) -> None:
         self.settings = settings or BatchSettings()
         root = engine.data_dir / "batches"
-        self.database = open_batch_database(root / "batches.db")
+        self.database = open_batch_database(state, root)
         self.files = FileStore(self.database, root)
         self.batches = BatchStore(self.database)
         self.budget = TokenBudget(RateLimiter(), self.settings.tenants.tpm_reserve)
@@ -117,7 +117,8 @@ class BatchService:
     def check_room(self, key: ApiKey, declared_bytes: int) -> None:
         """Refuse an upload before reading it when its declared size cannot fit the key's storage."""
         quota = self.settings.tenants.max_stored_bytes
-        stored = self.files.stored_bytes(self.database.connection(), key.id)
+        with self.database.reading() as sql:
+            stored = self.files.stored_bytes(sql, key.id)
         if stored + declared_bytes > quota:
             raise storage_quota_exceeded(key, stored, quota)
 
@@ -187,6 +188,7 @@ class BatchService:
         check_metadata(metadata)
         limit = self.settings.tenants.max_open_batches
         with self.database.transaction() as sql:
+            self.database.lock(sql, "open batches", key.id)
             if self.files.find(sql, input_file_id, scope_of(key)).purpose != "batch":
                 raise InvalidRequest(
                     f"File {input_file_id} was not uploaded with purpose 'batch'.", param="input_file_id"

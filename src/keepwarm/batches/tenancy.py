@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import ColumnElement, Table, true
+
 from keepwarm.errors import QuotaExceeded
 from keepwarm.store import ANONYMOUS, ApiKey, KeyStore
 
@@ -38,9 +40,9 @@ def scope_of(key: ApiKey) -> Scope:
     return EVERYONE if key.admin else key.id
 
 
-def owned_by(scope: Scope) -> str:
-    """The SQL condition for rows (with a `key_id` column) that `scope` sees."""
-    return "1" if scope is EVERYONE else f"key_id = {int(scope)}"
+def owned_by(table: Table, scope: Scope) -> ColumnElement[bool]:
+    """The condition for rows of `table` (with a `key_id` column) that `scope` sees."""
+    return true() if scope is EVERYONE else table.c.key_id == scope
 
 
 def owner_key(keys: KeyStore, key_id: int) -> ApiKey | None:

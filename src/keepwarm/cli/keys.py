@@ -1,6 +1,6 @@
-"""`keepwarm keys`: create, list and revoke API keys in the data directory's state database.
+"""`keepwarm keys`: create, list and revoke API keys in the state database (`--database`).
 
-The server reads keys on every request, so changes apply to a running server at once.
+Servers read keys on every request, so changes apply to every running replica at once.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import orjson
 
-from keepwarm.cli.options import DATA_DIR_OPTION, open_database, table
+from keepwarm.cli.options import DATA_DIR_OPTION, DATABASE_OPTION, open_database, table
 
 
 def _models(value: str | None) -> tuple[str, ...] | None:
@@ -40,14 +40,21 @@ def keys() -> None:
 @click.option("--tpm", type=click.IntRange(1), help="Tokens per minute (default: unlimited).")
 @click.option("--admin", is_flag=True, help="Also allow admin endpoints (usage report).")
 @DATA_DIR_OPTION
+@DATABASE_OPTION
 def create(
-    name: str, models: str | None, rpm: int | None, tpm: int | None, admin: bool, data_dir: Path
+    name: str,
+    models: str | None,
+    rpm: int | None,
+    tpm: int | None,
+    admin: bool,
+    data_dir: Path,
+    database: str | None,
 ) -> None:
     """Create a key and print its secret, once, on standard output."""
     from keepwarm.store import KeyStore, StoreError
 
     try:
-        key, secret = KeyStore(open_database(data_dir)).create(
+        key, secret = KeyStore(open_database(data_dir, database)).create(
             name, models=_models(models), rpm=rpm, tpm=tpm, admin=admin
         )
     except StoreError as exc:
@@ -62,11 +69,12 @@ def create(
 @keys.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
 @DATA_DIR_OPTION
-def list_keys(as_json: bool, data_dir: Path) -> None:
+@DATABASE_OPTION
+def list_keys(as_json: bool, data_dir: Path, database: str | None) -> None:
     """List keys, revoked ones included (never their secrets)."""
     from keepwarm.store import KeyStore
 
-    found = KeyStore(open_database(data_dir)).list()
+    found = KeyStore(open_database(data_dir, database)).list()
     if as_json:
         click.echo(orjson.dumps([asdict(key) for key in found], option=orjson.OPT_INDENT_2).decode())
         return
@@ -92,12 +100,13 @@ def list_keys(as_json: bool, data_dir: Path) -> None:
 @keys.command()
 @click.argument("name_or_id")
 @DATA_DIR_OPTION
-def revoke(name_or_id: str, data_dir: Path) -> None:
+@DATABASE_OPTION
+def revoke(name_or_id: str, data_dir: Path, database: str | None) -> None:
     """Revoke the active key with this name or id; it stops working at once."""
     from keepwarm.store import KeyStore, StoreError
 
     try:
-        key = KeyStore(open_database(data_dir)).revoke(name_or_id)
+        key = KeyStore(open_database(data_dir, database)).revoke(name_or_id)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"revoked key '{key.name}' (id {key.prefix})")

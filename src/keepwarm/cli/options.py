@@ -32,6 +32,16 @@ DATA_DIR_OPTION = click.option(
 )
 
 
+DATABASE_OPTION = click.option(
+    "--database",
+    metavar="URL",
+    envvar="KEEPWARM_DATABASE_URL",
+    help="Keys, usage, limits, batches and the persistent cache in this database, e.g. "
+    "postgresql://user@host/keepwarm, shared by every replica (env KEEPWARM_DATABASE_URL; "
+    "default: SQLite files in the data directory).",
+)
+
+
 def retrieval_size_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--queries and --documents: how much of a built-in retrieval set to evaluate on."""
     from keepwarm.datasets.builtin import DEFAULT_DOCUMENTS, DEFAULT_QUERIES
@@ -82,14 +92,27 @@ def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
-def open_database(data_dir: Path):  # noqa: ANN201 - keepwarm.store.Database, imported lazily
-    """The state database in `data_dir`, or a clean CLI error."""
-    from keepwarm.store import Database, StoreError
+def open_database(data_dir: Path, url: str | None = None):  # noqa: ANN201 - keepwarm.store.Database, lazily
+    """The database at `url`, else the state database in `data_dir`; a clean CLI error if it cannot open."""
+    from keepwarm.store import Database, DatabaseUnavailable, StoreError
+
+    where = _without_password(url) if url else f"in {data_dir}"
+    try:
+        return Database.open(url, data_dir)
+    except (StoreError, OSError) as exc:
+        raise click.ClickException(f"cannot open the state database {where}: {exc}") from None
+    except DatabaseUnavailable as exc:
+        reason = exc.__cause__.__cause__ or exc.__cause__  # the driver's own words
+        raise click.ClickException(f"cannot reach the state database {where}: {reason}") from None
+
+
+def _without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
 
     try:
-        return Database.in_data_dir(data_dir)
-    except (StoreError, OSError) as exc:
-        raise click.ClickException(f"cannot open the state database in {data_dir}: {exc}") from None
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL: Database.open says so
+        return url
 
 
 def model_entries(config: Path | None, models: tuple[str, ...]) -> list[ModelEntry]:

@@ -20,6 +20,7 @@ from keepwarm.catalog import ModelSpec
 from keepwarm.cli.options import (
     CONFIG_OPTIONS,
     DATA_DIR_OPTION,
+    DATABASE_OPTION,
     load_specs,
     model_specs,
     open_database,
@@ -77,6 +78,7 @@ _CONNECTIONS = _API.connections
 )
 @CONFIG_OPTIONS
 @DATA_DIR_OPTION
+@DATABASE_OPTION
 @click.option(
     "--max-batch-tokens",
     type=click.IntRange(1),
@@ -151,7 +153,7 @@ _CONNECTIONS = _API.connections
     "--persistent-cache",
     is_flag=True,
     default=_ENGINE.persistent_cache,
-    help="Also keep cached vectors in the data directory across restarts.",
+    help="Also keep cached vectors across restarts: in the data directory, or in --database.",
 )
 @click.option(
     "--queue-timeout",
@@ -246,6 +248,7 @@ def serve(
     config: Path | None,
     model_options: tuple[str, ...],
     data_dir: Path,
+    database: str | None,
     max_batch_tokens: int | None,
     max_batch_size: int,
     max_batch_padding_tokens: int | None,
@@ -280,7 +283,7 @@ def serve(
     signal.signal(signal.SIGTERM, _stopped_while_starting)
     configure_logging(log_level, log_format)
     specs = model_specs(config, model_options)
-    db = open_database(data_dir)
+    db = open_database(data_dir, database)
     open_when_keyless = _check_auth(KeyStore(db).has_active(), host, allow_unauthenticated)
     limits = CallLimitSettings(
         max_call_tokens=max_batch_tokens,
@@ -293,6 +296,7 @@ def serve(
         max_input_chars=max_input_chars,
         cache_bytes=cache_mb * MiB,
         persistent_cache=persistent_cache,
+        cache_database=database,
         queue_timeout=queue_timeout or None,
     )
     engine = (

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import orjson
 
-from keepwarm.cli.options import DATA_DIR_OPTION, open_database, pricing_options, table
+from keepwarm.cli.options import DATA_DIR_OPTION, DATABASE_OPTION, open_database, pricing_options, table
 
 _DAY = click.DateTime(formats=["%Y-%m-%d"])
 
@@ -20,6 +20,7 @@ _DAY = click.DateTime(formats=["%Y-%m-%d"])
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON (the shape of GET /admin/usage).")
 @pricing_options
 @DATA_DIR_OPTION
+@DATABASE_OPTION
 def usage(
     since: datetime | None,
     until: datetime | None,
@@ -28,12 +29,13 @@ def usage(
     price_per_million_tokens: float,
     price_per_hour: float,
     data_dir: Path,
+    database: str | None,
 ) -> None:
     """Report metered usage from the state database (works while the server runs)."""
     from keepwarm.cost import Pricing
     from keepwarm.store import UsageStore, usage_report
 
-    rows = UsageStore(open_database(data_dir)).report(
+    rows = UsageStore(open_database(data_dir, database)).report(
         since.date() if since else None, until.date() if until else None, key
     )
     report = usage_report(rows, Pricing(per_million_tokens=price_per_million_tokens, per_hour=price_per_hour))

@@ -5,20 +5,31 @@ and the truncation — so keying on them with the model version means a cached v
 never be served for a different model version, prompt or truncation. Vectors are kept
 as their exact float32 bytes: a hit returns the bits the model produced.
 
-In memory it is an LRU bounded in bytes; with a path it also keeps every vector in a
-SQLite file in the data directory, so a restart starts warm.
+In memory it is an LRU bounded in bytes. Persistent, it also keeps every vector in a
+database: a SQLite file in the data directory, so a restart starts warm, or the
+PostgreSQL database replicas share (`--database`), so a vector computed by one replica
+is a hit on every other. The database is a cache: when it cannot be reached, a lookup
+is a miss and a write is dropped, and requests go on.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
+import logging
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import select
+
+from keepwarm.store import Database, DatabaseUnavailable
+from keepwarm.store.migrations import CACHE
+from keepwarm.store.schema import vectors
+from keepwarm.store.sql import insert_new
+
+log = logging.getLogger(__name__)
 
 _ENTRY_OVERHEAD = 100  # bytes of bookkeeping per in-memory entry, counted against the budget
 
@@ -31,37 +42,36 @@ def cache_key(version: str, ids: np.ndarray) -> bytes:
 
 
 class EmbeddingCache:
-    """Thread-safe LRU of vectors with a byte budget, optionally backed by SQLite."""
+    """Thread-safe LRU of vectors with a byte budget, optionally backed by a database.
 
-    def __init__(self, max_bytes: int, path: Path | None = None) -> None:
+    `location` is a SQLite file's path or a database URL.
+    """
+
+    def __init__(self, max_bytes: int, location: Path | str | None = None) -> None:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[bytes, bytes] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        self._db: Database | None = None
         self._writer: ThreadPoolExecutor | None = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)"
+        if location is not None:
+            self._db = (
+                Database.sqlite(location, (CACHE,))
+                if isinstance(location, Path)
+                else Database(location, (CACHE,))
             )
             self._writer = ThreadPoolExecutor(1, "keepwarm-cache-writer")
 
     def get_many(self, keys: list[bytes]) -> list[np.ndarray | None]:
         """Vectors for the keys that are cached, None for the others."""
-        found: list[np.ndarray | None] = []
-        for key in keys:
-            data = self._memory_get(key)
-            if data is None and self._db is not None:
-                row = self._query(key)
-                if row is not None:
-                    data = row
-                    self._memory_put(key, data)
-            found.append(None if data is None else np.frombuffer(data, dtype="<f4"))
-        return found
+        found = [self._memory_get(key) for key in keys]
+        missing = [key for key, data in zip(keys, found, strict=True) if data is None]
+        if missing and self._db is not None:
+            stored = self._query(missing)
+            for key, data in stored.items():
+                self._memory_put(key, data)
+            found = [stored.get(key) if data is None else data for key, data in zip(keys, found, strict=True)]
+        return [None if data is None else np.frombuffer(data, dtype="<f4") for data in found]
 
     def put_many(self, entries: list[tuple[bytes, np.ndarray]]) -> None:
         """Remember freshly computed vectors (persisted in the background)."""
@@ -76,9 +86,8 @@ class EmbeddingCache:
         if self._writer is not None:
             self._writer.shutdown(wait=True)
         if self._db is not None:
-            with self._lock:
-                self._db.close()
-                self._db = None
+            self._db.close()
+            self._db = None
 
     def _memory_get(self, key: bytes) -> bytes | None:
         with self._lock:
@@ -100,17 +109,19 @@ class EmbeddingCache:
                 old_key, old = self._entries.popitem(last=False)
                 self._bytes -= len(old) + len(old_key) + _ENTRY_OVERHEAD
 
-    def _query(self, key: bytes) -> bytes | None:
-        with self._lock:
-            if self._db is None:
-                return None
-            row = self._db.execute("SELECT vector FROM vectors WHERE key = ?", (key,)).fetchone()
-        return None if row is None else bytes(row[0])
+    def _query(self, keys: list[bytes]) -> dict[bytes, bytes]:
+        db = self._db
+        try:
+            rows = db.query(select(vectors).where(vectors.c.key.in_(set(keys)))) if db else []
+        except DatabaseUnavailable:
+            return {}  # a miss: the vectors are computed
+        return {bytes(row["key"]): bytes(row["vector"]) for row in rows}
 
     def _persist(self, encoded: list[tuple[bytes, bytes]]) -> None:
-        with self._lock:
-            if self._db is None:
-                return
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO vectors (key, vector) VALUES (?, ?)", encoded)
-            self._db.execute("COMMIT")
+        if self._db is None:
+            return
+        try:
+            with self._db.transaction() as conn:
+                conn.execute(insert_new(conn, vectors), [{"key": k, "vector": v} for k, v in encoded])
+        except DatabaseUnavailable:
+            log.warning("the embedding cache's database is unavailable; %d vectors not kept", len(encoded))

@@ -60,9 +60,11 @@ class Engine:
         self.data_dir = data_dir
         self.metrics = metrics or Metrics()
         self._registry = Registry(specs, data_dir, self.settings.calls, self.metrics, loader)
-        cache_path = data_dir / "cache.sqlite" if self.settings.persistent_cache else None
+        cache_at = self.settings.cache_database or data_dir / "cache.sqlite"
         self._cache = (
-            EmbeddingCache(self.settings.cache_bytes, cache_path) if self.settings.cache_bytes else None
+            EmbeddingCache(self.settings.cache_bytes, cache_at if self.settings.persistent_cache else None)
+            if self.settings.cache_bytes
+            else None
         )
         self._pipeline = Pipeline(self.settings, self._cache, self.metrics)
 

@@ -37,6 +37,7 @@ class EngineSettings:
     tokenizer_threads: int = 2
     cache_bytes: int = 256 * 1024 * 1024  # in-memory embedding cache; 0 turns the cache off
     persistent_cache: bool = False  # also keep cached vectors in <data dir>/cache.sqlite
+    cache_database: str | None = None  # ... or in this database (a URL) instead
     # online requests that waited longer than this before reaching the model are dropped
     queue_timeout: float | None = 60.0
 

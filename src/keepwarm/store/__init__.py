@@ -1,10 +1,11 @@
-"""Durable state in one SQLite file in the data directory: API keys and usage.
+"""Durable state behind one interface: SQLite in the data directory, or a PostgreSQL database.
 
-`Database` owns the file (connections, migrations); each kind of state has its own
-module over it. The schema evolves only through `migrations.MIGRATIONS`.
+`Database` owns the connection pool and the migrations; each kind of state has its own
+module over it (keys, usage, rate-limit buckets). The tables are defined once, in
+`schema`, for both backends; they change only through `migrations`.
 """
 
-from keepwarm.store.database import Database, StoreError
+from keepwarm.store.database import Database, DatabaseUnavailable, StoreError
 from keepwarm.store.keys import ANONYMOUS, ApiKey, KeyStore
 from keepwarm.store.usage import UsageEvent, UsageRow, UsageStore, usage_report
 
@@ -12,6 +13,7 @@ __all__ = [
     "ANONYMOUS",
     "ApiKey",
     "Database",
+    "DatabaseUnavailable",
     "KeyStore",
     "StoreError",
     "UsageEvent",

@@ -1,120 +1,208 @@
-"""The SQLite connection: WAL journal, a busy timeout, and schema migrations by user_version.
+"""The state database: SQLite in the data directory (the default) or any PostgreSQL server.
 
-WAL lets readers (the server answering requests, `keepwarm usage`) run while one writer
-commits, and with `synchronous=NORMAL` a committed transaction survives the process
-being killed (it is in the WAL file; only an OS crash or power loss can lose the last
-commits). Every thread gets its own connection, because sqlite3 connections must not
-be used by two threads at once.
+`Database` wraps one SQLAlchemy engine: a pool of connections, the group of tables
+it was opened for migrated on open (see migrations), and two ways in: `query()` for
+reads (one consistent snapshot) and `transaction()` for writes.
+
+SQLite: WAL lets readers run while one writer commits, and with `synchronous=NORMAL` a
+committed transaction survives the process being killed. Write transactions take the
+write lock up front (`BEGIN IMMEDIATE`), so a read-modify-write never deadlocks or
+interleaves with another process's.
+
+PostgreSQL (`--database postgresql://...`): every replica opens the same database.
+Connections are pooled and checked before use (a restarted server's dead connections
+are replaced, not handed out), and each has a connect timeout and statement and lock
+timeouts, so a request that needs the database while it is away fails within seconds
+instead of hanging. Read-modify-write transactions lock the rows they change
+(`for_update()`), which SQLite ignores as it holds the whole-file lock anyway.
+
+Any failure to reach the database (refused, dropped, timed out, locked) is raised as
+`DatabaseUnavailable`, a retryable 503 in every dialect's error envelope.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
-import threading
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from keepwarm.store.migrations import MIGRATIONS, Migration
+from sqlalchemy import Connection, Engine, Executable, RowMapping, create_engine, event, exc, select, text
+from sqlalchemy.engine import make_url
+
+from keepwarm.errors import NotReady
+from keepwarm.store.migrations import BATCH, CACHE, STATE, Group, SchemaTooNew, migrate
 
 FILE_NAME = "keepwarm.db"
 BUSY_TIMEOUT_MS = 10_000
+CONNECT_TIMEOUT_S = 3
+STATEMENT_TIMEOUT_MS = 5_000  # no query here takes more than milliseconds; this bounds a stuck one
+LOCK_TIMEOUT_MS = 3_000
+POOL_SIZE = 5
+POOL_OVERFLOW = 10
+POOL_TIMEOUT_S = 5
+_READ = "keepwarm_read"  # execution option: a snapshot read, not a write transaction
+_DRIVER_MISSING = (
+    "PostgreSQL needs the psycopg driver, which is not installed: pip install 'keepwarm[cluster]' "
+    "(or pip install 'psycopg[binary]')"
+)
 
 
 class StoreError(Exception):
-    """The state database cannot be used as asked (newer schema, unknown key, ...)."""
+    """The state database cannot be used as asked (newer schema, unknown key, bad URL, ...)."""
+
+
+class DatabaseUnavailable(NotReady):
+    """The database cannot be reached right now (503 with Retry-After; the caller may retry)."""
+
+    default_code = "database_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("The server's state database is unavailable; retry shortly.", retry_after=1)
+
+
+_UNREACHABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, exc.DisconnectionError)
 
 
 class Database:
-    """One SQLite database file, migrated to the newest schema on open.
+    """One database, its `groups` of tables migrated to the newest schema on open.
 
-    `migrations` and `synchronous` default to the state database's; the batch database
-    passes its own schema and `FULL` (every commit fsynced).
+    `synchronous` is SQLite's (the batch file passes FULL: every commit fsynced).
     """
 
-    def __init__(
-        self, path: Path, migrations: tuple[Migration, ...] = MIGRATIONS, synchronous: str = "NORMAL"
-    ) -> None:
-        self.path = path
-        self.synchronous = synchronous
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        migrate(self.connection(), migrations)
+    def __init__(self, url: str, groups: Sequence[Group] = (STATE,), synchronous: str = "NORMAL") -> None:
+        self.url = url
+        self.engine = _create_engine(url, synchronous)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.path = Path(self.engine.url.database or "") if self.is_sqlite else None
+        self.groups = tuple(groups)
+        try:
+            self.migrate(groups)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> Database:
-        return cls(data_dir / FILE_NAME)
+        return cls.sqlite(data_dir / FILE_NAME)
 
-    def connection(self) -> sqlite3.Connection:
-        """This thread's connection (autocommit; use `transaction()` to write)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _connect(self.path, self.synchronous)
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
+    @classmethod
+    def sqlite(cls, path: Path, groups: Sequence[Group] = (STATE,), synchronous: str = "NORMAL") -> Database:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{path}", groups, synchronous)
 
-    def query(self, statement: str, parameters: tuple = ()) -> list[sqlite3.Row]:
-        """Rows of one read-only statement (a consistent snapshot) on this thread's connection."""
-        return self.connection().execute(statement, parameters).fetchall()
+    @classmethod
+    def open(cls, url: str | None, data_dir: Path) -> Database:
+        """`url` (every group of tables in it), or by default the SQLite file in `data_dir`."""
+        if not url:
+            return cls.in_data_dir(data_dir)
+        return cls(url, (STATE, BATCH, CACHE))
+
+    @property
+    def shared(self) -> bool:
+        """True for a database opened by URL, holding every group: what replicas share."""
+        return BATCH in self.groups
+
+    def holds(self, group: Group) -> bool:
+        """True if this database was opened for `group`'s tables (a URL's database holds every group)."""
+        return group in self.groups
+
+    def migrate(self, groups: Sequence[Group]) -> None:
+        try:
+            with self.transaction() as conn:
+                for group in groups:
+                    migrate(conn, group)
+        except SchemaTooNew as error:
+            raise StoreError(str(error)) from None
+
+    def query(self, statement: Executable, parameters: dict[str, Any] | None = None) -> list[RowMapping]:
+        """Rows of one read-only statement, as mappings (`row["column"]`)."""
+        with self.reading() as conn:
+            return list(conn.execute(statement, parameters).mappings())
+
+    def scalar(self, statement: Executable) -> Any:
+        """The first column of the first row of one read-only statement (None if no row)."""
+        with self.reading() as conn:
+            return conn.execute(statement).scalar()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that takes the write lock up front (no deadlocking upgrades)."""
-        conn = self.connection()
-        with _immediate(conn):
+    def reading(self) -> Iterator[Connection]:
+        """A connection for several reads from one snapshot."""
+        with self._unreachable_as_503(), self.engine.connect() as conn:
+            conn = conn.execution_options(**{_READ: True})
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction: committed when the block ends, rolled back if it raises."""
+        with self._unreachable_as_503(), self.engine.begin() as conn:
             yield conn
 
-    def close(self) -> None:
-        """Close every thread's connection (call once no thread uses the database)."""
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+    def lock(self, conn: Connection, name: str, ident: int = 0) -> None:
+        """Serialize transactions on `(name, ident)` (say, one key's quota) until `conn` commits.
 
-
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-    )
-    conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute(f"PRAGMA synchronous = {synchronous}")
-    conn.execute("PRAGMA foreign_keys = ON")
-    return conn
-
-
-@contextlib.contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRATIONS) -> int:
-    """Apply the migrations this database has not seen, atomically; return the schema version.
-
-    The version is read under the write lock, so two processes opening a new database at
-    once apply each migration exactly once.
-    """
-    with _immediate(conn):
-        current = conn.execute("PRAGMA user_version").fetchone()[0]
-        if current > len(migrations):
-            raise StoreError(
-                f"the state database is at schema version {current}, newer than this keepwarm "
-                f"understands ({len(migrations)}); upgrade keepwarm"
+        SQLite's write transactions are serialized already; PostgreSQL takes an advisory lock.
+        """
+        if not self.is_sqlite:
+            conn.execute(
+                select(text("pg_advisory_xact_lock(:a, :b)")),
+                {"a": zlib.crc32(name.encode()) >> 1, "b": ident},
             )
-        for version, statements in enumerate(migrations[current:], start=current + 1):
-            for statement in statements:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {version}")
-    return len(migrations)
+
+    def close(self) -> None:
+        """Close the pooled connections (call once no thread uses the database)."""
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _unreachable_as_503(self) -> Iterator[None]:
+        try:
+            yield
+        except _UNREACHABLE as error:
+            raise DatabaseUnavailable() from error
+
+
+def _create_engine(url: str, synchronous: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        raise StoreError(f"'{url}' is not a database URL (sqlite:///PATH or postgresql://...)") from None
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, synchronous)
+    if parsed.get_backend_name() != "postgresql":
+        raise StoreError(f"unsupported database '{parsed.get_backend_name()}': use sqlite or postgresql")
+    try:
+        import psycopg  # noqa: F401 - only to say what to install when it is missing
+    except ImportError:
+        raise StoreError(_DRIVER_MISSING) from None
+    options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}"
+    return create_engine(
+        parsed.set(drivername="postgresql+psycopg"),
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_OVERFLOW,
+        pool_timeout=POOL_TIMEOUT_S,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "options": options},
+    )
+
+
+def _sqlite_engine(url: str, synchronous: str) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _configure(connection: Any, _record: Any) -> None:
+        connection.isolation_level = None  # SQLAlchemy's begin hook below says when transactions start
+        for pragma in (
+            f"busy_timeout = {BUSY_TIMEOUT_MS}",
+            "journal_mode = WAL",
+            f"synchronous = {synchronous}",
+            "foreign_keys = ON",
+        ):
+            connection.execute(f"PRAGMA {pragma}")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ) else "BEGIN IMMEDIATE")
+
+    return engine

@@ -13,15 +13,19 @@ import hashlib
 import hmac
 import json
 import secrets
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, exc, insert, or_, select, update
 
 from keepwarm.store.database import Database, StoreError
+from keepwarm.store.schema import api_keys
 
 SECRET_PREFIX = "kw-"
 _ID_LENGTH = len(SECRET_PREFIX) + 8
+_ACTIVE = api_keys.c.revoked_at.is_(None)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def _from_row(row: sqlite3.Row) -> ApiKey:
+def _from_row(row: Any) -> ApiKey:
     return ApiKey(
         id=row["id"],
         name=row["name"],
@@ -70,18 +74,18 @@ def _from_row(row: sqlite3.Row) -> ApiKey:
     )
 
 
-def _one_active(conn: sqlite3.Connection, ident: str) -> int:
-    """The row id of the one active key with this name or public id; StoreError otherwise."""
-    rows = conn.execute(
-        "SELECT id, prefix FROM api_keys WHERE (name = ? OR prefix = ?) AND revoked_at IS NULL",
-        (ident, ident),
-    ).fetchall()
+def _one_active(conn: Connection, ident: str) -> int:
+    """The row id of the one active key with this name or public id (locked); StoreError otherwise."""
+    query = select(api_keys.c.id, api_keys.c.prefix).where(
+        or_(api_keys.c.name == ident, api_keys.c.prefix == ident), _ACTIVE
+    )
+    rows = conn.execute(query.with_for_update()).all()
     if not rows:
         raise StoreError(f"no active key has the name or id '{ident}'")
     if len(rows) > 1:
-        ids = ", ".join(row["prefix"] for row in rows)
+        ids = ", ".join(row.prefix for row in rows)
         raise StoreError(f"'{ident}' matches several keys; use its id ({ids})")
-    return rows[0]["id"]
+    return rows[0].id
 
 
 class KeyStore:
@@ -105,43 +109,36 @@ class KeyStore:
         models_json = json.dumps(list(models)) if models is not None else None
         while True:
             secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+            row = {
+                "name": name,
+                "prefix": secret[:_ID_LENGTH],
+                "secret_hash": hash_secret(secret),
+                "models": models_json,
+                "rpm": rpm,
+                "tpm": tpm,
+                "admin": int(admin),
+                "created_at": time.time(),
+            }
             try:
                 with self.db.transaction() as conn:
-                    if conn.execute(
-                        "SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,)
-                    ).fetchone():
-                        raise StoreError(
-                            f"an active key named '{name}' already exists; revoke it or pick another name"
-                        )
-                    cursor = conn.execute(
-                        "INSERT INTO api_keys"
-                        " (name, prefix, secret_hash, models, rpm, tpm, admin, created_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            name,
-                            secret[:_ID_LENGTH],
-                            hash_secret(secret),
-                            models_json,
-                            rpm,
-                            tpm,
-                            int(admin),
-                            time.time(),
-                        ),
-                    )
-            except sqlite3.IntegrityError:
+                    key_id = conn.execute(insert(api_keys).values(row).returning(api_keys.c.id)).scalar_one()
+            except exc.IntegrityError:
+                if self._active_named(name):
+                    raise StoreError(
+                        f"an active key named '{name}' already exists; revoke it or pick another name"
+                    ) from None
                 continue  # two keys drew the same public id (1 in 2**48): draw again
-            return self._get(cursor.lastrowid), secret
+            return self._get(key_id), secret
 
     def list(self) -> list[ApiKey]:
         """Every key, revoked ones included, oldest first."""
-        rows = self.db.connection().execute("SELECT * FROM api_keys ORDER BY id").fetchall()
-        return [_from_row(row) for row in rows]
+        return [_from_row(row) for row in self.db.query(select(api_keys).order_by(api_keys.c.id))]
 
     def revoke(self, ident: str) -> ApiKey:
         """Revoke the active key with this name or public id; StoreError if none matches."""
         with self.db.transaction() as conn:
             key_id = _one_active(conn, ident)
-            conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (time.time(), key_id))
+            conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=time.time()))
         return self._get(key_id)
 
     def update(
@@ -149,44 +146,39 @@ class KeyStore:
     ) -> ApiKey:
         """Set the models and limits of the active key with this name or public id (None: all / unlimited).
 
-        The secret stays the same, so clients keep working; a running server applies the
+        The secret stays the same, so clients keep working; running servers apply the
         new settings to the key's next request.
         """
         models_json = json.dumps(list(models)) if models is not None else None
         with self.db.transaction() as conn:
             key_id = _one_active(conn, ident)
             conn.execute(
-                "UPDATE api_keys SET models = ?, rpm = ?, tpm = ? WHERE id = ?",
-                (models_json, rpm, tpm, key_id),
+                update(api_keys).where(api_keys.c.id == key_id).values(models=models_json, rpm=rpm, tpm=tpm)
             )
         return self._get(key_id)
 
     def get(self, key_id: int) -> ApiKey | None:
         """The key with this row id, revoked or not; None if there is none."""
-        row = self.db.connection().execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-        return _from_row(row) if row is not None else None
+        rows = self.db.query(select(api_keys).where(api_keys.c.id == key_id))
+        return _from_row(rows[0]) if rows else None
 
     def find(self, secret: str) -> ApiKey | None:
         """The active key whose secret this is, or None."""
         if not secret.startswith(SECRET_PREFIX) or len(secret) <= _ID_LENGTH:
             return None
-        row = (
-            self.db.connection()
-            .execute("SELECT * FROM api_keys WHERE prefix = ? AND revoked_at IS NULL", (secret[:_ID_LENGTH],))
-            .fetchone()
-        )
-        if row is None or not hmac.compare_digest(row["secret_hash"], hash_secret(secret)):
+        rows = self.db.query(select(api_keys).where(api_keys.c.prefix == secret[:_ID_LENGTH], _ACTIVE))
+        if not rows or not hmac.compare_digest(rows[0]["secret_hash"], hash_secret(secret)):
             return None
-        return _from_row(row)
+        return _from_row(rows[0])
 
     def has_active(self) -> bool:
         """True if at least one key is not revoked (the server then requires keys)."""
-        return (
-            self.db.connection().execute("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1").fetchone()
-            is not None
-        )
+        return self.db.scalar(select(api_keys.c.id).where(_ACTIVE).limit(1)) is not None
 
-    def _get(self, key_id: int | None) -> ApiKey:
-        return _from_row(
-            self.db.connection().execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-        )
+    def _active_named(self, name: str) -> bool:
+        return self.db.scalar(select(api_keys.c.id).where(api_keys.c.name == name, _ACTIVE)) is not None
+
+    def _get(self, key_id: int) -> ApiKey:
+        key = self.get(key_id)
+        assert key is not None, "a key just written is there"
+        return key

@@ -12,7 +12,6 @@ runner redoes after a crash (its output was never checkpointed) is not metered a
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -20,8 +19,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from sqlalchemy import Connection, func, literal, or_, select
+
 from keepwarm.cost import Pricing
 from keepwarm.store.database import Database
+from keepwarm.store.schema import api_keys, metered_lines, usage
+from keepwarm.store.sql import upsert
 
 
 @dataclass(frozen=True)
@@ -56,25 +59,7 @@ class UsageRow:
     compute_seconds: float
 
 
-_UPSERT = """
-INSERT INTO usage (day, key_id, model, version, requests, tokens, cache_hits, compute_seconds)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (day, key_id, model, version) DO UPDATE SET
-    requests = requests + excluded.requests,
-    tokens = tokens + excluded.tokens,
-    cache_hits = cache_hits + excluded.cache_hits,
-    compute_seconds = compute_seconds + excluded.compute_seconds
-"""
-
-_METERED_THROUGH = "SELECT through_line FROM metered_lines WHERE source = ?"
-
-_REPORT = """
-SELECT u.day, u.key_id, COALESCE(k.name, '(no key)') AS key_name, u.model, u.version,
-       u.requests, u.tokens, u.cache_hits, u.compute_seconds
-FROM usage u LEFT JOIN api_keys k ON k.id = u.key_id
-WHERE u.day >= ? AND u.day <= ? AND (? IS NULL OR k.name = ? OR k.prefix = ?)
-ORDER BY u.day, key_name, u.model, u.version
-"""
+_COUNTS = ("requests", "tokens", "cache_hits", "compute_seconds")
 
 
 class UsageStore:
@@ -95,29 +80,36 @@ class UsageStore:
         already metered for `source` was metered by an earlier call and is skipped.
         """
         with self.db.transaction() as conn:
-            metered = conn.execute(_METERED_THROUGH, (source,)).fetchone()
-            through = metered[0] if metered else 0
+            query = select(metered_lines.c.through_line).where(metered_lines.c.source == source)
+            through = conn.execute(query.with_for_update()).scalar() or 0
             fresh = [(line, event) for line, event in events if line > through]
             if not fresh:
                 return
             _add(conn, [event for _, event in fresh])
-            conn.execute(
-                "INSERT INTO metered_lines (source, through_line) VALUES (?, ?) "
-                "ON CONFLICT (source) DO UPDATE SET through_line = excluded.through_line",
-                (source, max(line for line, _ in fresh)),
-            )
+            highest = max(line for line, _ in fresh)
+            conn.execute(upsert(conn, metered_lines, {"source": source, "through_line": highest}, ["source"]))
 
     def report(
         self, since: date | None = None, until: date | None = None, key: str | None = None
     ) -> list[UsageRow]:
         """Rows between two UTC days (inclusive), optionally for one key (name or id)."""
-        first = since.isoformat() if since else "0000-00-00"
-        last = until.isoformat() if until else "9999-99-99"
-        rows = self.db.connection().execute(_REPORT, (first, last, key, key, key)).fetchall()
-        return [UsageRow(**dict(row)) for row in rows]
+        name = func.coalesce(api_keys.c.name, literal("(no key)")).label("key_name")
+        query = (
+            select(usage.c.day, usage.c.key_id, name, usage.c.model, usage.c.version)
+            .add_columns(*(usage.c[count] for count in _COUNTS))
+            .select_from(usage.outerjoin(api_keys, api_keys.c.id == usage.c.key_id))
+            .order_by(usage.c.day, name, usage.c.model, usage.c.version)
+        )
+        if since:
+            query = query.where(usage.c.day >= since.isoformat())
+        if until:
+            query = query.where(usage.c.day <= until.isoformat())
+        if key is not None:
+            query = query.where(or_(api_keys.c.name == key, api_keys.c.prefix == key))
+        return [UsageRow(**row) for row in self.db.query(query)]
 
 
-def _add(conn: sqlite3.Connection, events: Sequence[UsageEvent]) -> None:
+def _add(conn: Connection, events: Sequence[UsageEvent]) -> None:
     """Add events to their (day, key, model, version) rows, one upsert per row."""
     rows: dict[tuple[str, int, str, str], list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])
     for event in events:
@@ -126,7 +118,10 @@ def _add(conn: sqlite3.Connection, events: Sequence[UsageEvent]) -> None:
         totals[1] += event.tokens
         totals[2] += event.cache_hits
         totals[3] += event.compute_seconds
-    conn.executemany(_UPSERT, [(*row, *totals) for row, totals in rows.items()])
+    for (day, key_id, model, version), totals in sorted(rows.items()):
+        values = {"day": day, "key_id": key_id, "model": model, "version": version}
+        values |= dict(zip(_COUNTS, totals, strict=True))
+        conn.execute(upsert(conn, usage, values, ["day", "key_id", "model", "version"], add=_COUNTS))
 
 
 def usage_report(rows: list[UsageRow], pricing: Pricing) -> dict[str, Any]:
