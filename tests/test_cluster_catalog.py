@@ -1,7 +1,12 @@
-"""The catalog's replica keys, checked before anything starts, and the Serve options they become."""
+"""The catalog's replica keys, checked before anything starts, and the Serve options they become.
+
+And `--ray` on an install without Ray: it says what to install.
+"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +54,16 @@ def test_autoscaling_bounds_become_serve_autoscaling(tmp_path: Path) -> None:
         "target_ongoing_requests": 3.0,
     }
     assert "num_replicas" not in options
+
+
+def test_serve_ray_without_ray_installed_says_what_to_install(tmp_path: Path) -> None:
+    # `ray` made unimportable, as on an install without the `cluster` extra
+    script = "import sys; sys.modules['ray'] = None; from keepwarm.cli import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", script, "serve", "--data-dir", str(tmp_path), "--ray"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "pip install 'keepwarm[cluster]'" in result.stderr

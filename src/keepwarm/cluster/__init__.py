@@ -11,8 +11,6 @@ engine in a pool of Ray Data actors (reembed/ray.py). Ray is an optional depende
 
 from __future__ import annotations
 
-import importlib.util
-
 from keepwarm.errors import ConfigError
 
 INSTALL_HINT = "Ray is not installed: install it with `pip install 'keepwarm[cluster]'`"
@@ -20,5 +18,8 @@ INSTALL_HINT = "Ray is not installed: install it with `pip install 'keepwarm[clu
 
 def require_ray() -> None:
     """Stop with what to install when Ray is missing, before anything starts."""
-    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.serve") is None:
-        raise ConfigError(INSTALL_HINT)
+    try:
+        import ray.data  # noqa: F401
+        import ray.serve  # noqa: F401
+    except ImportError:
+        raise ConfigError(INSTALL_HINT) from None
