@@ -16,6 +16,7 @@ import pytest
 from helpers import RunningServer, create_key, start_server, state_dir
 from helpers.models import tiny_bert
 from helpers.postgres import fresh_database, postgres_server
+from helpers.ray import RayCluster, ray_cluster
 from helpers.texts import corpus_texts
 
 # tiktoken's cache file name for cl100k_base is the SHA-1 of the encoding's public URL
@@ -79,6 +80,13 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
     Same seed everywhere, so every test shares one exported artifact.
     """
     return tiny_bert(tmp_path_factory.mktemp("tiny") / "tiny", model_dir, seed=5)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[RayCluster]:
+    """A two-node Ray cluster on this machine, two logical CPUs a node, shared by the Ray tests."""
+    with ray_cluster(nodes=2, cpus=2) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

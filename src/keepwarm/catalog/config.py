@@ -52,8 +52,20 @@ def _boolean(value: Any) -> bool:
     return value
 
 
-def _seconds(value: Any) -> float:
+def _non_negative_number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError
+    return float(value)
+
+
+def _count(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError
+    return value
+
+
+def _positive_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ValueError
     return float(value)
 
@@ -98,12 +110,19 @@ _OVERRIDE_KEYS: dict[str, tuple[Check, str]] = {
     "matryoshka_dims": (_dims, "a non-empty list of positive integers"),
     "token_ids": _choice(TOKEN_ID_INPUTS),
     "load": _choice(LOAD_POLICIES),
-    "idle_timeout": (_seconds, "a number of seconds >= 0 (0: never unload)"),
+    "idle_timeout": (_non_negative_number, "a number of seconds >= 0 (0: never unload)"),
     # rerankers and classifiers (catalog/scoring.py)
     "task": _choice(TASKS),
     "activation": _choice(ACTIVATIONS),
     "rerank_template": (_text, "the prompt around {query} and {document}"),
     "score_tokens": (_token_pair, 'two tokens of the model\'s vocabulary, e.g. ["yes", "no"]'),
+    # read by `keepwarm serve --ray` only
+    "replicas": (_positive_int, "a positive integer"),
+    "min_replicas": (_count, "an integer >= 0"),
+    "max_replicas": (_positive_int, "a positive integer"),
+    "target_ongoing_requests": (_positive_number, "a number > 0"),
+    "replica_cpus": (_positive_number, "a number > 0"),
+    "replica_gpus": (_non_negative_number, "a number >= 0"),
 }
 KNOWN_KEYS = ("name", "source", "aliases", "current", *_OVERRIDE_KEYS)
 

@@ -85,6 +85,13 @@ class ModelSpec:
     def pairs(self) -> bool:
         """True when inputs are (query, document) pairs with segment ids (a cross-encoder's head)."""
         return self.head == "sequence-classification"
+    # how `keepwarm serve --ray` deploys this version (ignored in one process): see cluster/deployment.py
+    replicas: int = 1
+    min_replicas: int | None = None  # with max_replicas: autoscaling bounds instead of a fixed count
+    max_replicas: int | None = None
+    target_ongoing_requests: float = 2.0
+    replica_cpus: float = 1.0
+    replica_gpus: float = 0.0
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -240,7 +247,21 @@ def _check_combination(spec: ModelSpec) -> None:
         )
     if spec.task == "classify" and spec.overflow == "chunk":
         raise ConfigError("key 'overflow': a classifier answers once per input; use 'error' or 'truncate'")
+    _check_replicas(spec)
     if spec.device == "cuda" and spec.runtime == "openvino":
         raise ConfigError(
             "key 'device': runtime 'openvino' runs on the CPU here; use 'onnx' or 'torch' for cuda"
         )
+
+
+def _check_replicas(spec: ModelSpec) -> None:
+    if (spec.min_replicas is None) != (spec.max_replicas is None):
+        raise ConfigError("keys 'min_replicas' and 'max_replicas' go together (autoscaling bounds)")
+    if spec.min_replicas is None or spec.max_replicas is None:
+        return
+    if spec.min_replicas > spec.max_replicas:
+        raise ConfigError(
+            f"key 'min_replicas' ({spec.min_replicas}) is above 'max_replicas' ({spec.max_replicas})"
+        )
+    if spec.min_replicas == 0 and spec.load != "lazy":
+        raise ConfigError("key 'min_replicas': 0 needs load = \"lazy\" (an eager model keeps a replica)")

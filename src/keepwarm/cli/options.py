@@ -162,20 +162,12 @@ def CONFIG_OPTIONS(command):  # noqa: ANN001, ANN201, N802 - a decorator, named 
     )(command)
 
 
-def engine_for(  # noqa: ANN201
-    names: list[str],
-    config: Path | None,
-    models: tuple[str, ...],
-    data_dir: Path,
-    settings=None,  # noqa: ANN001
-):
-    """An in-process Engine, loaded, with the models `names` refer to (names, aliases or pins).
+def specs_for(names: list[str], config: Path | None, models: tuple[str, ...]) -> list[ModelSpec]:
+    """The specs of the models `names` refer to (names, aliases or pins), nothing loaded.
 
     Models come from `--config` and NAME=PATH options; the bundled model is always at hand.
-    `settings` (keepwarm.engine.EngineSettings) defaults to the engine's own.
     """
     from keepwarm.catalog.versions import split_pin
-    from keepwarm.engine import Engine
 
     specs = load_specs(config, models)
     if not any(spec.name == DEFAULT_ENTRY.name for spec in specs):
@@ -187,6 +179,22 @@ def engine_for(  # noqa: ANN201
         raise ConfigError(
             f"model(s) {sorted(missing)} not in the catalog; add them as NAME=PATH or with --config"
         )
-    engine = Engine(chosen, data_dir, settings)
+    return chosen
+
+
+def engine_for(  # noqa: ANN201
+    names: list[str],
+    config: Path | None,
+    models: tuple[str, ...],
+    data_dir: Path,
+    settings=None,  # noqa: ANN001
+):
+    """An in-process Engine, loaded, with the models `names` refer to (see `specs_for`).
+
+    `settings` (keepwarm.engine.EngineSettings) defaults to the engine's own.
+    """
+    from keepwarm.engine import Engine
+
+    engine = Engine(specs_for(names, config, models), data_dir, settings)
     engine.load()
     return engine

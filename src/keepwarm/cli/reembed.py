@@ -13,7 +13,7 @@ from keepwarm.errors import ConfigError, KeepwarmError
 
 
 @click.command()
-@click.argument("corpus_path", metavar="CORPUS", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("corpus_path", metavar="CORPUS", type=click.Path(exists=True, path_type=Path))
 @click.argument("output", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--model",
@@ -26,6 +26,26 @@ from keepwarm.errors import ConfigError, KeepwarmError
     "--url",
     help="A running keepwarm server (e.g. http://127.0.0.1:8000/v1): embed through its Batch "
     "API at background priority. Default: embed in this process.",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Embed on Ray Data with a pool of engine actors: on the cluster whose head is at ADDRESS, "
+    "or, without ADDRESS, on one started here. CORPUS may then be a folder of files (docs/scaling.md).",
+)
+@click.option(
+    "--actors", default=2, show_default=True, type=click.IntRange(1), help="With --ray: engine actors."
+)
+@click.option(
+    "--actor-cpus",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="With --ray: CPUs each engine actor reserves.",
 )
 @click.option("--api-key", envvar="OPENAI_API_KEY", help="API key for --url (env OPENAI_API_KEY).")
 @click.option("--id-column", default="id", show_default=True)
@@ -71,6 +91,9 @@ def reembed(
     output: Path,
     model: str,
     url: str | None,
+    ray_address: str | None,
+    actors: int,
+    actor_cpus: float,
     api_key: str | None,
     id_column: str,
     text_column: str,
@@ -94,6 +117,32 @@ def reembed(
     from keepwarm.reembed import reembed as run
 
     name = split_pin(model)[0]
+    if ray_address:
+        if url or output_format != "parquet":
+            raise click.UsageError(
+                "--ray writes Parquet parts in this process's cluster; drop --url/--format"
+            )
+        report, shards, version = _on_ray(
+            ray_address,
+            corpus_path,
+            output,
+            model,
+            config,
+            add_models,
+            data_dir,
+            truncate=truncate,
+            columns=(id_column, text_column),
+            shard_rows=checkpoint_rows,
+            actors=actors,
+            actor_cpus=actor_cpus,
+        )
+        summary = {"output": str(output), "model": name, "version": version, "rows": report.rows}
+        summary |= {"rows_already_done": report.skipped, "shards_done": shards}
+        summary["tokens_per_second"] = round(report.tokens / max(report.seconds, 1e-9))
+        click.echo(json.dumps(summary), file=sys.stdout)
+        return
+    if corpus_path.is_dir():
+        raise click.UsageError("CORPUS is a folder: embed a folder of files with --ray")
     engine = None
     try:
         if url:
@@ -137,3 +186,41 @@ def reembed(
         ),
     }
     click.echo(json.dumps(summary), file=sys.stdout)
+
+
+def _on_ray(
+    address: str,
+    corpus_path: Path,
+    output: Path,
+    model: str,
+    config: Path | None,
+    add_models: tuple[str, ...],
+    data_dir: Path,
+    *,
+    truncate: bool,
+    columns: tuple[str, str],
+    shard_rows: int,
+    actors: int,
+    actor_cpus: float,
+):  # noqa: ANN202 - (RunReport, shards embedded, version)
+    """`reembed --ray`: resolve the exact version here, then embed on Ray Data (reembed/distributed.py)."""
+    from keepwarm.cli.options import specs_for
+    from keepwarm.cluster import require_ray
+    from keepwarm.engine import Engine
+
+    try:
+        require_ray()
+        specs = specs_for([model], config, add_models)
+        version = Engine(specs, data_dir).describe(model)[0].version  # nothing loads here
+        from keepwarm.cluster.connection import join
+        from keepwarm.reembed.distributed import Job, reembed_on_ray
+
+        join(address)
+        name = model.partition("@")[0]
+        job = Job(specs, data_dir, f"{name}@{version}", version, truncate, *columns)
+        report, shards = reembed_on_ray(
+            corpus_path, output, job, shard_rows=shard_rows, actors=actors, actor_cpus=actor_cpus
+        )
+    except (ConfigError, KeepwarmError) as exc:
+        raise click.ClickException(str(exc)) from None
+    return report, shards, version

@@ -16,6 +16,7 @@ from keepwarm.api.lifecycle import ShutdownSettings
 from keepwarm.api.settings import ApiSettings, ConnectionLimits
 from keepwarm.batches import BatchSettings, Limits, RunnerSettings
 from keepwarm.batches.tenancy import TenantLimits
+from keepwarm.catalog import ModelSpec
 from keepwarm.cli.options import (
     CONFIG_OPTIONS,
     DATA_DIR_OPTION,
@@ -222,6 +223,16 @@ _CONNECTIONS = _API.connections
     type=click.FloatRange(0, min_open=True),
     help="Idle seconds between requests before a connection is closed.",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Serve the models as Ray Serve deployments: on the cluster whose head is at ADDRESS "
+    "(host:port), or, without ADDRESS, on one started here (docs/scaling.md; needs keepwarm[cluster]).",
+)
 @pricing_options
 @click.option("--log-level", default=DEFAULT_LEVEL, show_default=True, type=click.Choice(LEVELS))
 @click.option(
@@ -260,6 +271,7 @@ def serve(
     min_body_rate: int,
     keep_alive_timeout: float,
     price_per_million_tokens: float,
+    ray_address: str | None,
     price_per_hour: float,
     log_level: str,
     log_format: str,
@@ -287,7 +299,11 @@ def serve(
         cache_database=database,
         queue_timeout=queue_timeout or None,
     )
-    engine = Engine(specs, data_dir, settings)
+    engine = (
+        _cluster_engine(ray_address, specs, data_dir, settings, log_level)
+        if ray_address
+        else Engine(specs, data_dir, settings)
+    )
     pricing = Pricing(per_million_tokens=price_per_million_tokens, per_hour=price_per_hour)
     api = ApiSettings(
         host=host,
@@ -319,6 +335,26 @@ def serve(
     finally:
         db.close()
     sys.exit(code)
+
+
+def _cluster_engine(
+    address: str, specs: list[ModelSpec], data_dir: Path, settings: EngineSettings, log_level: str
+) -> Engine:
+    """The engine of `--ray`: the same API, each model version a Ray Serve deployment (cluster/)."""
+    from keepwarm.cluster import require_ray
+    from keepwarm.errors import ConfigError
+
+    try:
+        require_ray()
+    except ConfigError as exc:
+        raise click.UsageError(f"--ray: {exc}") from None
+    from keepwarm.cluster.connection import join
+    from keepwarm.cluster.deployment import start_serve
+    from keepwarm.cluster.engine import ClusterEngine
+
+    join(address)
+    start_serve()
+    return ClusterEngine(specs, data_dir, settings, log_level)  # type: ignore[return-value]  # Engine's API
 
 
 def _stopped_while_starting(signum: int, frame: FrameType | None) -> None:

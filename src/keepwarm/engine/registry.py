@@ -160,16 +160,32 @@ class Registry:
             slot = self._resolve(model)
             slot.in_flight += 1
         try:
-            if authorize is not None:
-                authorize(slot.spec)
-            if expect_version is not None:
-                _check_expected_version(model, slot, expect_version, self._catalog)
+            self._check_request(model, slot, expect_version, authorize)
             yield self._load_on_demand(slot)
         finally:
             with self._lock:
                 slot.in_flight -= 1
                 slot.last_used = time.monotonic()
                 self._released.notify_all()
+
+    def route(
+        self, model: str, *, expect_version: str | None = None, authorize: Authorization | None = None
+    ) -> ModelView:
+        """The version `model` resolves to, checked as `acquire` checks it, without loading it.
+
+        For a caller that serves the versions elsewhere (cluster/: one Ray Serve deployment each).
+        """
+        slot = self._resolve(model)
+        self._check_request(model, slot, expect_version, authorize)
+        return slot.view(self._catalog.current.get(slot.spec.name) == slot.key)
+
+    def _check_request(
+        self, model: str, slot: _Slot, expect_version: str | None, authorize: Authorization | None
+    ) -> None:
+        if authorize is not None:
+            authorize(slot.spec)
+        if expect_version is not None:
+            _check_expected_version(model, slot, expect_version, self._catalog)
 
     # -- the catalog ---------------------------------------------------------------------
 

@@ -30,7 +30,8 @@ MANIFEST = "_keepwarm.json"
 OUTPUT_FORMATS = ("parquet", "numpy")
 
 
-def _write_atomically(path: Path, write) -> None:  # noqa: ANN001 - write(temporary_path)
+def write_atomically(path: Path, write) -> None:  # noqa: ANN001 - write(temporary_path)
+    """Write `path` whole or not at all: to a temporary name, flushed, then renamed."""
     temporary = path.with_name(f".{path.name}.tmp")
     write(temporary)
     with temporary.open("rb") as handle:
@@ -127,25 +128,19 @@ class VectorDataset:
         self._commit({**self.manifest, "sources": {**self.manifest["sources"], key: source.__dict__}})
 
     def _commit(self, manifest: dict[str, Any]) -> None:
-        _write_atomically(
-            self.folder / MANIFEST, lambda path: path.write_text(json.dumps(manifest, indent=1))
-        )
+        write_atomically(self.folder / MANIFEST, lambda path: path.write_text(json.dumps(manifest, indent=1)))
         self.manifest = manifest
 
     def _write_part(self, name: str, ids: list[str], vectors: np.ndarray) -> list[str]:
         if self.manifest["format"] == "parquet":
-            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
-            table = pa.table({"id": pa.array(ids, pa.string()), "vector": column}).replace_schema_metadata(
-                {"keepwarm.model": self.manifest["model"], "keepwarm.version": self.manifest["version"]}
-            )
-            _write_atomically(self.folder / f"{name}.parquet", lambda path: pq.write_table(table, path))
+            table = vector_table(ids, vectors, self.manifest["model"], self.manifest["version"])
+            write_atomically(self.folder / f"{name}.parquet", lambda path: pq.write_table(table, path))
             return [f"{name}.parquet"]
-        _write_atomically(self.folder / f"{name}.npy", lambda path: _save_npy(path, vectors))
+        write_atomically(self.folder / f"{name}.npy", lambda path: _save_npy(path, vectors))
         lines = b"".join(orjson.dumps({"id": identifier}) + b"\n" for identifier in ids)
-        _write_atomically(self.folder / f"{name}.ids.jsonl", lambda path: path.write_bytes(lines))
+        write_atomically(self.folder / f"{name}.ids.jsonl", lambda path: path.write_bytes(lines))
         return [f"{name}.npy", f"{name}.ids.jsonl"]
 
     def _remove_uncommitted(self) -> None:
@@ -153,6 +148,15 @@ class VectorDataset:
         for path in self.folder.iterdir():
             if path.name != MANIFEST and path.name not in committed:
                 path.unlink()
+
+
+def vector_table(ids: list[str], vectors: np.ndarray, model: str, version: str):  # noqa: ANN201 - pa.Table
+    """A part's Arrow table: `id` and `vector` columns, the model and exact version in its metadata."""
+    import pyarrow as pa
+
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+    table = pa.table({"id": pa.array(ids, pa.string()), "vector": column})
+    return table.replace_schema_metadata({"keepwarm.model": model, "keepwarm.version": version})
 
 
 def read_vectors(folder: Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:

