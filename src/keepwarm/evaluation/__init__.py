@@ -7,7 +7,16 @@
 - `runner`: datasets × pipelines → result rows; `report`: the table and the plot.
 """
 
-from keepwarm.evaluation.embedders import Embedder, EngineEmbedder, ServerEmbedder, Target, TargetInfo
+from keepwarm.evaluation.embedders import (
+    Embedder,
+    EngineEmbedder,
+    EngineReranker,
+    Reranker,
+    ServerEmbedder,
+    ServerReranker,
+    Target,
+    TargetInfo,
+)
 from keepwarm.evaluation.metrics import METRICS, Qrels, Run, evaluate, paired_change, per_query
 from keepwarm.evaluation.pipelines import (
     BM25,
@@ -15,6 +24,7 @@ from keepwarm.evaluation.pipelines import (
     Dense,
     Hybrid,
     Pipeline,
+    Rerank,
     Retrieval,
     reciprocal_rank_fusion,
 )
@@ -35,13 +45,17 @@ __all__ = [
     "Dense",
     "Embedder",
     "EngineEmbedder",
+    "EngineReranker",
     "Hybrid",
     "TargetInfo",
     "Pipeline",
+    "Rerank",
+    "Reranker",
     "Qrels",
     "Retrieval",
     "Run",
     "ServerEmbedder",
+    "ServerReranker",
     "Target",
     "VectorFile",
     "array_blocks",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
+    import httpx
     import openai
 
     from keepwarm.engine import Engine
@@ -135,6 +136,54 @@ class RuntimeEmbedder:
             with self._calls:
                 vectors[chosen] = self._runtime.embed(ids, mask)
         return Embedded(vectors, sum(len(ids) for ids in rows))
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A reranker's relevance score of each document, in input order, and the pair tokens it read."""
+
+    scores: np.ndarray
+    tokens: int
+
+
+class Reranker(Protocol):
+    """Scores documents against a query with one reranker; safe to call from several threads at once."""
+
+    model: str
+
+    def score(self, query: str, documents: list[str]) -> Scored: ...
+
+
+class EngineReranker:
+    """A reranker served by an in-process Engine; long documents truncated, as an index's are."""
+
+    def __init__(self, engine: Engine, model: str) -> None:
+        from keepwarm.engine import ScoreOptions
+
+        self.model, self._engine, self._options = model, engine, ScoreOptions(truncate=True)
+
+    def score(self, query: str, documents: list[str]) -> Scored:
+        result = self._engine.rerank_sync(self.model, query, documents, self._options)
+        return Scored(result.scores, result.tokens)
+
+
+class ServerReranker:
+    """A reranker behind a running server's `POST /v1/rerank` (Cohere's shape, as every peer takes it)."""
+
+    def __init__(self, client: httpx.Client, model: str) -> None:
+        self.model, self._client = model, client
+
+    def score(self, query: str, documents: list[str]) -> Scored:
+        response = self._client.post(
+            "rerank", json={"model": self.model, "query": query, "documents": documents}
+        )
+        if response.status_code != 200:
+            raise ValueError(f"rerank with {self.model}: {response.status_code} {response.text[:300]}")
+        body = response.json()
+        scores = np.empty(len(documents), dtype=np.float32)
+        for result in body["results"]:
+            scores[result["index"]] = result["relevance_score"]
+        return Scored(scores, int((body.get("usage") or {}).get("total_tokens", 0)))
 
 
 class ServerEmbedder:

@@ -8,11 +8,12 @@ results through the `Context`, which runs each pipeline once per dataset:
 - `Dense`: one served model (and `dimensions`); exact search over its vectors.
 - `BM25`: the lexical baseline (`bm25s`, Lucene's BM25 variant, English stop words).
 - `Hybrid`: reciprocal-rank fusion of two pipelines' runs (Cormack et al., k = 60).
+- `Rerank`: another pipeline's top `depth` documents of each query, rescored by a
+  reranker (a cross-encoder or decoder reranker served like any model); a query's
+  latency is the first stage's plus the rerank call's.
 
-keepwarm has no rerankers or learned sparse models yet. Each would be one more class
-here: a reranker reads the top 100 of another pipeline from the `Context` and rescores
-them, as `Hybrid` reads its two inputs; a sparse model indexes the corpus as `BM25`
-does. The runner, report and plot take any pipeline.
+A learned sparse model would be one more class, indexing the corpus as `BM25` does.
+The runner, report and plot take any pipeline.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 
 from keepwarm.bench.stats import Measurement
 from keepwarm.datasets.retrieval import RetrievalSet
-from keepwarm.evaluation.embedders import Embedded, Embedder, TargetInfo
+from keepwarm.evaluation.embedders import Embedded, Embedder, Reranker, Scored, TargetInfo
 from keepwarm.evaluation.metrics import DEPTH, Run, ranking
 from keepwarm.evaluation.search import VectorFile, exact_search
 from keepwarm.runtimes.pooling import l2_normalize
@@ -52,7 +53,7 @@ class Retrieval:
 class Pipeline(Protocol):
     """Retrieves the top documents of every query of a dataset."""
 
-    kind: str  # dense | bm25 | hybrid (later: rerank, sparse)
+    kind: str  # dense | bm25 | hybrid | rerank
     name: str  # what it runs: a model, "bm25", or what it fuses
     label: str  # unique within one evaluation
 
@@ -197,6 +198,37 @@ class Hybrid:
             seconds=a.indexing.seconds + b.indexing.seconds,
         )
         return Retrieval(run, indexing, querying, a.cached + b.cached, a.model or b.model)
+
+
+class Rerank:
+    """Rescore the first stage's top `depth` documents of each query with a reranker, one query at a time."""
+
+    kind = "rerank"
+
+    def __init__(self, first: Pipeline, reranker: Reranker, depth: int = DEPTH) -> None:
+        self.first, self.reranker, self.depth = first, reranker, depth
+        self.name = f"{first.name} → {reranker.model} (top {depth})"
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.first.label}>{self.reranker.model}@{self.depth}"
+
+    def retrieve(self, context: Context) -> Retrieval:
+        first, documents = context.retrieval(self.first), context.dataset.documents
+        querying, run = Measurement(), {}
+        for n, query_id in enumerate(context.dataset.queries):
+            candidates = ranking(first.run.get(query_id, {}), self.depth)
+            began = time.perf_counter()
+            scored = (
+                self.reranker.score(context.dataset.queries[query_id], [documents[d] for d in candidates])
+                if candidates
+                else Scored(np.empty(0, np.float32), 0)
+            )
+            latency = time.perf_counter() - began
+            run[query_id] = {doc: float(score) for doc, score in zip(candidates, scored.scores, strict=True)}
+            querying.add(1, scored.tokens, first.querying.latencies[n] + latency)
+        querying.seconds = sum(querying.latencies)
+        return Retrieval(run, first.indexing, querying, first.cached, first.model)
 
 
 def reciprocal_rank_fusion(runs: list[dict[str, float]], k: int = RRF_K) -> dict[str, float]:
