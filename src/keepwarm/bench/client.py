@@ -43,17 +43,15 @@ class Request:
     body: bytes
 
 
-def prepare(model: str, texts: list[str], per_request: int) -> list[Request]:
+def prepare(model: str, texts: list[str], per_request: int, *, truncate: bool | None = True) -> list[Request]:
     """Cut the texts into requests of `per_request` texts, bodies serialised once up front.
 
-    Long texts are truncated to the model's limit, as the in-process baselines do.
+    Long texts are truncated to the model's limit, as the in-process baselines do;
+    `truncate=None` leaves them to the model's `overflow` setting (e.g. chunking).
     """
+    options = {"encoding_format": "base64"} | ({} if truncate is None else {"truncate": truncate})
     return [
-        Request(
-            start,
-            len(chunk),
-            orjson.dumps({"model": model, "input": chunk, "encoding_format": "base64", "truncate": True}),
-        )
+        Request(start, len(chunk), orjson.dumps({"model": model, "input": chunk, **options}))
         for start in range(0, len(texts), per_request)
         if (chunk := texts[start : start + per_request])
     ]
