@@ -77,7 +77,14 @@ def run_sweeps(
         result["clients"] = [
             _point(
                 {"clients": n},
-                _closed(url, spec.name, _cycled(texts, 2 * n * options.texts_per_request), n, options, track),
+                _closed(
+                    url,
+                    spec.name,
+                    _cycled(texts, max(len(texts), 2 * n * options.texts_per_request)),
+                    n,
+                    options,
+                    track,
+                ),
             )
             for n in options.clients
         ]
@@ -127,7 +134,8 @@ def texts_of_length(tokenizer: Tokenizer, corpus: list[str], tokens: int, count:
             break
     while len(ids) < content * count:  # a small corpus: reuse it
         ids.extend(ids)
-    return [tokenizer.decode(ids[i * content : (i + 1) * content]) for i in range(count)]
+    pieces = (ids[i * content : (i + 1) * content] for i in range(count))
+    return [tokenizer.decode(piece, skip_special_tokens=False) for piece in pieces]  # [UNK] stays one token
 
 
 def _cycled(texts: list[str], count: int) -> list[str]:
