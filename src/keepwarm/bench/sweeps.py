@@ -32,6 +32,7 @@ from keepwarm.machine import available_cores
 
 _LONG_FULL, _LONG_CHUNKED = "modernbert-8k-full", "modernbert-8k-chunked"
 _CHUNK_WINDOW = 512
+_NO_QUEUE_DEADLINE = ("--queue-timeout", "0")
 UTILISATIONS = tuple(u / 100 for u in (1, 2, 5, 10, 20, 30, 50, 70, 100))
 
 
@@ -241,5 +242,6 @@ def _long_context(
 
 @contextmanager
 def _serving(data_dir: Path, args: tuple[str, ...]) -> Iterator[str]:
-    with ServerProcess(data_dir, (*SERVER_DEFAULTS, *args)) as process:
+    """A server with its cache off and no queue deadline: a saturated point is measured, not dropped."""
+    with ServerProcess(data_dir, (*SERVER_DEFAULTS, *_NO_QUEUE_DEADLINE, *args)) as process:
         yield process.url
