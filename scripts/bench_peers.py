@@ -114,12 +114,17 @@ def run(args: argparse.Namespace) -> None:
                 backend, texts_path, Path(scratch), spec.directory, tokens, len(texts), args
             )
         rows["keepwarm serve (defaults)"], vectors["keepwarm"] = _keepwarm(texts, args)
+        try:
+            infinity = _infinity(texts, args)
+        except SystemExit as failed:  # recorded in the table: a peer that does not start is a finding
+            infinity = {"error": str(failed)[-600:]}, None
         rows[f"Infinity {INFINITY.split('==')[1]} (--engine {args.infinity_engine})"], vectors["infinity"] = (
-            _infinity(texts, args)
+            infinity
         )
     reference = vectors["torch"]
     for row, key in zip(rows.values(), [*ST_BACKENDS, "keepwarm", "infinity"], strict=True):
-        row["min_cosine_vs_st_torch"] = (cosine_summary(vectors[key], reference) or {}).get("min")
+        if vectors[key] is not None:
+            row["min_cosine_vs_st_torch"] = (cosine_summary(vectors[key], reference) or {}).get("min")
     found["rows"] = rows
     found["load_average_at_end"] = load_average()
     print(json.dumps(found, indent=2))
