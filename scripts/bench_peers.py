@@ -245,7 +245,7 @@ def main() -> None:
     measure.add_argument("--texts-per-request", type=int, default=8)
     measure.add_argument("--idle-requests", type=int, default=30)
     measure.add_argument("--batch-size", type=int, default=32, help="sentence-transformers encode batch size")
-    # optimum (ONNX Runtime) is Infinity's fastest CPU engine but does not start with 0.0.78 here: docs/benchmarks.md
+    # optimum (ONNX Runtime), Infinity's fastest CPU engine, fails to start with 0.0.78 (docs/benchmarks.md)
     measure.add_argument("--infinity-engine", default="torch", choices=["optimum", "torch"])
     measure.add_argument("--data-dir", default=str(ROOT / ".peers" / "keepwarm-data"))
     measure.add_argument("--json", help="also write the results here")
