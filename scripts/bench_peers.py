@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / ".peers"
-INFINITY = "infinity-emb[server,optimum]==0.0.78"
+INFINITY = "infinity-emb[server,optimum,torch]==0.0.78"
 ST_BACKENDS = ("torch", "onnx", "openvino")
 VENVS = {"infinity": [INFINITY], "st": ["sentence-transformers[onnx,openvino]"]}
 MODEL = "all-minilm-l6-v2"
