@@ -230,3 +230,75 @@ def test_latency_summary_reports_each_quantile_and_the_mean_in_ms() -> None:
     assert summary["requests"] == 100
     assert summary["p50_ms"] == 50.5 and summary["p90_ms"] == 90.1 and summary["mean_ms"] == 50.5
     assert latency_summary([], (50,)) == {"requests": 0, "p50_ms": None, "mean_ms": None}
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def sweeps(
+    tiny_dir: Path, tiny_corpus: Path, data_dir: Path, tmp_path_factory
+) -> tuple[dict[str, Any], Path]:  # noqa: ANN001
+    """`--plot` with two points per sweep on a tiny model (not the 8K model's: its export is slow)."""
+    root = tmp_path_factory.mktemp("plots")
+    config = root / "tiny.toml"
+    config.write_text(f'[[models]]\nname = "tiny"\nsource = "{tiny_dir}"\nruntime = "onnx"\n')
+    finished = _bench(
+        "--plot",
+        str(root / "png"),
+        "--config",
+        str(config),
+        "--corpus",
+        str(tiny_corpus),
+        "--data-dir",
+        str(data_dir),
+        "--sweep-clients",
+        "1,2",
+        "--sweep-lengths",
+        "16,4096",  # over the tiny model's 128: capped there
+        "--sweep-batch-tokens",
+        "256,4096",
+        "--sweep-long-lengths",
+        "",
+        "--sweep-texts",
+        "4",
+        "--clients",
+        "2",
+        "--texts-per-request",
+        "1",
+        timeout=600,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return json.loads((root / "png" / "sweeps.json").read_text()), root / "png"
+
+
+def test_plot_writes_one_valid_png_per_sweep(sweeps) -> None:  # noqa: ANN001
+    _, directory = sweeps
+    names = {"clients.png", "text_length.png", "batch_tokens.png", "cost.png"}
+    assert {path.name for path in directory.glob("*.png")} == names
+    for name in names:
+        assert (directory / name).read_bytes()[:8] == PNG_SIGNATURE, name
+
+
+def test_every_sweep_point_measured_positive_throughput_and_latency(sweeps) -> None:  # noqa: ANN001
+    found, _ = sweeps
+    assert [p["clients"] for p in found["clients"]] == [1, 2]
+    assert [p["text_tokens"] for p in found["lengths"]] == [16, 128]
+    assert [p["max_batch_tokens"] for p in found["batch_tokens"]] == [256, 4096]
+    points = [*found["clients"], *found["lengths"], *found["batch_tokens"]]
+    for point in points:
+        assert point["tokens_per_s"] > point["texts_per_s"] > 0 and 0 < point["p50_ms"] <= point["p95_ms"]
+
+
+def test_length_sweep_sends_texts_of_the_requested_token_count(sweeps) -> None:  # noqa: ANN001
+    found, _ = sweeps
+    # decoded pieces of the corpus re-tokenize to about as many tokens (word pieces may merge)
+    assert [p["tokens_per_text"] for p in found["lengths"]] == [pytest.approx(16, abs=2), 128]
+
+
+def test_cost_falls_with_utilisation_to_the_price_at_peak_throughput(sweeps) -> None:  # noqa: ANN001
+    cost = sweeps[0]["cost"]
+    prices = [point["usd_per_million_tokens"] for point in cost["points"]]
+    assert prices == sorted(prices, reverse=True)
+    assert prices[-1] == pytest.approx(0.09 / (cost["peak_tokens_per_s"] * 3600) * 1e6)
+    assert cost["openai"]["text-embedding-3-small"] == 0.02

@@ -44,22 +44,24 @@ class Request:
 
 
 def prepare(
-    model: str, texts: list[str], per_request: int, outputs: tuple[str, ...] = ("dense",)
+    model: str,
+    texts: list[str],
+    per_request: int,
+    outputs: tuple[str, ...] = ("dense",),
+    *,
+    truncate: bool | None = True,
 ) -> list[Request]:
     """Cut the texts into requests of `per_request` texts, bodies serialised once up front.
 
-    Long texts are truncated to the model's limit, as the in-process baselines do. `outputs`
+    Long texts are truncated to the model's limit, as the in-process baselines do;
+    `truncate=None` leaves them to the model's `overflow` setting (e.g. chunking). `outputs`
     beyond dense are asked for too (and answered from the same model calls).
     """
-    extra = {"outputs": list(outputs)} if outputs != ("dense",) else {}
+    options = {"encoding_format": "base64"} | ({} if truncate is None else {"truncate": truncate})
+    if outputs != ("dense",):
+        options["outputs"] = list(outputs)
     return [
-        Request(
-            start,
-            len(chunk),
-            orjson.dumps(
-                {"model": model, "input": chunk, "encoding_format": "base64", "truncate": True, **extra}
-            ),
-        )
+        Request(start, len(chunk), orjson.dumps({"model": model, "input": chunk, **options}))
         for start in range(0, len(texts), per_request)
         if (chunk := texts[start : start + per_request])
     ]

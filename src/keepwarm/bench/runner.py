@@ -34,7 +34,7 @@ Tracker = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
 MODES = ("closed", "bursts", "idle")
 # The server measures compute: its embedding cache would answer repeated texts for free
 # (a --server-arg=--cache-mb=N given by the user comes later and wins).
-_SERVER_DEFAULTS = ("--cache-mb", "0")
+SERVER_DEFAULTS = ("--cache-mb", "0")
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class Measured:
 def run_benchmark(options: BenchOptions, track: Tracker) -> Measured:
     """Measure every requested phase; the result feeds `report.build_report`."""
     measured = Measured()
-    measured.conditions["load_average_at_start"] = _load_average()
+    measured.conditions["load_average_at_start"] = load_average()
     measured.conditions["outputs"] = list(options.outputs)
     with _server(options, measured) as (url, process):
         engine, served = inprocess.load_served(options.spec, options.data_dir)
@@ -115,11 +115,11 @@ def run_benchmark(options: BenchOptions, track: Tracker) -> Measured:
             engine.close()
         if process:
             measured.server.update(process.memory_mb() or {})
-    measured.conditions["load_average_at_end"] = _load_average()
+    measured.conditions["load_average_at_end"] = load_average()
     return measured
 
 
-def _load_average() -> list[float] | None:
+def load_average() -> list[float] | None:
     """1, 5 and 15-minute load averages: how busy the (possibly shared) machine was."""
     try:
         return [round(value, 2) for value in os.getloadavg()]
@@ -135,7 +135,7 @@ def _server(options: BenchOptions, measured: Measured) -> Iterator[tuple[str, Se
         measured.server["url"] = options.url
         yield options.url.rstrip("/"), None
         return
-    args = (*_SERVER_DEFAULTS, *options.server_args)
+    args = (*SERVER_DEFAULTS, *options.server_args)
     process = ServerProcess(options.data_dir, args)
     try:
         process.start()

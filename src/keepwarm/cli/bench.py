@@ -7,11 +7,13 @@ from pathlib import Path
 import click
 
 from keepwarm.catalog import ModelEntry
+from keepwarm.cli.bench_sweeps import sweep_mode
 from keepwarm.cli.options import DATA_DIR_OPTION, model_entries
 from keepwarm.errors import ConfigError
 
 
 @click.command()
+@sweep_mode
 @click.option(
     "--url", help="Benchmark this running server instead of starting one (e.g. http://127.0.0.1:8000)."
 )

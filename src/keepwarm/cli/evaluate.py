@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from keepwarm.evaluation import Embedder, Pipeline, Reranker, Target
 
 PIPELINES = ("dense", "bm25", "hybrid", "rerank")
+DEFAULT_PIPELINES = ("dense", "bm25", "hybrid")  # and rerank when a --reranker is given
 
 
 @click.command(name="eval")
@@ -48,10 +49,9 @@ PIPELINES = ("dense", "bm25", "hybrid", "rerank")
 )
 @click.option(
     "--pipelines",
-    default=",".join(PIPELINES),
-    show_default=True,
     help="Comma-separated: dense (each model), bm25, hybrid (each model fused with bm25), "
-    "rerank (each model's top --rerank-depth rescored by --reranker).",
+    "rerank (each model's top --rerank-depth rescored by --reranker). "
+    "Default: dense,bm25,hybrid, and rerank with --reranker.",
 )
 @click.option("--reranker", metavar="MODEL", help="The reranker of the rerank pipeline (a served reranker).")
 @click.option(
@@ -92,7 +92,7 @@ def evaluate(
     dataset_specs: tuple[str, ...],
     corpus: Path | None,
     split: str,
-    pipelines: str,
+    pipelines: str | None,
     reranker: str | None,
     rerank_depth: int,
     queries: int,
@@ -120,7 +120,7 @@ def evaluate(
     from keepwarm.datasets.retrieval import DatasetError
     from keepwarm.evaluation import Target, dataset_summary, open_dataset, plot, results_table, run_evaluation
 
-    kinds = _pipeline_kinds(pipelines)
+    kinds = _pipeline_kinds(pipelines) if pipelines else [*DEFAULT_PIPELINES, *(["rerank"] if reranker else [])]
     if ("rerank" in kinds) != (reranker is not None):
         raise click.UsageError("the rerank pipeline and --reranker go together: give both or neither")
     try:
