@@ -120,7 +120,8 @@ def evaluate(
     from keepwarm.datasets.retrieval import DatasetError
     from keepwarm.evaluation import Target, dataset_summary, open_dataset, plot, results_table, run_evaluation
 
-    kinds = _pipeline_kinds(pipelines) if pipelines else [*DEFAULT_PIPELINES, *(["rerank"] if reranker else [])]
+    default = [*DEFAULT_PIPELINES, *(["rerank"] if reranker else [])]
+    kinds = _pipeline_kinds(pipelines) if pipelines else default
     if ("rerank" in kinds) != (reranker is not None):
         raise click.UsageError("the rerank pipeline and --reranker go together: give both or neither")
     try:
