@@ -85,6 +85,7 @@ class ModelSpec:
     def pairs(self) -> bool:
         """True when inputs are (query, document) pairs with segment ids (a cross-encoder's head)."""
         return self.head == "sequence-classification"
+
     # how `keepwarm serve --ray` deploys this version (ignored in one process): see cluster/deployment.py
     replicas: int = 1
     min_replicas: int | None = None  # with max_replicas: autoscaling bounds instead of a fixed count
