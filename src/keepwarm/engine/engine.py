@@ -18,7 +18,8 @@ it already answers /health) or not at all: then every model loads on first use.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -153,10 +154,7 @@ class Engine:
         permissions). `admit`, if given, sees the request's token count before anything is
         queued and may refuse it by raising (the HTTP layer's tokens-per-minute limit).
         """
-        with self._registry.acquire(
-            model, expect_version=options.expect_version, authorize=authorize
-        ) as loading:
-            served = loading.result() if loading.done() else await asyncio.wrap_future(loading)
+        async with self._serving(model, options.expect_version, authorize) as served:
             return await self._pipeline.run(served, inputs, options, admit)
 
     def embed_sync(
@@ -169,10 +167,8 @@ class Engine:
         authorize: Authorization | None = None,
     ) -> Embeddings:
         """Blocking version of `embed`, for scripts, benchmarks and worker threads."""
-        with self._registry.acquire(
-            model, expect_version=options.expect_version, authorize=authorize
-        ) as loading:
-            return self._pipeline.run_sync(loading.result(), inputs, options, admit)
+        with self._serving_sync(model, options.expect_version, authorize) as served:
+            return self._pipeline.run_sync(served, inputs, options, admit)
 
     async def rerank(
         self,
@@ -185,10 +181,7 @@ class Engine:
         authorize: Authorization | None = None,
     ) -> Scores:
         """Score each of `documents` against `query` with reranker `model` (resolved as in `embed`)."""
-        with self._registry.acquire(
-            model, expect_version=options.expect_version, authorize=authorize
-        ) as loading:
-            served = loading.result() if loading.done() else await asyncio.wrap_future(loading)
+        async with self._serving(model, options.expect_version, authorize) as served:
             return await self._scorer.rerank(served, query, documents, options, admit)
 
     def rerank_sync(
@@ -202,10 +195,8 @@ class Engine:
         authorize: Authorization | None = None,
     ) -> Scores:
         """Blocking version of `rerank`."""
-        with self._registry.acquire(
-            model, expect_version=options.expect_version, authorize=authorize
-        ) as loading:
-            return self._scorer.rerank_sync(loading.result(), query, documents, options, admit)
+        with self._serving_sync(model, options.expect_version, authorize) as served:
+            return self._scorer.rerank_sync(served, query, documents, options, admit)
 
     async def classify(
         self,
@@ -217,10 +208,7 @@ class Engine:
         authorize: Authorization | None = None,
     ) -> Classifications:
         """Every label's probability for each of `inputs` with classifier `model`."""
-        with self._registry.acquire(
-            model, expect_version=options.expect_version, authorize=authorize
-        ) as loading:
-            served = loading.result() if loading.done() else await asyncio.wrap_future(loading)
+        async with self._serving(model, options.expect_version, authorize) as served:
             return await self._scorer.classify(served, inputs, options, admit)
 
     def classify_sync(
@@ -233,10 +221,8 @@ class Engine:
         authorize: Authorization | None = None,
     ) -> Classifications:
         """Blocking version of `classify`."""
-        with self._registry.acquire(
-            model, expect_version=options.expect_version, authorize=authorize
-        ) as loading:
-            return self._scorer.classify_sync(loading.result(), inputs, options, admit)
+        with self._serving_sync(model, options.expect_version, authorize) as served:
+            return self._scorer.classify_sync(served, inputs, options, admit)
 
     async def tokenize(
         self,
@@ -247,8 +233,7 @@ class Engine:
         authorize: Authorization | None = None,
     ) -> tuple[ModelInfo, list[list[Token]]]:
         """Each text's tokens as `model` reads it, and the version that read them (no model call)."""
-        with self._registry.acquire(model, authorize=authorize) as loading:
-            served = loading.result() if loading.done() else await asyncio.wrap_future(loading)
+        async with self._serving(model, None, authorize) as served:
             return served.info, served.tokenizer.tokens(texts, add_special_tokens=add_special_tokens)
 
     async def decode(
@@ -260,6 +245,21 @@ class Engine:
         authorize: Authorization | None = None,
     ) -> tuple[ModelInfo, list[str]]:
         """Token ids in `model`'s vocabulary back to text, and the version whose vocabulary it is."""
-        with self._registry.acquire(model, authorize=authorize) as loading:
-            served = loading.result() if loading.done() else await asyncio.wrap_future(loading)
+        async with self._serving(model, None, authorize) as served:
             return served.info, served.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    @contextlib.asynccontextmanager
+    async def _serving(
+        self, model: str, expect_version: str | None, authorize: Authorization | None
+    ) -> AsyncIterator[ServedModel]:
+        """The loaded version `model` resolves to (checked, loaded if need be), held while in use."""
+        with self._registry.acquire(model, expect_version=expect_version, authorize=authorize) as loading:
+            yield loading.result() if loading.done() else await asyncio.wrap_future(loading)
+
+    @contextlib.contextmanager
+    def _serving_sync(
+        self, model: str, expect_version: str | None, authorize: Authorization | None
+    ) -> Iterator[ServedModel]:
+        """Blocking `_serving`."""
+        with self._registry.acquire(model, expect_version=expect_version, authorize=authorize) as loading:
+            yield loading.result()
