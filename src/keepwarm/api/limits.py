@@ -177,6 +177,7 @@ class RateLimiter:
 
 
 def _refill(bucket: _Bucket, limit: int, now: float) -> None:
+    # a limit changed while the server runs applies from the bucket's last change: it refills at
+    # the new rate, and a lowered limit caps what is left (refill never exceeds the capacity)
+    bucket.capacity = float(limit)
     bucket.refill(now)
-    if bucket.capacity != limit:  # the key's limit was changed while the server runs
-        bucket.capacity, bucket.level = float(limit), min(bucket.level, float(limit))
