@@ -158,9 +158,9 @@ def test_a_vector_cached_by_one_replica_is_a_hit_on_another(database_url: str) -
     vector = np.linspace(0, 1, 8, dtype="<f4")
     one, other = EmbeddingCache(1 << 20, database_url), EmbeddingCache(1 << 20, database_url)
     try:
-        one.put_many([(b"shared", vector)])
+        one.put_many([(b"key-of-both", vector)])
         one.close()  # its writes are committed
-        [found] = other.get_many([b"shared"])
+        [found] = other.get_many([b"key-of-both"])
         assert np.array_equal(found, vector)
     finally:
         other.close()

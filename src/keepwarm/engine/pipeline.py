@@ -172,7 +172,7 @@ class Pipeline:
             raise InvalidRequest("input must not be empty", param="input")
         return served.tokenizer.encode(
             inputs,
-            overflow=_overflow(served, options),
+            overflow=overflow_policy(served, options.truncate, options.truncate_from == "start"),
             prompt_name=_prompt(served, options),
             max_chars=self._settings.max_input_chars,
         )
@@ -288,12 +288,13 @@ def _extras(rows: Rows, options: EmbedOptions) -> dict[str, list]:
     return extras
 
 
-def _overflow(served: ServedModel, options: EmbedOptions) -> str:
-    if options.truncate is None:
+def overflow_policy(served: ServedModel, truncate: bool | None, from_start: bool = False) -> str:
+    """What the tokenizer does with an over-long input: the model's policy unless the request says."""
+    if truncate is None:
         return served.spec.overflow
-    if not options.truncate:
+    if not truncate:
         return "error"
-    return "truncate_start" if options.truncate_from == "start" else "truncate"
+    return "truncate_start" if from_start else "truncate"
 
 
 def _prompt(served: ServedModel, options: EmbedOptions) -> str | None:

@@ -16,15 +16,9 @@ import numpy as np
 
 from keepwarm.engine.model import ServedModel
 from keepwarm.engine.pairs import PairOptions, probabilities, relevance
-from keepwarm.engine.pipeline import Pipeline, Rows, check_task
+from keepwarm.engine.pipeline import Pipeline, Rows, check_task, overflow_policy
 from keepwarm.engine.types import Admission, Classifications, EngineSettings, ScoreOptions, Scores
 from keepwarm.errors import InvalidRequest
-
-
-def _overflow(served: ServedModel, options: ScoreOptions) -> str:
-    if options.truncate is None:
-        return served.spec.overflow
-    return "truncate" if options.truncate else "error"
 
 
 class Scorer:
@@ -85,7 +79,7 @@ class Scorer:
         if not documents:
             raise InvalidRequest("documents must not be empty", param="documents")
         pair_options = PairOptions(
-            overflow=_overflow(served, options),
+            overflow=overflow_policy(served, options.truncate),
             from_start=options.truncate_start,
             max_document_tokens=options.max_document_tokens,
         )
@@ -101,7 +95,7 @@ class Scorer:
         return partial(
             served.tokenizer.encode,
             list(inputs),
-            overflow=_overflow(served, options),
+            overflow=overflow_policy(served, options.truncate),
             max_chars=self._settings.max_input_chars,
         )
 
