@@ -11,7 +11,6 @@ built beforehand, so the first request measures a cold start, not an export).
 from __future__ import annotations
 
 import os
-import re
 import signal
 import threading
 import time
@@ -137,7 +136,8 @@ def test_killed_replica_loses_no_request(ray_server: RunningServer, cluster: Ray
         os.kill(victim, signal.SIGKILL)
         killed = time.monotonic()
         answered_before = load.answered
-        assert wait_for(lambda: _new_replica_loaded(ray_server, replicas), timeout=REPLICA_BACK_TIMEOUT)
+        replaced = wait_for(lambda: _replaced(cluster, replicas), timeout=REPLICA_BACK_TIMEOUT)
+        assert replaced, _replicas_report(cluster, ray_server, replicas)
         back = time.monotonic() - killed
         answered_while_down = load.answered - answered_before
         settled = load.answered
@@ -150,10 +150,28 @@ def test_killed_replica_loses_no_request(ray_server: RunningServer, cluster: Ray
     assert len(cluster.replica_pids(APP)) == 2
 
 
-def _new_replica_loaded(server: RunningServer, old: list[int]) -> bool:
-    """A replica process other than `old` has logged its model as loaded (Ray forwards replica logs)."""
-    pids = {int(p) for p in re.findall(r"ServeReplica:[^ ]+ pid=(\d+)\)[^\n]* loaded in ", server.logs())}
-    return bool(pids - set(old))
+def _replaced(cluster: RayCluster, old: list[int]) -> bool:
+    """A new replica process stands in for the killed one, and Serve counts two replicas running.
+
+    Real state rather than log lines: Ray deduplicates the log lines it forwards to the
+    ingress across processes (a line like another replica's "loaded in" is held back
+    until a later line flushes it), so a replica's own log line may never show up.
+    """
+    pids = cluster.replica_pids(APP)
+    if len(pids) != 2 or not set(pids) - set(old):
+        return False
+    return cluster.replica_states(APP) == {"RUNNING": 2}
+
+
+def _replicas_report(cluster: RayCluster, server: RunningServer, old: list[int]) -> str:
+    """What to read when a replica did not come back: its processes, Serve's view, the latest logs."""
+    lines = [line for line in server.logs().splitlines() if "keepwarm.access" not in line]
+    return (
+        f"replica processes before the kill {old}, now {cluster.replica_pids(APP)}\n"
+        f"Serve: {cluster.serve_status()}\n"
+        f"Serve controller log:\n{cluster.serve_controller_log()}\n"
+        "ingress log (access lines left out):\n" + "\n".join(lines[-40:])
+    )
 
 
 def test_lazy_model_scales_from_zero_on_first_request(ray_server: RunningServer, cluster: RayCluster) -> None:

@@ -10,6 +10,7 @@ two nodes (and other clusters) can share the machine.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -18,13 +19,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from helpers.server import free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
+# Serve's own view of its applications (serve.status()), as JSON: status, and replica states per deployment
+_SERVE_STATUS = """
+import dataclasses, json, sys
+import ray
+from ray import serve
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+print(json.dumps(dataclasses.asdict(serve.status())["applications"], default=str))
+"""
 NODE_START_TIMEOUT = 120.0
 OBJECT_STORE_BYTES = 80 * 1024 * 1024
 
@@ -41,6 +52,32 @@ class RayCluster:
         """Remove every Serve application (an ingress leaves them running for other ingresses)."""
         script = f"import ray; from ray import serve; ray.init(address={self.address!r}); serve.shutdown()"
         subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=120)
+
+    def serve_status(self) -> dict[str, Any]:
+        """Serve's status of every application: `{app: {status, deployments: {name: {replica_states, …}}}}`.
+
+        States read as `serve status` prints them (`"RUNNING"`, `"STARTING"`).
+        """
+        result = subprocess.run(
+            [sys.executable, "-c", _SERVE_STATUS, self.address], capture_output=True, text=True, timeout=120
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"serve.status() failed:\n{result.stderr[-3000:]}")
+        return json.loads(result.stdout)
+
+    def replica_states(self, app_prefix: str) -> Counter[str]:
+        """How many replicas the application named `app_prefix…` has in each state, by Serve's count."""
+        states: Counter[str] = Counter()
+        for name, app in self.serve_status().items():
+            if name.startswith(app_prefix):
+                for deployment in app["deployments"].values():
+                    states.update(deployment["replica_states"])
+        return states
+
+    def serve_controller_log(self, lines: int = 40) -> str:
+        """The last lines of the Serve controller's log (why replicas start, stop or wait)."""
+        logs = sorted(self.temp_dir.glob("session_*/logs/serve/controller_*.log"))
+        return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:]) if logs else "(no log)"
 
     def replica_pids(self, app: str) -> list[int]:
         """Processes of the Serve replicas of application `app` (Ray names each replica's process)."""
