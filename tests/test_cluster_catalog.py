@@ -1,6 +1,7 @@
 """The catalog's replica keys, checked before anything starts, and the Serve options they become.
 
-And `--ray` on an install without Ray: it says what to install.
+And `--ray` on an install without Ray: it says what to install; which metric families a
+replica reports.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from keepwarm.catalog import load_config
 from keepwarm.cluster.deployment import deployment_options
 from keepwarm.errors import ConfigError
+from keepwarm.metrics import ENGINE_FAMILIES, Metrics
 
 
 def _spec(tmp_path: Path, keys: str):  # noqa: ANN202 - ModelSpec
@@ -67,3 +69,8 @@ def test_serve_ray_without_ray_installed_says_what_to_install(tmp_path: Path) ->
     )
     assert result.returncode == 2
     assert "pip install 'keepwarm[cluster]'" in result.stderr
+
+
+def test_replicas_report_families_the_engine_really_records() -> None:
+    recorded = {family.name for family in Metrics().registry.collect()}
+    assert ENGINE_FAMILIES - recorded == set()

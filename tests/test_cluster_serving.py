@@ -3,17 +3,20 @@
 Each node has two logical CPUs and each replica of the bundled model takes 1.5, so its
 two replicas run on different nodes and requests cross node boundaries. The ingress is
 the same API as one process; these tests check what only a cluster can get wrong: the
-same vectors and errors through the deployments, no failed request while a replica is
-killed, and a lazy model scaled to zero that starts on its first request (its artifact
-built beforehand, so the first request measures a cold start, not an export).
+same vectors and errors through the deployments, the replicas' model work on the
+ingress's /metrics, no failed request while a replica is killed, and a lazy model scaled
+to zero that starts on its first request (its artifact built beforehand, so the first
+request measures a cold start, not an export).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +24,9 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from helpers import MODEL, RunningServer, keepwarm, start_server, state_dir, wait_for
+from helpers import MODEL, RunningServer, keepwarm, metric, start_server, state_dir, wait_for
 from helpers.ray import RayCluster
+from prometheus_client.parser import text_string_to_metric_families
 
 APP = f"keepwarm-{MODEL}-"  # the bundled model's Serve application (cluster/deployment.py)
 TEXTS = ["a replica on another node", "the same vectors as one process", "hello"]
@@ -127,6 +131,25 @@ def test_deployments_answer_like_one_process(ray_server: RunningServer, server: 
     assert clustered.json()["error"]["code"] == local.json()["error"]["code"] == "model_not_found"
 
 
+def test_replicas_model_work_shows_on_the_ingress_metrics(ray_server: RunningServer) -> None:
+    label = f"{MODEL}@{_version(ray_server, MODEL)[:12]}"
+    before = sum(_replica_series(ray_server, "keepwarm_batch_rows_sum", label).values())
+    texts = [f"never embedded before {uuid.uuid4()}" for _ in range(3)]  # no cache hit: real model calls
+    assert _post(ray_server, {"model": MODEL, "input": texts}).status_code == 200
+
+    # the replica that embedded them reports its batches within a report interval
+    assert wait_for(
+        lambda: sum(_replica_series(ray_server, "keepwarm_batch_rows_sum", label).values()) >= before + 3,
+        timeout=30,
+    )
+    loads = _replica_series(ray_server, "keepwarm_model_load_seconds", label)
+    assert len(loads) == 2 and all(seconds > 0 for seconds in loads.values()), loads  # one series a replica
+    text = httpx.get(f"{ray_server.url}/metrics").text
+    families = re.findall(r"^# TYPE (\S+)", text, re.M)
+    assert len(families) == len(set(families))  # replica samples merged into the ingress's families
+    assert metric(ray_server, "keepwarm_task_inputs_total", MODEL) >= 3  # the ingress's own, as before
+
+
 def test_killed_replica_loses_no_request(ray_server: RunningServer, cluster: RayCluster) -> None:
     replicas = cluster.replica_pids(APP)
     assert len(replicas) == 2, replicas
@@ -148,6 +171,21 @@ def test_killed_replica_loses_no_request(ray_server: RunningServer, cluster: Ray
     )
     assert load.failures == []
     assert len(cluster.replica_pids(APP)) == 2
+
+
+def _version(server: RunningServer, model: str) -> str:
+    return httpx.get(f"{server.v1}/models/{model}").json()["full_version"]
+
+
+def _replica_series(server: RunningServer, sample: str, model: str) -> dict[str, float]:
+    """`sample`'s value on the ingress's /metrics for each replica of `model` (`name@short version`)."""
+    text = httpx.get(f"{server.url}/metrics").text
+    return {
+        found.labels["replica"]: found.value
+        for family in text_string_to_metric_families(text)
+        for found in family.samples
+        if found.name == sample and found.labels.get("model") == model and "replica" in found.labels
+    }
 
 
 def _replaced(cluster: RayCluster, old: list[int]) -> bool:

@@ -14,6 +14,23 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+# The families the engine records (the HTTP layer records the others): on a Ray cluster each replica
+# reports these to the ingress's /metrics (cluster/metrics.py).
+ENGINE_FAMILIES = frozenset(
+    {
+        "keepwarm_queue_tokens",
+        "keepwarm_tokens_per_second",
+        "keepwarm_model_load_seconds",
+        "keepwarm_batch_rows",
+        "keepwarm_batch_tokens",
+        "keepwarm_batch_padded_tokens",
+        "keepwarm_inference_seconds",
+        "keepwarm_inference_failures",
+        "keepwarm_cache_lookups",
+        "keepwarm_inputs_dropped",
+    }
+)
+
 # request latencies, from sub-millisecond tokenization to minute-long queue waits
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -48,10 +65,10 @@ def _family(name: str, documentation: str, sources: dict[str, Callable[[], float
 
 
 class Metrics:
-    """What the engine and the HTTP layer report about their work."""
+    """What the engine and the HTTP layer report about their work (into `registry`, a new one by default)."""
 
-    def __init__(self) -> None:
-        self.registry = registry = CollectorRegistry()
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry = CollectorRegistry() if registry is None else registry
         self.requests = Counter(
             "keepwarm_requests",
             "HTTP requests answered, by route, model and status",

@@ -39,6 +39,7 @@ from keepwarm.catalog import ModelSpec
 from keepwarm.catalog.versions import version_label
 from keepwarm.cluster.deployment import deploy, undeploy
 from keepwarm.cluster.failures import Failure
+from keepwarm.cluster.metrics import ClusterRegistry
 from keepwarm.engine import (
     Classifications,
     Embeddings,
@@ -73,7 +74,7 @@ class ClusterEngine:
     ) -> None:
         self.settings = settings
         self.data_dir = data_dir
-        self.metrics = Metrics()
+        self.metrics = Metrics(ClusterRegistry())  # the replicas' model work merged in (cluster/metrics.py)
         self._log_level = log_level
         self._registry = self._new_registry(specs)
         self._handles: dict[str, DeploymentHandle] = {}

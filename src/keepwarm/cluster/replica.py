@@ -3,8 +3,9 @@
 Ray Serve runs this class as every replica of a version's deployment. The engine inside
 tokenizes, caches, batches and calls the runtime exactly as in one process; the replica
 only adapts it to Serve: errors come back as values (cluster/failures.py), and Serve's
-health check asks the engine. Scaling (more replicas, none while idle) is Serve's job,
-so a lazy model loads when its replica starts, not on its first request.
+health check asks the engine, and the engine's metrics go to the ingresses' /metrics
+(cluster/metrics.py). Scaling (more replicas, none while idle) is Serve's job, so a lazy
+model loads when its replica starts, not on its first request.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import generate_latest
+from ray import serve
 
 from keepwarm.catalog import ModelSpec
 from keepwarm.cluster.failures import Failure
+from keepwarm.cluster.metrics import Reporter
 from keepwarm.engine import Engine, EngineSettings, ModelInfo
 from keepwarm.errors import KeepwarmError, NotReady
 from keepwarm.logs import configure_logging
@@ -34,6 +36,7 @@ class ModelReplica:
         own = replace(spec, current=True, load="eager", idle_timeout=0.0)
         self._engine = Engine([own], data_dir, settings)
         self._engine.load()
+        self._reporter = Reporter(self._engine.metrics.registry, serve.get_replica_context().replica_tag)
 
     async def call(self, method: str, model: str, args: tuple, kwargs: dict[str, Any]) -> Any:
         """The engine's answer to `method` (embed, rerank, classify, tokenize, decode) for `model`
@@ -49,16 +52,15 @@ class ModelReplica:
         """The loaded version as responses name it (runtime, dtype, dimensions)."""
         return self._engine.models[0].info
 
-    def metrics(self) -> bytes:
-        """This replica's Prometheus registry in the text format (gathered by the ingress)."""
-        return generate_latest(self._engine.metrics.registry)
-
     def check_health(self) -> None:
         """Serve's health check: a replica whose engine stopped is replaced."""
         if not self._engine.ready:
             raise NotReady("the replica's engine is not serving")
 
     def __del__(self) -> None:
+        reporter = getattr(self, "_reporter", None)
+        if reporter is not None:
+            reporter.stop()
         engine = getattr(self, "_engine", None)
         if engine is not None:
             engine.close()
