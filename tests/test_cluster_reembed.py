@@ -13,10 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from helpers import MODEL, RunningServer, wait_for
 from helpers.ray import RayCluster
+from helpers.vectors import assert_same_vectors
 
 from keepwarm.reembed import read_vectors
 
@@ -84,4 +84,6 @@ def test_crashed_run_resumes_with_only_missing_shards_and_matches_in_process(
     reference_ids, reference, reference_manifest = read_vectors(in_process)
     assert ids == reference_ids
     assert manifest["version"] == reference_manifest["version"] == summary["version"]
-    assert np.abs(vectors - reference).max() <= 1e-6
+    # fp32-equivalent, the bar every runtime meets: OpenVINO may run bf16 on this CPU, where a vector
+    # moves with the batch it was computed in (shards of 6 rows here, larger batches in-process)
+    assert_same_vectors(vectors, reference)
