@@ -8,7 +8,8 @@ report. Whenever an ingress's registry is read (`/metrics`, the dashboard's samp
 reads the board and merges the replicas' samples into its own families of the same
 names, so one scrape of an ingress shows the metric names of one process: the
 ingress's HTTP series, and one series per replica for the model work. A replica that
-stops reporting (removed, killed, its node lost) drops out after `STALE_SECONDS`.
+stops (removed, killed, its node lost) drops out after `STALE_SECONDS`, at once when it
+stops cleanly.
 
 Pushing to a board rather than asking each replica is what Serve allows: a deployment
 handle reaches *a* replica, never a chosen one. Ray's own metrics (ray.util.metrics,
@@ -97,7 +98,7 @@ class Reporter:
                 self._board = self._board or board()
                 self._board.report.remote(self._replica, labelled(self._registry, self._replica))
                 failing = False
-            except RayError as error:  # the board restarting, the GCS unreachable: try again next time
+            except Exception as error:  # the board restarting, the GCS away: this thread must go on
                 if not failing:
                     log.warning("could not report this replica's metrics (trying again): %s", error)
                 failing, self._board = True, None
