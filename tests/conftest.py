@@ -2,6 +2,11 @@
 
 Servers share one data directory per test session, so the bundled model is exported
 once and every later start loads the cached artifact, as in production.
+
+`make test` runs the suite on two worker processes (pytest-xdist), a test file at a
+time on one worker, so a module's fixtures start once. The Ray tests form one unit (they
+share one cluster), and the workers share one artifact folder: a model exported by one
+is loaded by the other, as replicas sharing a data directory do.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from helpers import RunningServer, create_key, start_server, state_dir
 from helpers.models import tiny_bert
 from helpers.postgres import fresh_database, postgres_server
@@ -42,9 +48,33 @@ def database_url(postgres: str) -> Iterator[str]:
         yield url
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, ANN201 - xdist's types
+    """Whole test files to each worker, and every Ray test file to one worker (their one cluster)."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesAndRay(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return "ray" if Path(scope).name.startswith("test_cluster_") else scope
+
+    return FilesAndRay(config, log)
+
+
+def _shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every worker of this run sees (xdist's workers' temp folders share a parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("keepwarm-data")
+    """This worker's data directory; its artifacts folder is the run's, shared by every worker."""
+    path = tmp_path_factory.mktemp("keepwarm-data")
+    artifacts = _shared_folder(tmp_path_factory) / "shared-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (path / "artifacts").symlink_to(artifacts, target_is_directory=True)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +83,15 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(data_dir: Path, log_dir: Path) -> Iterator[RunningServer]:
-    """The default server: bundled model, default settings."""
-    running = start_server(data_dir, log_dir)
+def server(
+    data_dir: Path, log_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """The default server: bundled model, default settings.
+
+    One worker at a time starts it, so the bundled model is exported once, not once a worker.
+    """
+    with FileLock(_shared_folder(tmp_path_factory) / "bundled-model.lock"):
+        running = start_server(data_dir, log_dir)
     yield running
     running.stop()
 

