@@ -5,15 +5,20 @@ Speeds are never asserted: only that every figure is there, consistent and plaus
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import MODEL, metric, start_server
 
-from keepwarm.bench.stats import latency_summary
+from keepwarm.api.settings import ConnectionLimits
+from keepwarm.bench import client
+from keepwarm.bench.stats import Measurement, latency_summary
 from keepwarm.cost import cost_report
 
 TEXTS = [
@@ -302,3 +307,56 @@ def test_cost_falls_with_utilisation_to_the_price_at_peak_throughput(sweeps) -> 
     assert prices == sorted(prices, reverse=True)
     assert prices[-1] == pytest.approx(0.09 / (cost["peak_tokens_per_s"] * 3600) * 1e6)
     assert cost["openai"]["text-embedding-3-small"] == 0.02
+
+
+def test_a_burst_the_server_drops_is_counted_as_failed_requests_not_a_crash(own_data_dir, log_dir) -> None:  # noqa: ANN001
+    """The server dies with a burst in flight: every request of it is reported failed, by reason."""
+    running = start_server(own_data_dir, log_dir, "--cache-mb", "0", holdable=True)  # no cached answers
+    requests = client.prepare(MODEL, TEXTS, 2)
+
+    async def burst_then_kill(load: client.LoadClient) -> Measurement:
+        await load.warm_up(requests)
+        with running.holding():  # the burst stays queued until the server is killed
+            burst = asyncio.ensure_future(load.bursts(requests, len(requests), 0.0, lambda _: None, math.inf))
+            for _ in range(1200):  # until all are in; the scrape counts itself among them
+                if metric(running, "keepwarm_requests_in_flight") > len(requests):
+                    break
+                await asyncio.sleep(0.05)
+            running.process.kill()
+            return await burst
+
+    try:
+        result, _ = client.run_phase(running.url, len(requests), None, burst_then_kill)
+    finally:
+        running.stop()
+    assert result.texts == 0 and result.latencies == []
+    assert sum(result.failures.values()) == len(requests)
+    assert not any(reason.startswith("HTTP") for reason in result.failures)  # connections, not answers
+    assert result.summary()["failed"] == len(requests)
+
+
+def test_the_load_generator_closes_idle_connections_before_the_server_does(own_data_dir, log_dir) -> None:  # noqa: ANN001
+    """A connection the server's keep-alive timeout closes as a request is written into it fails
+    that request, so the client closes idle ones first (well before keepwarm's default 5 s).
+
+    This server keeps idle connections for 30 s, so only the client can have closed them.
+    """
+    assert ConnectionLimits().keep_alive_timeout > client.IDLE_CONNECTION_SECONDS
+    server = start_server(own_data_dir, log_dir, "--keep-alive-timeout", "30")
+    requests = client.prepare(MODEL, TEXTS, 3)
+
+    async def idle_between(load: client.LoadClient) -> Measurement:
+        await load.warm_up(requests)
+        assert metric(server, "keepwarm_connections_open") >= 1 + len(requests)  # the scrape's own, too
+        # aiohttp closes idle connections within two of its idle periods
+        await asyncio.sleep(2 * client.IDLE_CONNECTION_SECONDS + 0.3)
+        assert metric(server, "keepwarm_connections_open") == 1  # the scrape's: the client closed its own
+        result = Measurement()
+        await asyncio.gather(*(load.send(request, result) for request in requests))
+        return result
+
+    try:
+        result, _ = client.run_phase(server.url, len(requests), None, idle_between)
+    finally:
+        server.stop()
+    assert not result.failures and result.texts == len(TEXTS)

@@ -106,9 +106,6 @@ def create_app(
     )
     app.add_middleware(RequestMiddleware, lifecycle=lifecycle, metrics=engine.metrics)
     _install_error_handlers(app, engine)
-    for router in routers:
-        app.include_router(router)
-    app.include_router(admin_router(auth, store, settings.pricing))
     served_names = list(dict.fromkeys(name for spec in engine.specs for name in spec.names))
     call = Serving(engine, store, limiter, settings)
 
@@ -188,6 +185,11 @@ def create_app(
         """Prometheus metrics."""
         return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # after OpenAI's routes: a request is matched against the routes in order, and
+    # /v1/embeddings, the one under load, should not wait behind every other router's
+    for router in routers:
+        app.include_router(router)
+    app.include_router(admin_router(auth, store, settings.pricing))
     app.include_router(cohere_router(call, auth))
     app.include_router(tei_router(call, auth))
     add_infinity_paths(app)

@@ -10,6 +10,10 @@ Three shapes of load:
 - closed loop: C clients, each sending its next request as soon as the last returns;
 - bursts: N requests at once, then silence until the next burst;
 - idle: one request at a time with a pause between, for latency at rest.
+
+A request the server fails (an error status, a dropped connection) is counted in the
+phase's `failures` and the load goes on; only an answer that is not the embeddings
+asked for stops the run (`LoadError`), as does any failure while warming up.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ from keepwarm.bench.stats import Measurement
 
 Progress = Callable[[int], None]  # called with the number of texts just completed
 _HEADERS = {"content-type": "application/json"}
+# The client closes a connection left idle this long itself, before the server's keep-alive
+# timeout (keepwarm's and uvicorn's default: 5 s) closes it: a request written into a
+# connection the server is closing at that moment fails ("Can not write request body").
+# Between bursts, connections whose answers came early in a burst sit idle for longer.
+IDLE_CONNECTION_SECONDS = 2.0
 
 
 class LoadError(RuntimeError):
@@ -89,7 +98,7 @@ class LoadClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> LoadClient:
-        connector = aiohttp.TCPConnector(limit=self.connections)
+        connector = aiohttp.TCPConnector(limit=self.connections, keepalive_timeout=IDLE_CONNECTION_SECONDS)
         self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600))
         return self
 
@@ -97,21 +106,33 @@ class LoadClient:
         await self._session.close()
 
     async def send(self, request: Request, result: Measurement) -> None:
-        """Post one request, check the answer and record its latency and tokens."""
+        """Post one request and record its latency and tokens, or count it in `result.failures`."""
         started = time.perf_counter()
-        async with self._session.post(self.endpoint, data=request.body, headers=self.headers) as response:
-            payload = await response.read()
-            if response.status != 200:
-                raise LoadError(f"HTTP {response.status}: {payload[:500]!r}")
+        try:
+            async with self._session.post(self.endpoint, data=request.body, headers=self.headers) as response:
+                payload = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            result.fail(f"{type(error).__name__}: {error}")
+            return
         latency = time.perf_counter() - started
+        if response.status != 200:
+            result.fail(f"HTTP {response.status}: {payload[:300].decode(errors='replace')}")
+            return
         vectors, tokens, cached = _decode(payload, request.count)
         self.vectors[request.first] = vectors
         result.add(request.count, tokens, latency)
         result.cached += cached
 
     async def warm_up(self, requests: list[Request]) -> None:
-        """Open every connection and wake the server with unrecorded requests."""
-        await asyncio.gather(*(self.send(request, Measurement()) for request in requests[: self.connections]))
+        """Open every connection and wake the server with unrecorded requests; LoadError if any fails.
+
+        A server that fails before the clock starts (a wrong key, a model it does not
+        serve) is misconfigured: better said at once than as a phase of failures.
+        """
+        result = Measurement()
+        await asyncio.gather(*(self.send(request, result) for request in requests[: self.connections]))
+        if result.failures:
+            raise LoadError(f"the server failed warm-up requests: {dict(result.failures)}")
 
     async def closed_loop(
         self, requests: list[Request], clients: int, progress: Progress, deadline: float

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ class Measurement:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     cached: int = 0  # texts a server answered from its embedding cache instead of computing them
+    failures: Counter[str] = field(default_factory=Counter)  # requests that failed, by reason
     cpu_seconds: float | None = None  # the measuring process's own CPU time, all threads...
     wall_seconds: float | None = None  # ...over this span (bursts and idle phases include their pauses)
 
@@ -35,6 +37,10 @@ class Measurement:
         self.texts += texts
         self.tokens += tokens
         self.latencies.append(latency)
+
+    def fail(self, reason: str) -> None:
+        """Count one failed request: no texts, and no latency among the answered ones."""
+        self.failures[reason] += 1
 
     @property
     def texts_per_second(self) -> float:
@@ -61,6 +67,8 @@ class Measurement:
             "p99_ms": _round(self.percentile_ms(99)),
             "cpu_seconds": _round(self.cpu_seconds),
             "cached_texts": self.cached,
+            "failed": sum(self.failures.values()),
+            "failures": dict(self.failures),
         }
 
     def cpu_share(self, cpu_seconds: float | None, cores: int) -> float | None:

@@ -62,6 +62,13 @@ def render(report: dict[str, Any], console: Console) -> None:
             "[red]The server answered texts from its embedding cache, so those figures are not compute: "
             f"{cached}"
         )
+    failed = {
+        figures["label"]: figures["failures"]
+        for figures in report["phases"].values()
+        if figures.get("failed")
+    }
+    if failed:
+        console.print(f"[red]Requests the server failed (not in the figures above): {failed}")
     console.print(_pairs_table("ratio (same run)", report["ratios"], 3))
     if report["accuracy"]:
         console.print(_accuracy_table(report["accuracy"]))

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, exc, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, exc, insert, or_, select, update
 
 from keepwarm.store.database import Database, StoreError
 from keepwarm.store.schema import api_keys
@@ -26,6 +26,9 @@ from keepwarm.store.schema import api_keys
 SECRET_PREFIX = "kw-"
 _ID_LENGTH = len(SECRET_PREFIX) + 8
 _ACTIVE = api_keys.c.revoked_at.is_(None)
+# Built once: every request runs one of these, and building a statement costs more than running it.
+_BY_PREFIX = select(api_keys).where(api_keys.c.prefix == bindparam("prefix"), _ACTIVE)
+_ANY_ACTIVE = select(api_keys.c.id).where(_ACTIVE).limit(1)
 
 
 @dataclass(frozen=True)
@@ -166,14 +169,14 @@ class KeyStore:
         """The active key whose secret this is, or None."""
         if not secret.startswith(SECRET_PREFIX) or len(secret) <= _ID_LENGTH:
             return None
-        rows = self.db.query(select(api_keys).where(api_keys.c.prefix == secret[:_ID_LENGTH], _ACTIVE))
+        rows = self.db.query(_BY_PREFIX, {"prefix": secret[:_ID_LENGTH]})
         if not rows or not hmac.compare_digest(rows[0]["secret_hash"], hash_secret(secret)):
             return None
         return _from_row(rows[0])
 
     def has_active(self) -> bool:
         """True if at least one key is not revoked (the server then requires keys)."""
-        return self.db.scalar(select(api_keys.c.id).where(_ACTIVE).limit(1)) is not None
+        return self.db.scalar(_ANY_ACTIVE) is not None
 
     def _active_named(self, name: str) -> bool:
         return self.db.scalar(select(api_keys.c.id).where(api_keys.c.name == name, _ACTIVE)) is not None

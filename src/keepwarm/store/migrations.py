@@ -124,4 +124,5 @@ def _current(conn: Connection, group: Group) -> int:
 
 
 def _record(conn: Connection, group: Group) -> None:
-    conn.execute(upsert(conn, versions, {"name": group.name, "version": group.version}, ["name"]))
+    row = {"name": group.name, "version": group.version}
+    conn.execute(upsert(conn, versions, row, ["name"]), row)

@@ -60,6 +60,8 @@ class UsageRow:
 
 
 _COUNTS = ("requests", "tokens", "cache_hits", "compute_seconds")
+_ROW_KEY = ("day", "key_id", "model", "version")
+_COLUMNS = _ROW_KEY + _COUNTS
 
 
 class UsageStore:
@@ -87,7 +89,8 @@ class UsageStore:
                 return
             _add(conn, [event for _, event in fresh])
             highest = max(line for line, _ in fresh)
-            conn.execute(upsert(conn, metered_lines, {"source": source, "through_line": highest}, ["source"]))
+            row = {"source": source, "through_line": highest}
+            conn.execute(upsert(conn, metered_lines, row, ["source"]), row)
 
     def report(
         self, since: date | None = None, until: date | None = None, key: str | None = None
@@ -110,7 +113,7 @@ class UsageStore:
 
 
 def _add(conn: Connection, events: Sequence[UsageEvent]) -> None:
-    """Add events to their (day, key, model, version) rows, one upsert per row."""
+    """Add events to their (day, key, model, version) rows, in one upsert executed per row."""
     rows: dict[tuple[str, int, str, str], list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])
     for event in events:
         totals = rows[(event.day, event.key_id, event.model, event.version)]
@@ -118,10 +121,8 @@ def _add(conn: Connection, events: Sequence[UsageEvent]) -> None:
         totals[1] += event.tokens
         totals[2] += event.cache_hits
         totals[3] += event.compute_seconds
-    for (day, key_id, model, version), totals in sorted(rows.items()):
-        values = {"day": day, "key_id": key_id, "model": model, "version": version}
-        values |= dict(zip(_COUNTS, totals, strict=True))
-        conn.execute(upsert(conn, usage, values, ["day", "key_id", "model", "version"], add=_COUNTS))
+    values = [dict(zip(_COLUMNS, (*row, *totals), strict=True)) for row, totals in sorted(rows.items())]
+    conn.execute(upsert(conn, usage, _COLUMNS, _ROW_KEY, add=_COUNTS), values)
 
 
 def usage_report(rows: list[UsageRow], pricing: Pricing) -> dict[str, Any]:
