@@ -337,7 +337,7 @@ def test_a_burst_the_server_drops_is_counted_as_failed_requests_not_a_crash(own_
 
 def test_the_load_generator_closes_idle_connections_before_the_server_does(own_data_dir, log_dir) -> None:  # noqa: ANN001
     """A connection the server's keep-alive timeout closes as a request is written into it fails
-    that request, so the client closes idle ones first (well before keepwarm's default 5 s).
+    that request, so the client closes idle ones first (well before the 5 s many servers keep them).
 
     This server keeps idle connections for 30 s, so only the client can have closed them.
     """

@@ -26,7 +26,10 @@ class ConnectionLimits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0  # longest pause while a body is arriving
     min_body_rate: int = 1024  # bytes/s a body must average once its first `body_timeout` seconds are over
-    keep_alive_timeout: float = 5.0  # idle seconds between two requests before the connection is closed
+    # idle seconds between two requests before the connection is closed: longer than clients'
+    # own idle limits (httpx 5 s, aiohttp 15 s) and load balancers' (60 s), so the client closes
+    # first and never writes a request into a connection the server is closing
+    keep_alive_timeout: float = 75.0
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from keepwarm.bench.stats import Measurement
 Progress = Callable[[int], None]  # called with the number of texts just completed
 _HEADERS = {"content-type": "application/json"}
 # The client closes a connection left idle this long itself, before the server's keep-alive
-# timeout (keepwarm's and uvicorn's default: 5 s) closes it: a request written into a
+# timeout (uvicorn's default and many servers': 5 s) closes it: a request written into a
 # connection the server is closing at that moment fails ("Can not write request body").
 # Between bursts, connections whose answers came early in a burst sit idle for longer.
 IDLE_CONNECTION_SECONDS = 2.0
