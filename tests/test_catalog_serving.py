@@ -156,6 +156,19 @@ def test_matryoshka_dims_are_the_allowed_sizes(catalog_server) -> None:  # noqa:
     assert refused.status_code == 400 and "[64, 128, 384]" in refused.json()["error"]["message"]
 
 
+def test_cohere_output_dimension_is_honoured_at_the_models_matryoshka_sizes(catalog_server) -> None:  # noqa: ANN001
+    import cohere
+
+    client = cohere.ClientV2(api_key="unused", base_url=catalog_server.url)
+    kwargs = {"texts": TEXTS, "model": MODEL, "input_type": "search_document", "embedding_types": ["float"]}
+    cut = client.embed(output_dimension=128, **kwargs).embeddings.float_
+    openai = _vectors(_post(catalog_server, model=MODEL, input=TEXTS, dimensions=128))
+    assert np.asarray(cut).shape == (3, 128) and np.allclose(cut, openai, atol=1e-6)
+    with pytest.raises(cohere.BadRequestError) as raised:
+        client.embed(output_dimension=100, **kwargs)
+    assert "[64, 128, 384]" in raised.value.body["message"]
+
+
 def test_chunked_overflow_is_the_token_weighted_mean_of_windows(catalog_server, dirs) -> None:  # noqa: ANN001
     import torch
 

@@ -73,6 +73,97 @@ def test_cohere_truncate_none_refuses_and_end_and_start_keep_each_side(server, r
     assert_same_vectors(start, reference.encode([tail]))
 
 
+def test_cohere_sdk_v2_content_inputs_embed_as_the_same_texts(cohere_v2, reference) -> None:  # noqa: ANN001
+    from cohere import EmbedInput, TextEmbedContent
+
+    parts = ["Title: keepwarm", "Body: one service, many dialects."]
+    inputs = [EmbedInput(content=[TextEmbedContent(text=doc)]) for doc in DOCS]
+    inputs.append(EmbedInput(content=[TextEmbedContent(text=part) for part in parts]))
+    texts = [*DOCS, "\n".join(parts)]  # an input's text parts, one per line
+    kwargs = {"model": MODEL, "input_type": "search_document", "embedding_types": ["float", "int8"]}
+    via_inputs = cohere_v2.embed(inputs=inputs, **kwargs)
+    via_texts = cohere_v2.embed(texts=texts, **kwargs)
+    assert_same_vectors(via_inputs.embeddings.float_, reference.encode(texts))
+    assert np.array_equal(via_inputs.embeddings.float_, via_texts.embeddings.float_)
+    assert np.array_equal(via_inputs.embeddings.int8, via_texts.embeddings.int8)
+    assert via_inputs.texts == texts
+    assert via_inputs.meta.billed_units.input_tokens == via_texts.meta.billed_units.input_tokens
+
+
+def test_cohere_images_are_refused_naming_text_as_served(cohere_v2, server) -> None:  # noqa: ANN001
+    import cohere
+    from cohere import EmbedImageUrl, EmbedInput, ImageUrlEmbedContent, TextEmbedContent
+
+    image = ImageUrlEmbedContent(image_url=EmbedImageUrl(url="data:image/png;base64,iVBORw0KGgo="))
+    mixed = [EmbedInput(content=[TextEmbedContent(text="a chart"), image])]
+    with pytest.raises(cohere.BadRequestError) as raised:
+        cohere_v2.embed(inputs=mixed, model=MODEL, input_type="search_document", embedding_types=["float"])
+    assert "inputs[0].content[1] is an image_url part" in raised.value.body["message"]
+    assert "text only" in raised.value.body["message"]
+    url, base = f"{server.url}/v2/embed", {"model": MODEL, "input_type": "search_document"}
+    refused = [
+        base | {"images": ["data:image/png;base64,iVBORw0KGgo="]},
+        base | {"texts": ["a"], "input_type": "image"},
+        base | {"texts": ["a"], "inputs": [{"content": [{"type": "text", "text": "a"}]}]},
+        base,
+        base | {"inputs": [{"content": [{"type": "video", "video": "x"}]}]},
+        base | {"inputs": [{"content": []}]},
+    ]
+    for body in refused:
+        answer = httpx.post(url, json=body)
+        assert answer.status_code == 400 and set(answer.json()) == {"id", "message"}, body
+    assert "text only" in httpx.post(url, json=refused[0]).json()["message"]
+    assert "exactly one of 'texts' or 'inputs'" in httpx.post(url, json=refused[2]).json()["message"]
+
+
+def test_cohere_output_dimension_without_matryoshka_sizes_is_only_the_models_own(
+    cohere_v2, reference
+) -> None:  # noqa: ANN001
+    import cohere
+
+    kwargs = {"texts": DOCS, "model": MODEL, "input_type": "search_document", "embedding_types": ["float"]}
+    full = cohere_v2.embed(output_dimension=384, **kwargs)
+    assert_same_vectors(full.embeddings.float_, reference.encode(DOCS))
+    with pytest.raises(cohere.BadRequestError) as raised:
+        cohere_v2.embed(output_dimension=128, **kwargs)
+    assert "must be one of [384]" in raised.value.body["message"]
+
+
+def test_cohere_max_tokens_cuts_each_input_as_truncate_says(cohere_v2, reference) -> None:  # noqa: ANN001
+    import cohere
+
+    text = " ".join(DOCS * 3)
+    ids = reference.tokenizer(text, add_special_tokens=False)["input_ids"]
+    kwargs = {"texts": [text], "model": MODEL, "input_type": "search_document", "embedding_types": ["float"]}
+    end = cohere_v2.embed(max_tokens=20, truncate="END", **kwargs)  # 18 of the text's tokens, [CLS] and [SEP]
+    assert_same_vectors(end.embeddings.float_, reference.encode([reference.tokenizer.decode(ids[:18])]))
+    assert end.meta.billed_units.input_tokens == 20
+    start = cohere_v2.embed(max_tokens=20, truncate="START", **kwargs)
+    assert_same_vectors(start.embeddings.float_, reference.encode([reference.tokenizer.decode(ids[-18:])]))
+    with pytest.raises(cohere.BadRequestError) as raised:
+        cohere_v2.embed(max_tokens=20, truncate="NONE", **kwargs)
+    assert "20" in raised.value.body["message"]
+    above = cohere_v2.embed(max_tokens=100_000, truncate="NONE", **kwargs | {"texts": DOCS})
+    assert_same_vectors(above.embeddings.float_, reference.encode(DOCS))
+    with pytest.raises(cohere.BadRequestError) as raised:
+        cohere_v2.embed(max_tokens=2, truncate="END", **kwargs)
+    assert "max_tokens must be above 2" in raised.value.body["message"]
+
+
+def test_cohere_billed_input_tokens_are_keepwarms_usage(server, reference) -> None:  # noqa: ANN001
+    tokens = sum(len(reference.tokenizer(doc)["input_ids"]) for doc in DOCS)
+    openai = httpx.post(f"{server.v1}/embeddings", json={"model": MODEL, "input": DOCS}).json()
+    assert openai["usage"]["prompt_tokens"] == tokens
+    inputs = [{"content": [{"type": "text", "text": doc}]} for doc in DOCS]
+    for path, source in [
+        ("/v2/embed", {"texts": DOCS}),
+        ("/v2/embed", {"inputs": inputs}),
+        ("/v1/embed", {"texts": DOCS}),
+    ]:
+        answer = httpx.post(f"{server.url}{path}", json={"model": MODEL, **source}).json()
+        assert answer["meta"]["billed_units"]["input_tokens"] == tokens, (path, source)
+
+
 def test_langchain_cohere_embeddings(server, reference) -> None:  # noqa: ANN001
     from langchain_cohere import CohereEmbeddings
 

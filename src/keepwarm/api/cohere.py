@@ -1,16 +1,17 @@
 """Cohere's embed API: `POST /v2/embed` and `/v1/embed`, as the `cohere` SDK and LangChain call them.
 
-Request: `model`, `texts` (or v2's `inputs`, text content only), `input_type`,
-`embedding_types`, `truncate` (NONE | START | END), `output_dimension`. `input_type`
-picks the model's prompt of the same meaning (search_query → `query`, search_document →
-`document`, classification and clustering by name) and no prompt where the model has
-none. Answers come in Cohere's shape, errors in Cohere's envelope; every other step is the
-shared embed call (api/serving.py).
+Request: `model`, `texts` or v2's `inputs` (content parts), `input_type`, `embedding_types`,
+`truncate` (NONE | START | END), `max_tokens`, `output_dimension`. `input_type` picks the
+model's prompt of the same meaning (search_query → `query`, search_document → `document`,
+classification and clustering by name) and no prompt where the model has none. keepwarm's
+models read text only, so image parts, `images` and `input_type: image` are refused in
+Cohere's envelope, naming what is served. Answers come in Cohere's shape, errors in
+Cohere's envelope; every other step is the shared embed call (api/serving.py).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -37,13 +38,31 @@ _PROMPTS = {
 _TRUNCATE = {"NONE": False, "END": True, "START": True}
 
 
+InputType = Literal["search_query", "search_document", "classification", "clustering", "image"]
+_TEXT_ONLY = (
+    "keepwarm's models embed text only: send `texts`, or `inputs` whose content parts are "
+    '{"type": "text", "text": "..."}'
+)
+
+
 class _Text(BaseModel):
     type: Literal["text"]
     text: StrictStr = Field(min_length=1)
 
 
+class _Image(BaseModel):
+    """Parsed only to be refused with a clear message (not a schema error, not a 500)."""
+
+    type: Literal["image_url"]
+
+
 class _Input(BaseModel):
-    content: list[_Text] = Field(min_length=1)
+    content: list[Annotated[_Text | _Image, Field(discriminator="type")]] = Field(min_length=1)
+
+    @property
+    def text(self) -> str:
+        """The input's text parts as one text, each part on its own line."""
+        return "\n".join(part.text for part in self.content if isinstance(part, _Text))
 
 
 class CohereEmbedRequest(BaseModel):
@@ -54,13 +73,16 @@ class CohereEmbedRequest(BaseModel):
     model: StrictStr = Field(min_length=1)
     texts: list[StrictStr] | None = Field(default=None, min_length=1, max_length=MAX_INPUTS)
     inputs: list[_Input] | None = Field(default=None, min_length=1, max_length=MAX_INPUTS)
-    input_type: Literal["search_query", "search_document", "classification", "clustering"] | None = None
+    images: list[Any] | None = None
+    input_type: InputType | None = None
     embedding_types: list[EmbeddingType] | None = Field(default=None, min_length=1)
     truncate: Literal["NONE", "START", "END"] | None = None
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
     output_dimension: StrictInt | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> CohereEmbedRequest:
+        self._refuse_images()
         if (self.texts is None) == (self.inputs is None):
             raise InvalidRequest("send exactly one of 'texts' or 'inputs'", param="texts")
         for index, text in enumerate(self.texts or []):
@@ -68,12 +90,23 @@ class CohereEmbedRequest(BaseModel):
                 raise InvalidRequest(f"texts[{index}] must not be an empty string", param="texts")
         return self
 
+    def _refuse_images(self) -> None:
+        if self.images is not None:
+            raise InvalidRequest(f"'images' is not supported: {_TEXT_ONLY}", param="images")
+        if self.input_type == "image":
+            raise InvalidRequest(f"input_type 'image' is not supported: {_TEXT_ONLY}", param="input_type")
+        for index, item in enumerate(self.inputs or []):
+            for part, content in enumerate(item.content):
+                if isinstance(content, _Image):
+                    message = f"inputs[{index}].content[{part}] is an image_url part: {_TEXT_ONLY}"
+                    raise InvalidRequest(message, param="inputs")
+
     @property
     def text_list(self) -> list[str]:
-        """The texts to embed; an input's text parts are joined with newlines."""
+        """The texts to embed: `texts`, or each input's text parts as one text."""
         if self.texts is not None:
             return self.texts
-        return ["\n".join(part.text for part in item.content) for item in self.inputs or []]
+        return [item.text for item in self.inputs or []]
 
     def options(self, expect_version: str | None) -> EmbedOptions:
         types = self.embedding_types or ["float"]
@@ -81,6 +114,8 @@ class CohereEmbedRequest(BaseModel):
             truncate=_TRUNCATE[self.truncate] if self.truncate else None,
             truncate_from="start" if self.truncate == "START" else "end",
             dimensions=self.output_dimension,
+            matryoshka_only=True,
+            max_tokens=self.max_tokens,
             prompt_name=_PROMPTS.get(self.input_type or ""),
             optional_prompt=True,
             expect_version=expect_version,

@@ -170,7 +170,7 @@ class Pipeline:
         """Texts or token ids to the model's windows, under the request's overflow policy."""
         if not inputs:
             raise InvalidRequest("input must not be empty", param="input")
-        return served.tokenizer.encode(
+        return served.tokenizer.within(options.max_tokens).encode(
             inputs,
             overflow=overflow_policy(served, options.truncate, options.truncate_from == "start"),
             prompt_name=_prompt(served, options),
@@ -322,10 +322,11 @@ def _check_options(served: ServedModel, options: EmbedOptions) -> None:
     check_task(served, "embed")
     spec, dimensions = served.spec, options.dimensions
     if dimensions is not None:
-        if spec.matryoshka_dims and dimensions not in (*spec.matryoshka_dims, served.dimensions):
+        sizes = [*spec.matryoshka_dims, served.dimensions]
+        if (spec.matryoshka_dims or options.matryoshka_only) and dimensions not in sizes:
             raise InvalidRequest(
-                f"dimensions must be one of {[*spec.matryoshka_dims, served.dimensions]} for model "
-                f"'{spec.name}' (its Matryoshka sizes), got {dimensions}",
+                f"dimensions must be one of {sizes} for model '{spec.name}' (its own size and "
+                f"Matryoshka sizes), got {dimensions}",
                 param="dimensions",
             )
         if not 1 <= dimensions <= served.dimensions:

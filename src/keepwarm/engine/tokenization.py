@@ -37,8 +37,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cache, cached_property
+from dataclasses import dataclass, replace
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,7 @@ _LAST_WINDOW = 128  # characters per allowed token in the last (largest) prefix
 # the end of a word), so they are not trusted. Unigram's segmentation of a run is not local:
 # no token of a run cut inside is trusted there.
 _UNSETTLED_CHARS = 128
+_LIMITED_KEPT = 8  # tokenizers kept for per-request lower limits (Cohere's max_tokens)
 _WORD_THEN_SPACE = re.compile(r"\S(?= )")  # a word's last character, then a space
 _SPACE_AFTER_WORD = re.compile(r" (?=\S)")  # the same, searched in a reversed prefix
 _CL100K_DECODE_IDS = 4096  # ids decoded at a time, so a long list stops once it is over the limit
@@ -121,6 +122,24 @@ class ModelTokenizer:
         self._splits_at_spaces = _splits_at_spaces(self._tokenizer)
         self._last_window = _LAST_WINDOW * spec.max_tokens
         self._trusts_cuts_in_runs = not isinstance(self._tokenizer.model, models.Unigram)
+        # tokenizers for a request's lower limit, the few recent ones kept (each holds two tokenizers)
+        self._limited = lru_cache(maxsize=_LIMITED_KEPT)(self._limited_to)
+
+    def within(self, max_tokens: int | None) -> ModelTokenizer:
+        """This tokenizer, or one whose limit is a request's `max_tokens` when that is lower."""
+        if max_tokens is None or max_tokens >= self.max_tokens:
+            return self
+        specials = self.max_tokens - self._kept
+        if max_tokens <= specials:
+            raise InvalidRequest(
+                f"max_tokens must be above {specials}, the special tokens this model adds to every input; "
+                f"got {max_tokens}",
+                param="max_tokens",
+            )
+        return self._limited(max_tokens)
+
+    def _limited_to(self, max_tokens: int) -> ModelTokenizer:
+        return ModelTokenizer(replace(self.spec, max_tokens=max_tokens))
 
     def encode(
         self,

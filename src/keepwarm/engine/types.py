@@ -52,6 +52,9 @@ class EmbedOptions:
     truncate_from: str = "end"  # where truncate=True cuts: "end" keeps the first tokens, "start" the last
     optional_prompt: bool = False  # a prompt_name the model lacks means no prompt (Cohere's input_type)
     dimensions: int | None = None
+    # only the model's Matryoshka sizes and its own size, no arbitrary cut (Cohere's output_dimension)
+    matryoshka_only: bool = False
+    max_tokens: int | None = None  # a per-request limit below the model's own (Cohere's max_tokens)
     prompt_name: str | None = None
     priority: int = ONLINE
     expect_version: str | None = None  # the version the caller's index was built with (409 if not current)
