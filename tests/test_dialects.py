@@ -210,6 +210,26 @@ def test_tei_errors_use_teis_envelope_and_statuses(server) -> None:  # noqa: ANN
     assert long.status_code == 413 and set(long.json()) == {"error", "error_type"}
 
 
+def test_tei_normalize_false_answers_the_pooled_vectors_before_normalize(server, reference) -> None:  # noqa: ANN001
+    from huggingface_hub import InferenceClient
+    from sentence_transformers import SentenceTransformer
+
+    assert type(reference[-1]).__name__ == "Normalize"  # the model's pipeline ends with Normalize
+    pooled = SentenceTransformer(modules=list(reference)[:-1], device="cpu").encode(DOCS)
+    client = InferenceClient(model=server.url, token="unused")
+    raw = np.stack([client.feature_extraction(text, normalize=False).reshape(-1) for text in DOCS])
+    assert_same_vectors(raw, pooled)  # the served runtime's precision: compared by direction and length
+    np.testing.assert_allclose(np.linalg.norm(raw, axis=1), np.linalg.norm(pooled, axis=1), rtol=5e-3)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-2)
+    unit = client.feature_extraction(DOCS[0]).reshape(1, -1)
+    assert_same_vectors(unit, reference.encode(DOCS[:1]))
+    assert np.linalg.norm(unit) == pytest.approx(1.0, abs=1e-5)
+    body = {"inputs": DOCS[0], "normalize": False, "dimensions": 64}
+    cut = np.asarray(httpx.post(f"{server.url}/embed", json=body).json())
+    assert_same_vectors(cut, pooled[:1, :64])
+    assert np.linalg.norm(cut) == pytest.approx(np.linalg.norm(pooled[0, :64]), rel=5e-3)
+
+
 def test_litellm_infinity_provider(server, reference, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: no price list download
     import litellm

@@ -27,6 +27,8 @@ from helpers.models import tiny_bert, tiny_cross_encoder, tiny_yes_no_reranker
 from helpers.server import RunningServer, metric, start_server
 from sentence_transformers import CrossEncoder
 
+from keepwarm.api.schemas import MAX_INPUTS
+
 QUERY = "what is the capital of france"
 DOCUMENTS = [
     "Paris is the capital and largest city of France.",
@@ -247,10 +249,67 @@ def test_classify_gives_every_labels_probability(server, models, secrets) -> Non
 
 def test_tei_predict_lists_labels_best_first(server, secrets) -> None:  # noqa: ANN001
     one = _post(server, "/predict", {"model": "clf", "inputs": DOCUMENTS[0]}, secrets["all"]).json()
-    several = _post(server, "/predict", {"model": "clf", "inputs": DOCUMENTS[:2]}, secrets["all"]).json()
+    several = _post(
+        server, "/predict", {"model": "clf", "inputs": [[d] for d in DOCUMENTS[:2]]}, secrets["all"]
+    ).json()
     assert sorted(p["label"] for p in one) == sorted(LABELS)
     assert [p["score"] for p in one] == sorted((p["score"] for p in one), reverse=True)
     assert several[0] == one
+    assert _post(server, "/predict", {"model": "clf", "inputs": [DOCUMENTS[0]]}, secrets["all"]).json() == one
+
+
+def _by_label(predictions: list[dict]) -> list[float]:
+    scores = {p["label"]: p["score"] for p in predictions}
+    return [scores[label] for label in LABELS]
+
+
+def test_tei_predict_scores_pairs_as_cross_encoder_does(server, models, secrets) -> None:  # noqa: ANN001
+    pairs = [[QUERY, d] for d in DOCUMENTS[:3]]
+    reference = CrossEncoder(str(models["clf"]))
+    probabilities = reference.predict([tuple(p) for p in pairs], apply_softmax=True)
+    logits = reference.predict([tuple(p) for p in pairs])  # three labels: no activation
+    batch = _post(server, "/predict", {"model": "clf", "inputs": pairs}, secrets["all"]).json()
+    raw = _post(server, "/predict", {"model": "clf", "inputs": pairs, "raw_scores": True}, secrets["all"])
+    np.testing.assert_allclose([_by_label(row) for row in batch], probabilities, atol=1e-4)
+    np.testing.assert_allclose([_by_label(row) for row in raw.json()], logits, atol=1e-4)
+    one = _post(server, "/predict", {"model": "clf", "inputs": pairs[1]}, secrets["all"]).json()
+    assert _by_label(one) == pytest.approx(probabilities[1].tolist(), abs=1e-4)
+    mixed = [[DOCUMENTS[4]], pairs[2]]
+    answer = _post(server, "/predict", {"model": "clf", "inputs": mixed}, secrets["all"]).json()
+    with torch.inference_mode():  # a lone text: CrossEncoder.predict takes pairs only
+        logit = reference.model(**reference.tokenizer([DOCUMENTS[4]], return_tensors="pt")).logits
+    assert _by_label(answer[0]) == pytest.approx(torch.softmax(logit[0], dim=0).tolist(), abs=1e-4)
+    assert _by_label(answer[1]) == pytest.approx(probabilities[2].tolist(), abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "status"),
+    [
+        (["a", "b", "c"], 422),
+        ([["a", "b", "c"]], 422),
+        ([], 422),
+        ([[]], 422),
+        (["a", ["b"]], 422),
+        ([["a"], "b"], 422),
+        ([["a"]] * (MAX_INPUTS + 1), 413),
+    ],
+)
+def test_tei_predict_refuses_other_shapes_in_teis_envelope(server, secrets, inputs, status) -> None:  # noqa: ANN001
+    response = _post(server, "/predict", {"model": "clf", "inputs": inputs}, secrets["all"])
+    assert response.status_code == status
+    assert set(response.json()) == {"error", "error_type"} and response.json()["error_type"] == "Validation"
+
+
+def test_tei_truncate_false_refuses_an_over_long_input(server, secrets) -> None:  # noqa: ANN001
+    long = "word " * 600
+    bodies = {
+        "/predict": {"model": "clf", "inputs": [[QUERY, long]], "truncate": False},
+        "/rerank": {"model": "ce", "query": QUERY, "texts": [long], "truncate": False},
+    }
+    for path, body in bodies.items():
+        refused = _post(server, path, body, secrets["all"])
+        assert refused.status_code == 413 and refused.json()["error_type"] == "Validation", path
+        assert _post(server, path, body | {"truncate": True}, secrets["all"]).status_code == 200
 
 
 def test_embeddings_request_to_a_reranker_names_the_rerank_endpoint(server, secrets) -> None:  # noqa: ANN001

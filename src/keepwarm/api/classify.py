@@ -4,16 +4,19 @@
 most probable label, its probability and every label's probability (`probs`, in the
 order of the top-level `labels`), in OpenAI's list envelope and error envelope.
 
-TEI's `/predict` takes `{inputs: str | [str], raw_scores, truncate}` and answers
-`[{label, score}]` for one input (every label, most probable first) or a list of those
-for several; `raw_scores` gives logits. A body without `model` goes to the one classifier
-the key may use, as TEI serves one model. Errors are TEI's `{error, error_type}`.
+TEI's `/predict` takes `{inputs, raw_scores, truncate, truncation_direction}`, `inputs`
+in TEI's three shapes: a text `"a"`, one sequence `["a"]` or pair `["a", "b"]`, or a
+batch of sequences `[["a"], ["b", "c"]]`. A pair is read through the model's pair
+template, as `CrossEncoder` reads it. One input is answered `[{label, score}]` (every
+label, most probable first), a batch with a list of those; `raw_scores` gives logits.
+A body without `model` goes to the one classifier the key may use, as TEI serves one
+model. Errors are TEI's `{error, error_type}`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -25,11 +28,13 @@ from keepwarm.api.responses import JSONResponse
 from keepwarm.api.schemas import MAX_INPUTS, parse_json_body
 from keepwarm.api.serving import Serving
 from keepwarm.engine import Classifications, ScoreOptions
+from keepwarm.engine.scoring import ClassifyInput
 from keepwarm.engine.types import Admission, Authorization
 from keepwarm.errors import InvalidRequest
 from keepwarm.store import ApiKey
 
 Texts = StrictStr | list[StrictStr]
+Item = TypeVar("Item")
 
 
 def _as_list(value: str | list[str]) -> list[str]:
@@ -53,14 +58,39 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: StrictStr | None = Field(default=None, min_length=1)
-    inputs: Texts
+    inputs: StrictStr | list[StrictStr] | list[list[StrictStr]]
     raw_scores: StrictBool = False
     truncate: StrictBool | None = None
+    truncation_direction: Literal["Right", "Left", "right", "left"] = "Right"
+
+    def sequences(self) -> tuple[list[ClassifyInput], bool]:
+        """The inputs as texts and pairs, and whether they are a batch (answered with a list per input)."""
+        if isinstance(self.inputs, str):
+            return [self.inputs], False
+        if self.inputs and isinstance(self.inputs[0], list):
+            batch = [_sequence(s, f"inputs[{i}]") for i, s in enumerate(self.inputs)]  # type: ignore[arg-type]
+            return _check_count(batch, "inputs"), True
+        return [_sequence(self.inputs, "inputs")], False  # type: ignore[arg-type]
 
 
-def _check_count(texts: list[str], param: str) -> list[str]:
-    if not texts or len(texts) > MAX_INPUTS:
-        raise InvalidRequest(f"{param} must hold 1 to {MAX_INPUTS} texts, got {len(texts)}", param=param)
+def _sequence(texts: list[str], param: str) -> ClassifyInput:
+    """TEI's sequence: one text, or a pair of texts."""
+    if len(texts) == 1:
+        return texts[0]
+    if len(texts) == 2:
+        return texts[0], texts[1]
+    raise InvalidRequest(f"{param} must be a text or a pair of texts, got {len(texts)} texts", param=param)
+
+
+def _check_count(texts: list[Item], param: str) -> list[Item]:
+    if not texts:
+        raise InvalidRequest(f"{param} must hold 1 to {MAX_INPUTS} inputs, got none", param=param)
+    if len(texts) > MAX_INPUTS:
+        raise InvalidRequest(
+            f"batch size {len(texts)} > maximum allowed batch size {MAX_INPUTS}",
+            param=param,
+            code="too_many_inputs",
+        )
     return texts
 
 
@@ -118,17 +148,18 @@ def classify_routers(serving: Serving, auth: Auth) -> list[APIRouter]:
     async def predict(request: Request, key: ApiKey = Depends(auth.caller)) -> JSONResponse:
         """Labels and scores for one input or several (text-embeddings-inference's `POST /predict`)."""
         body = parse_json_body(PredictRequest, await serving.body(request, key))
-        texts = _check_count(_as_list(body.inputs), "inputs")
+        inputs, batch = body.sequences()
         model = body.model or serving.default_model(key, "classify")
         expect = request.headers.get("x-expect-model-version")
-        options = ScoreOptions(truncate=body.truncate, expect_version=expect)
+        left = body.truncation_direction.lower() == "left"
+        options = ScoreOptions(truncate=body.truncate, truncate_start=left, expect_version=expect)
 
         def call(authorize: Authorization, admit: Admission | None) -> Awaitable[Classifications]:
-            return serving.engine.classify(model, texts, options, authorize=authorize, admit=admit)
+            return serving.engine.classify(model, inputs, options, authorize=authorize, admit=admit)
 
         result = await serving.answer(request, key, model, call)
         predictions = _predictions(result, body.raw_scores)
-        content = predictions[0] if isinstance(body.inputs, str) else predictions
+        content = predictions if batch else predictions[0]
         return JSONResponse(content, headers=serving.headers(key, result))
 
     return [openai, tei]

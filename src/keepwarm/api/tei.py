@@ -70,6 +70,7 @@ class TeiEmbedRequest(_TeiBody):
             prompt_name=self.prompt_name,
             expect_version=expect_version,
             outputs=(output,),
+            normalize=self.normalize or output != "dense",  # TEI's other routes have no such field
         )
 
 

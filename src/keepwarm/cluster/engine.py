@@ -52,6 +52,7 @@ from keepwarm.engine import (
 )
 from keepwarm.engine.model import load_model
 from keepwarm.engine.registry import Registry
+from keepwarm.engine.scoring import ClassifyInput
 from keepwarm.engine.tokenization import Token
 from keepwarm.engine.types import Admission, Authorization, Inputs
 from keepwarm.errors import NotReady, Overloaded
@@ -154,7 +155,7 @@ class ClusterEngine:
     async def classify(
         self,
         model: str,
-        inputs: Sequence[str],
+        inputs: Sequence[ClassifyInput],
         options: ScoreOptions = _DEFAULT_SCORE_OPTIONS,
         *,
         admit: Admission | None = None,

@@ -29,7 +29,7 @@ from keepwarm.engine.calibration import Calibrations
 from keepwarm.engine.model import Loader, ServedModel, load_model
 from keepwarm.engine.pipeline import Pipeline
 from keepwarm.engine.registry import Registry
-from keepwarm.engine.scoring import Scorer
+from keepwarm.engine.scoring import ClassifyInput, Scorer
 from keepwarm.engine.tokenization import Token
 from keepwarm.engine.types import (
     Admission,
@@ -201,7 +201,7 @@ class Engine:
     async def classify(
         self,
         model: str,
-        inputs: Sequence[str],
+        inputs: Sequence[ClassifyInput],
         options: ScoreOptions = _DEFAULT_SCORE_OPTIONS,
         *,
         admit: Admission | None = None,
@@ -214,7 +214,7 @@ class Engine:
     def classify_sync(
         self,
         model: str,
-        inputs: Sequence[str],
+        inputs: Sequence[ClassifyInput],
         options: ScoreOptions = _DEFAULT_SCORE_OPTIONS,
         *,
         admit: Admission | None = None,

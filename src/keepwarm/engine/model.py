@@ -55,7 +55,7 @@ class ServedModel:
     info: ModelInfo
     load_seconds: float = 0.0
     background: BackgroundWorkers | None = None
-    pairs: PairTokenizer | None = None  # rerankers: how (query, document) pairs are tokenized
+    pairs: PairTokenizer | None = None  # rerankers, classifiers: how pairs of texts are tokenized
 
     @property
     def runtime(self):  # noqa: ANN201 - keepwarm.runtimes.base.Runtime
@@ -215,5 +215,5 @@ def start_model(
         info=info,
         load_seconds=seconds,
         background=background,
-        pairs=PairTokenizer(spec) if spec.task == "rerank" else None,
+        pairs=PairTokenizer(spec) if spec.task in ("rerank", "classify") else None,
     )

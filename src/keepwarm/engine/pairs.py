@@ -68,8 +68,20 @@ class PairTokenizer:
             raise InvalidRequest(
                 f"The query has {len(query):,} characters; the maximum is {max_chars:,}.", param="query"
             )
-        check_lengths(documents, max_chars, "characters", param=param)
-        encodings, spans = self._encode_all(query, documents)
+        return self.encode_pairs([(query, d) for d in documents], options, max_chars=max_chars, param=param)
+
+    def encode_pairs(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        options: PairOptions,
+        *,
+        max_chars: int | None = None,
+        param: str = "documents",
+    ) -> Tokenized:
+        """`encode` for pairs that each have their own first text (TEI's `/predict` takes such batches)."""
+        check_lengths([first for first, _ in pairs], max_chars, "characters", param=param)
+        check_lengths([second for _, second in pairs], max_chars, "characters", param=param)
+        encodings, spans = self._encode_all(pairs)
         ids: list[np.ndarray] = []
         types: list[np.ndarray] = []
         owners: list[int] = []
@@ -79,21 +91,26 @@ class PairTokenizer:
                 ids.append(np.asarray(encoding.ids, dtype=np.int64)[window])
                 types.append(np.asarray(encoding.type_ids, dtype=np.int64)[window])
             owners.extend([index] * len(windows))
-        chunked = len(owners) != len(documents)
+        chunked = len(owners) != len(pairs)
         return Tokenized(ids, owners if chunked else None, types if self.spec.pairs else None)
 
-    def _encode_all(self, query: str, documents: Sequence[str]) -> tuple[list[Encoding], list[range]]:
+    def _encode_all(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[Encoding], list[range]]:
         """Each pair's full encoding and the token positions of its document."""
         template = self.spec.rerank_template
         if template is None:
-            encodings = self._encode_batch([(query, d) for d in documents])
+            encodings = self._encode_batch(list(pairs))
             return encodings, [_segment_span(e) for e in encodings]
         at = template.index(DOCUMENT)
-        before = template[:at].replace("{query}", query)
-        after = template[at + len(DOCUMENT) :].replace("{query}", query)
-        encodings = self._encode_batch([before + d + after for d in documents])
-        start = len(before)
-        spans = [_offset_span(e, start, start + len(d)) for e, d in zip(encodings, documents, strict=True)]
+        befores = [template[:at].replace("{query}", query) for query, _ in pairs]
+        texts = [
+            before + document + template[at + len(DOCUMENT) :].replace("{query}", query)
+            for before, (query, document) in zip(befores, pairs, strict=True)
+        ]
+        encodings = self._encode_batch(texts)
+        spans = [
+            _offset_span(e, len(before), len(before) + len(d))
+            for e, before, (_, d) in zip(encodings, befores, pairs, strict=True)
+        ]
         return encodings, spans
 
     def _encode_batch(self, inputs: list[str] | list[tuple[str, str]]) -> list[Encoding]:

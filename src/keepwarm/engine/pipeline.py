@@ -86,7 +86,15 @@ class Pipeline:
         _check_options(served, options)
         tokenize = partial(self._tokenize, served, inputs, options)
         wanted = frozenset(options.outputs)
-        rows = await self.rows(served, tokenize, _size(inputs), options.priority, admit, wanted)
+        rows = await self.rows(
+            served,
+            tokenize,
+            _size(inputs),
+            options.priority,
+            admit,
+            wanted,
+            unnormalized=_unnormalized(served, options),
+        )
         result = self._embeddings(served, rows, options)
         if not CALIBRATED.intersection(options.output_dtypes):
             return result
@@ -100,7 +108,14 @@ class Pipeline:
         """Blocking `run`, for scripts, benchmarks and worker threads."""
         _check_options(served, options)
         tokenize = partial(self._tokenize, served, inputs, options)
-        rows = self.rows_sync(served, tokenize, options.priority, admit, frozenset(options.outputs))
+        rows = self.rows_sync(
+            served,
+            tokenize,
+            options.priority,
+            admit,
+            frozenset(options.outputs),
+            unnormalized=_unnormalized(served, options),
+        )
         result = self._embeddings(served, rows, options)
         if not CALIBRATED.intersection(options.output_dtypes):
             return result
@@ -114,23 +129,27 @@ class Pipeline:
         priority: int,
         admit: Admission | None,
         outputs: frozenset[str] = DENSE_ONLY,
+        *,
+        unnormalized: bool = False,
     ) -> Rows:
         """The model's row for every window `tokenize()` makes; `size` (characters) says where to tokenize.
 
         The way every task goes through a model: embeddings pool and combine the rows,
         rerankers and classifiers score them (engine/scoring.py). `outputs` other than
         dense come back per window in `Rows.extras`, from the same model call.
+        `unnormalized` rows skip the model's Normalize module, and the cache (which holds
+        the model's own rows).
         """
         started = time.perf_counter()
         if size <= _INLINE_TOKENIZE_SIZE:  # a thread hand-off costs more than this much work
-            plan = self._plan(served, tokenize(), outputs)
+            plan = self._plan(served, tokenize(), outputs, unnormalized)
         else:
             loop = asyncio.get_running_loop()
             plan = await loop.run_in_executor(
-                self._tokenize_pool, lambda: self._plan(served, tokenize(), outputs)
+                self._tokenize_pool, lambda: self._plan(served, tokenize(), outputs, unnormalized)
             )
         tokenization = time.perf_counter() - started
-        job = self._submit(served, plan, priority, admit, outputs)
+        job = self._submit(served, plan, priority, admit, outputs, unnormalized)
         try:
             await asyncio.wrap_future(job.future)
         except asyncio.CancelledError:
@@ -145,12 +164,14 @@ class Pipeline:
         priority: int,
         admit: Admission | None,
         outputs: frozenset[str] = DENSE_ONLY,
+        *,
+        unnormalized: bool = False,
     ) -> Rows:
         """Blocking `rows`."""
         started = time.perf_counter()
-        plan = self._plan(served, tokenize(), outputs)
+        plan = self._plan(served, tokenize(), outputs, unnormalized)
         tokenization = time.perf_counter() - started
-        job = self._submit(served, plan, priority, admit, outputs)
+        job = self._submit(served, plan, priority, admit, outputs, unnormalized)
         job.future.result()
         return self._gather(served, plan, job, tokenization)
 
@@ -177,7 +198,9 @@ class Pipeline:
             max_chars=self._settings.max_input_chars,
         )
 
-    def _plan(self, served: ServedModel, tokenized: Tokenized, outputs: frozenset[str]) -> _Plan:
+    def _plan(
+        self, served: ServedModel, tokenized: Tokenized, outputs: frozenset[str], unnormalized: bool
+    ) -> _Plan:
         """Check the request's size, then answer from the cache and collapse repeated windows."""
         if tokenized.tokens > self._settings.max_request_tokens:
             raise InvalidRequest(
@@ -188,7 +211,8 @@ class Pipeline:
             )
         types = tokenized.type_ids or [None] * len(tokenized.ids)
         keys = [cache_key(served.version, ids, t) for ids, t in zip(tokenized.ids, types, strict=True)]
-        cached = self._cache is not None and outputs == DENSE_ONLY  # the cache holds dense rows only
+        # the cache holds the model's own dense rows only
+        cached = self._cache is not None and outputs == DENSE_ONLY and not unnormalized
         found = self._cache.get_many(keys) if cached else [None] * len(keys)
         plan = _Plan(tokenized, found, {})
         for position, (key, vector) in enumerate(zip(keys, found, strict=True)):
@@ -208,6 +232,7 @@ class Pipeline:
         priority: int,
         admit: Admission | None,
         outputs: frozenset[str],
+        unnormalized: bool,
     ) -> Job:
         if admit is not None:
             admit(plan.tokenized.tokens)
@@ -215,7 +240,12 @@ class Pipeline:
             served.background.start()
         timeout = self._settings.queue_timeout if priority == ONLINE else None
         job = Job(
-            len(plan.pending), served.dimensions, priority=priority, queue_timeout=timeout, outputs=outputs
+            len(plan.pending),
+            served.dimensions,
+            priority=priority,
+            queue_timeout=timeout,
+            outputs=outputs,
+            normalized=not unnormalized,
         )
         ids, types = plan.tokenized.ids, plan.tokenized.type_ids
         items = [
@@ -237,7 +267,7 @@ class Pipeline:
                 values[position] = vector
         for row, positions in enumerate(plan.pending.values()):
             values[positions] = computed[row]
-        if self._cache is not None and plan.pending and job.extras is None:
+        if self._cache is not None and plan.pending and job.extras is None and job.normalized:
             self._cache.put_many([(key, computed[row]) for row, key in enumerate(plan.pending)])
         repeated = sum(len(p) - 1 for p in plan.pending.values())
         saved_tokens = plan.cached_tokens + sum(
@@ -256,9 +286,12 @@ class Pipeline:
         """Vectors per input: chunk windows combined, cut to the requested dimensions; other outputs too."""
         vectors, dimensions = rows.values, options.dimensions
         if rows.tokenized.owners is not None:
-            vectors = _combine_chunks(vectors, rows.tokenized, normalize=served.spec.normalize)
+            vectors = _combine_chunks(
+                vectors, rows.tokenized, normalize=served.spec.normalize and options.normalize
+            )
         if dimensions is not None and dimensions != served.dimensions and vectors.shape[1]:
-            vectors = l2_normalize(vectors[:, :dimensions])
+            vectors = vectors[:, :dimensions]
+            vectors = l2_normalize(vectors) if options.normalize else vectors
         return Embeddings(
             vectors,
             rows.tokenized.tokens,
@@ -318,6 +351,11 @@ def _size(inputs: Inputs) -> int:
     return sum(len(item) for item in inputs)
 
 
+def _unnormalized(served: ServedModel, options: EmbedOptions) -> bool:
+    """Whether the request wants rows the model would otherwise normalise."""
+    return served.spec.normalize and not options.normalize
+
+
 def _check_options(served: ServedModel, options: EmbedOptions) -> None:
     check_task(served, "embed")
     spec, dimensions = served.spec, options.dimensions
@@ -335,6 +373,8 @@ def _check_options(served: ServedModel, options: EmbedOptions) -> None:
                 f"got {dimensions}",
                 param="dimensions",
             )
+    if not options.normalize and options.outputs != _DENSE:
+        raise InvalidRequest("normalize false applies to dense vectors only", param="normalize")
     missing = [kind for kind in options.outputs if kind not in spec.outputs]
     if missing:
         raise InvalidRequest(

@@ -17,8 +17,11 @@ import numpy as np
 from keepwarm.engine.model import ServedModel
 from keepwarm.engine.pairs import PairOptions, probabilities, relevance
 from keepwarm.engine.pipeline import Pipeline, Rows, check_task, overflow_policy
+from keepwarm.engine.tokenization import Tokenized
 from keepwarm.engine.types import Admission, Classifications, EngineSettings, ScoreOptions, Scores
 from keepwarm.errors import InvalidRequest
+
+ClassifyInput = str | tuple[str, str]  # a text, or a pair read through the model's pair template
 
 
 class Scorer:
@@ -56,15 +59,24 @@ class Scorer:
         return _scores(served, rows, len(documents))
 
     async def classify(
-        self, served: ServedModel, inputs: Sequence[str], options: ScoreOptions, admit: Admission | None
+        self,
+        served: ServedModel,
+        inputs: Sequence[ClassifyInput],
+        options: ScoreOptions,
+        admit: Admission | None,
     ) -> Classifications:
         """Every label's probability for each input."""
         tokenize = self._text_tokenizer(served, inputs, options)
-        rows = await self._pipeline.rows(served, tokenize, sum(map(len, inputs)), options.priority, admit)
+        size = sum(len(x) if isinstance(x, str) else len(x[0]) + len(x[1]) for x in inputs)
+        rows = await self._pipeline.rows(served, tokenize, size, options.priority, admit)
         return _classifications(served, rows)
 
     def classify_sync(
-        self, served: ServedModel, inputs: Sequence[str], options: ScoreOptions, admit: Admission | None
+        self,
+        served: ServedModel,
+        inputs: Sequence[ClassifyInput],
+        options: ScoreOptions,
+        admit: Admission | None,
     ) -> Classifications:
         """Blocking `classify`."""
         tokenize = self._text_tokenizer(served, inputs, options)
@@ -88,16 +100,42 @@ class Scorer:
             served.pairs.encode, query, documents, pair_options, max_chars=self._settings.max_input_chars
         )
 
-    def _text_tokenizer(self, served: ServedModel, inputs: Sequence[str], options: ScoreOptions):  # noqa: ANN202
+    def _text_tokenizer(self, served: ServedModel, inputs: Sequence[ClassifyInput], options: ScoreOptions):  # noqa: ANN202
         check_task(served, "classify")
         if not inputs:
             raise InvalidRequest("input must not be empty", param="input")
-        return partial(
-            served.tokenizer.encode,
-            list(inputs),
-            overflow=overflow_policy(served, options.truncate),
-            max_chars=self._settings.max_input_chars,
+        overflow = overflow_policy(served, options.truncate, options.truncate_start)
+        return partial(_encode_inputs, served, list(inputs), overflow, self._settings.max_input_chars)
+
+
+def _encode_inputs(
+    served: ServedModel, inputs: list[ClassifyInput], overflow: str, max_chars: int | None
+) -> Tokenized:
+    """Texts through the model's tokenizer and (text, text) pairs through its pair template, in order.
+
+    A pair model's texts carry zero segment ids, so that a model call may mix them with pairs.
+    """
+    texts = [(i, x) for i, x in enumerate(inputs) if isinstance(x, str)]
+    pairs = [(i, x) for i, x in enumerate(inputs) if not isinstance(x, str)]
+    rows: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+    if texts:
+        single = served.tokenizer.encode([x for _, x in texts], overflow=overflow, max_chars=max_chars)
+        for (index, _), ids in zip(texts, single.ids, strict=True):
+            rows[index] = ids, np.zeros_like(ids) if served.spec.pairs else None
+    if pairs:
+        assert served.pairs is not None  # every classifier has one (engine/model.py)
+        options = PairOptions(
+            overflow=overflow.removesuffix("_start"), from_start=overflow.endswith("_start")
         )
+        paired = served.pairs.encode_pairs(
+            [x for _, x in pairs], options, max_chars=max_chars, param="inputs"
+        )
+        types = paired.type_ids or [None] * len(paired.ids)
+        for (index, _), ids, type_ids in zip(pairs, paired.ids, types, strict=True):
+            rows[index] = ids, type_ids
+    ordered = [rows[i] for i in range(len(inputs))]
+    type_ids = [t for _, t in ordered]
+    return Tokenized([ids for ids, _ in ordered], None, None if type_ids[0] is None else type_ids)  # type: ignore[arg-type]
 
 
 def _scores(served: ServedModel, rows: Rows, documents: int) -> Scores:

@@ -63,6 +63,7 @@ class EmbedOptions:
     # which of the model's outputs to answer (catalog/spec.py OUTPUT_KINDS), all from one model call
     outputs: tuple[str, ...] = ("dense",)
     sparse_top_k: int | None = None  # keep only the heaviest entries of each sparse vector
+    normalize: bool = True  # False: a normalising model's pooled vectors before its Normalize module
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,11 @@ class Job:
         priority: int = ONLINE,
         queue_timeout: float | None = None,
         outputs: frozenset[str] = DENSE_ONLY,
+        normalized: bool = True,
     ) -> None:
         self.future: Future[np.ndarray] = Future()
         self.outputs = outputs  # what each input needs from its model call (outputs/heads.py)
+        self.normalized = normalized  # False: dense rows before the model's Normalize module
         self.vectors = np.empty((count, dimensions if "dense" in outputs else 0), dtype=np.float32)
         # sparse and multi-vector outputs, per input, when asked for (RowOutputs)
         self.extras: list[Any] | None = None if outputs == DENSE_ONLY else [None] * count

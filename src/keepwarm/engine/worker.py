@@ -118,13 +118,20 @@ class ModelWorker:
 
         Returns how many model calls failed (0 when the call simply worked).
         """
+        unnormalized = [item for item in items if not item.job.normalized]
+        if unnormalized and len(unnormalized) < len(items):  # one call answers one kind of dense row
+            return self._run([item for item in items if item.job.normalized]) + self._run(unnormalized)
         started = time.perf_counter()
         wanted = frozenset().union(*(item.job.outputs for item in items))
         try:
             types = None if items[0].type_ids is None else [item.type_ids for item in items]
             inputs = model_inputs([item.ids for item in items], types, self.pad_id)
             if wanted == DENSE_ONLY:
-                vectors = self.runtime.embed(*inputs)
+                vectors = (
+                    self.runtime.embed(*inputs, normalize=False)
+                    if unnormalized
+                    else self.runtime.embed(*inputs)
+                )
                 produced = [None] * len(items)
             else:  # one call for every output any of these inputs asked for (outputs/heads.py)
                 produced = self.runtime.produce(*inputs[:2], wanted)

@@ -59,10 +59,16 @@ class Runtime(ABC):
         """
 
     def embed(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        token_type_ids: np.ndarray | None = None,
+        *,
+        normalize: bool = True,
     ) -> np.ndarray:
         """One float32 row per input [batch, dimensions]: pooled (maybe normalised) vectors, or logits."""
-        return rows(self.spec, self.outputs(input_ids, attention_mask, token_type_ids), attention_mask)
+        outputs = self.outputs(input_ids, attention_mask, token_type_ids)
+        return rows(self.spec, outputs, attention_mask, normalize)
 
     @cached_property
     def _output_heads(self) -> OutputHeads:

@@ -67,12 +67,17 @@ def output_size(spec: ModelSpec, config: Any) -> int:
     return int(config.hidden_size)
 
 
-def rows(spec: ModelSpec, outputs: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-    """One float32 row per input: the pooled (maybe normalised) vector, or the head's logits as they are."""
+def rows(
+    spec: ModelSpec, outputs: np.ndarray, attention_mask: np.ndarray, normalize: bool = True
+) -> np.ndarray:
+    """One float32 row per input: the pooled (maybe normalised) vector, or the head's logits as they are.
+
+    `normalize=False` skips the model's Normalize module (TEI's `normalize: false`).
+    """
     if spec.head != "base":
         return outputs.astype(np.float32, copy=False)
     vectors = pool(outputs, attention_mask, spec.pooling).astype(np.float32, copy=False)
-    return l2_normalize(vectors) if spec.normalize else vectors
+    return l2_normalize(vectors) if spec.normalize and normalize else vectors
 
 
 def _splade(logits: Any, attention_mask: Any, pooling: tuple[str, str]) -> Any:
