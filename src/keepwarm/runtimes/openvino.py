@@ -9,7 +9,9 @@ reference and for speed, and keeps the fastest that agrees.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,15 @@ log = logging.getLogger(__name__)
 # flat once the largest shape has run and costs little throughput; no cache at all costs
 # much more (docs/benchmarks.md, "OpenVINO kernel cache").
 KERNEL_CACHE_ENTRIES = 50
+# A call's intermediate buffers stay allocated for the next call, sized by the largest
+# call so far (rows × tokens², through attention), and glibc keeps what OpenVINO frees
+# for reuse. Both are handed back once no large call has come for a while, so an idle
+# server falls back towards its loaded size; a call under the threshold (one short text)
+# never triggers it, so sparse single requests keep their buffers and their latency
+# (docs/benchmarks.md, "Memory after load").
+RELEASE_AFTER_IDLE_SECONDS = 2.0
+LARGE_CALL_TOKENS = 512
+_LIBC = ctypes.CDLL(None)  # this process's C library; malloc_trim is glibc's
 INT8_FORMAT = "openvino-int8-nncf-v2"  # v2: longer calibration texts, SmoothQuant 0.6
 INT8_FILE = "model.int8.xml"
 
@@ -60,6 +71,9 @@ class OpenVinoRuntime(Runtime):
             "CPU_RUNTIME_CACHE_CAPACITY": KERNEL_CACHE_ENTRIES,
         }
         self._compiled = core.compile_model(core.read_model(str(model_path)), "CPU", config)
+        self._calling = threading.Lock()  # a release must not run during a call
+        self._release: threading.Timer | None = None
+        self._last_large_call = 0.0
         self._request = self._compiled.create_infer_request()
         self._output = self._compiled.output(0)
         self._inputs = {port.any_name for port in self._compiled.inputs}
@@ -78,8 +92,35 @@ class OpenVinoRuntime(Runtime):
     def outputs(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
     ) -> np.ndarray:
-        result = self._request.infer(graph_feed(self._inputs, input_ids, attention_mask, token_type_ids))
-        return np.array(result[self._output], dtype=np.float32)  # copy: the request reuses its buffer
+        feed = graph_feed(self._inputs, input_ids, attention_mask, token_type_ids)
+        with self._calling:
+            result = self._request.infer(feed)
+            vectors = np.array(result[self._output], dtype=np.float32)  # copy: the request reuses its buffer
+        if input_ids.size > LARGE_CALL_TOKENS:
+            self._release_when_idle()
+        return vectors
+
+    def _release_when_idle(self) -> None:
+        """Note a large call; a countdown (one at a time) hands its buffers back once calls stop."""
+        self._last_large_call = time.monotonic()
+        if self._release is None or not self._release.is_alive():
+            self._start_release(RELEASE_AFTER_IDLE_SECONDS)
+
+    def _start_release(self, seconds: float) -> None:
+        self._release = threading.Timer(seconds, self._release_memory)
+        self._release.daemon = True
+        self._release.start()
+
+    def _release_memory(self) -> None:
+        idle = time.monotonic() - self._last_large_call
+        if idle < RELEASE_AFTER_IDLE_SECONDS:  # a large call came meanwhile: wait for the rest
+            self._start_release(RELEASE_AFTER_IDLE_SECONDS - idle)
+            return
+        with self._calling:
+            self._compiled.release_memory()
+        trim = getattr(_LIBC, "malloc_trim", None)
+        if trim is not None:
+            trim(0)
 
 
 def choose_precision(
