@@ -59,7 +59,7 @@ def test_cohere_errors_are_the_sdks_exceptions(cohere_v2) -> None:  # noqa: ANN0
     assert "embedding_types" in raised.value.body["message"]
 
 
-def test_cohere_truncate_none_refuses_and_end_and_start_keep_each_side(server, reference) -> None:  # noqa: ANN001
+def test_cohere_truncate_none_refuses_end_and_start_cut_absent_is_end(server, reference) -> None:  # noqa: ANN001
     long = "alpha " * 400 + "omega"
     url = f"{server.url}/v2/embed"
     base = {"model": MODEL, "texts": [long], "input_type": "search_document", "embedding_types": ["float"]}
@@ -71,6 +71,10 @@ def test_cohere_truncate_none_refuses_and_end_and_start_keep_each_side(server, r
     ids = reference.tokenizer(long, add_special_tokens=False)["input_ids"][-254:]
     tail = reference.tokenizer.decode(ids)
     assert_same_vectors(start, reference.encode([tail]))
+    unsaid = httpx.post(url, json=base).json()["embeddings"]["float"]  # Cohere's API: absent is END
+    assert_same_vectors(unsaid, end)
+    openai_route = httpx.post(f"{server.v1}/embeddings", json={"model": MODEL, "input": [long]})
+    assert openai_route.status_code == 400  # OpenAI's API refuses, and so does that route
 
 
 def test_cohere_sdk_v2_content_inputs_embed_as_the_same_texts(cohere_v2, reference) -> None:  # noqa: ANN001

@@ -112,6 +112,7 @@ class CohereEmbedRequest(BaseModel):
         types = self.embedding_types or ["float"]
         return EmbedOptions(
             truncate=_TRUNCATE[self.truncate] if self.truncate else None,
+            truncate_unless_configured=True,  # Cohere's API: absent means END
             truncate_from="start" if self.truncate == "START" else "end",
             dimensions=self.output_dimension,
             matryoshka_only=True,

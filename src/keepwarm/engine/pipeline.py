@@ -193,7 +193,9 @@ class Pipeline:
             raise InvalidRequest("input must not be empty", param="input")
         return served.tokenizer.within(options.max_tokens).encode(
             inputs,
-            overflow=overflow_policy(served, options.truncate, options.truncate_from == "start"),
+            overflow=overflow_policy(
+                served, options.truncate, options.truncate_from == "start", options.truncate_unless_configured
+            ),
             prompt_name=_prompt(served, options),
             max_chars=self._settings.max_input_chars,
         )
@@ -321,8 +323,15 @@ def _extras(rows: Rows, options: EmbedOptions) -> dict[str, list]:
     return extras
 
 
-def overflow_policy(served: ServedModel, truncate: bool | None, from_start: bool = False) -> str:
-    """What the tokenizer does with an over-long input: the model's policy unless the request says."""
+def overflow_policy(
+    served: ServedModel, truncate: bool | None, from_start: bool = False, truncate_by_default: bool = False
+) -> str:
+    """What the tokenizer does with an over-long input: the model's policy unless the request says.
+
+    `truncate_by_default`: a request that does not say truncates where the model would refuse.
+    """
+    if truncate is None and truncate_by_default and served.spec.overflow == "error":
+        truncate = True
     if truncate is None:
         return served.spec.overflow
     if not truncate:

@@ -49,6 +49,9 @@ class EmbedOptions:
     """How to embed: what the caller may choose per request."""
 
     truncate: bool | None = None  # None: the model's overflow policy; True: truncate; False: refuse
+    # with truncate None, a model whose policy is to refuse truncates instead: a dialect whose
+    # API cuts when the request does not say (Cohere: END); a chunking model still chunks
+    truncate_unless_configured: bool = False
     truncate_from: str = "end"  # where truncate=True cuts: "end" keeps the first tokens, "start" the last
     optional_prompt: bool = False  # a prompt_name the model lacks means no prompt (Cohere's input_type)
     dimensions: int | None = None
