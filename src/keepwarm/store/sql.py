@@ -10,9 +10,13 @@ from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 
+def _dialect_insert(dialect: str, table: Table) -> Any:
+    """The INSERT of `dialect` (the one with ON CONFLICT clauses): PostgreSQL's, else SQLite's."""
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
+
+
 def _insert(conn: Connection, table: Table, values: Mapping[str, Any] | None) -> Any:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table)
+    statement = _dialect_insert(conn.dialect.name, table)
     return statement if values is None else statement.values(dict(values))
 
 
@@ -33,7 +37,7 @@ def upsert(
 def _upsert(
     dialect: str, table: Table, columns: tuple[str, ...], keys: tuple[str, ...], add: frozenset[str]
 ) -> Any:
-    statement = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    statement = _dialect_insert(dialect, table)
     changes = {
         column: table.c[column] + statement.excluded[column] if column in add else statement.excluded[column]
         for column in columns
