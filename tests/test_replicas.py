@@ -121,28 +121,42 @@ def test_usage_adds_up_exactly_across_replicas(fleet: list[RunningServer], datab
     assert _usage(database_url, "dave") == (96, tokens)
 
 
-def test_rate_limits_hold_across_replicas(fleet: list[RunningServer], database_url: str) -> None:
-    """32 clients on 4 replicas against one key's 60 requests per minute: together admitted at most that."""
-    rpm = 60
-    secret = _cli("keys", "create", "--name", "erin", "--rpm", str(rpm), database=database_url)
+@pytest.mark.parametrize("limit", ["rpm", "tpm"])
+def test_rate_limits_hold_across_replicas(fleet: list[RunningServer], database_url: str, limit: str) -> None:
+    """32 clients on 4 replicas against one key's limit (60 requests' worth per minute): together
+    admitted at most that, counted in requests for RPM and in the answers' tokens for TPM."""
+    text = "limited"
+    probe = _cli("keys", "create", "--name", f"erin-{limit}-probe", database=database_url)
+    per_request = _embed(fleet[0], probe, text).json()["usage"]["total_tokens"]
+    rate = 60 if limit == "rpm" else 60 * per_request
+    secret = _cli("keys", "create", "--name", f"erin-{limit}", f"--{limit}", str(rate), database=database_url)
     started = time.monotonic()
 
-    def client(n: int) -> list[int]:
+    def client(n: int) -> list[httpx.Response]:
         with httpx.Client(timeout=60) as http:
             return [
                 http.post(
                     f"{fleet[(n + i) % REPLICAS].v1}/embeddings",
-                    json={"model": MODEL, "input": "limited"},
+                    json={"model": MODEL, "input": text},
                     headers={"Authorization": f"Bearer {secret}"},
-                ).status_code
+                )
                 for i in range(6)
             ]
 
     with ThreadPoolExecutor(CLIENTS) as pool:
-        statuses = Counter(status for answers in pool.map(client, range(CLIENTS)) for status in answers)
-    allowed = rpm + (time.monotonic() - started) * rpm / 60  # the full bucket and what refilled meanwhile
-    print(f"admitted {statuses[200]} of {statuses.total()} requests; the limit allowed {allowed:.1f}")
-    assert set(statuses) == {200, 429} and statuses[200] <= allowed * 1.02, statuses
+        answers = [answer for answers in pool.map(client, range(CLIENTS)) for answer in answers]
+    allowed = rate + (time.monotonic() - started) * rate / 60  # the full bucket and what refilled meanwhile
+    statuses = Counter(answer.status_code for answer in answers)
+    admitted = sum(
+        1 if limit == "rpm" else answer.json()["usage"]["total_tokens"]
+        for answer in answers
+        if answer.status_code == 200
+    )
+    print(
+        f"{limit}: admitted {admitted} of {len(answers) * (1 if limit == 'rpm' else per_request)}; "
+        f"the limit allowed {allowed:.1f} ({(admitted / allowed - 1) * 100:+.1f} %)"
+    )
+    assert set(statuses) == {200, 429} and admitted <= allowed * 1.02, statuses
 
 
 def test_a_batch_runs_once_in_the_fleet_is_read_everywhere_and_is_taken_over_when_its_runner_dies(
