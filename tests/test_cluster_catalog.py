@@ -9,12 +9,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from keepwarm.catalog import load_config
-from keepwarm.cluster.deployment import deployment_options, unchanged
+from keepwarm.cluster.deployment import deployment_options, digest
+from keepwarm.engine import EngineSettings
 from keepwarm.errors import ConfigError
 from keepwarm.metrics import ENGINE_FAMILIES, Metrics
 
@@ -79,6 +81,8 @@ def test_replicas_report_families_the_engine_really_records() -> None:
 
 def test_reload_redeploys_a_version_only_when_its_replicas_change(tmp_path: Path) -> None:
     spec = _spec(tmp_path, "replicas = 2")
-    assert unchanged(spec, replace(spec, current=False, aliases=("other-name",)))  # the ingress's business
-    assert not unchanged(spec, replace(spec, replicas=3))
-    assert not unchanged(spec, replace(spec, max_tokens=64))
+    made_as = partial(digest, data_dir=tmp_path, settings=EngineSettings(), log_level="info")
+    assert made_as(spec) == made_as(replace(spec, current=False, aliases=("other-name",)))  # the ingress's
+    assert made_as(spec) != made_as(replace(spec, replicas=3))
+    assert made_as(spec) != made_as(replace(spec, max_tokens=64))
+    assert made_as(spec) != digest(spec, tmp_path, EngineSettings(cache_bytes=0), "info")  # replicas' engine

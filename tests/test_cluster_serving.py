@@ -250,6 +250,32 @@ def test_lazy_model_scales_from_zero_on_first_request(ray_server: RunningServer,
     assert len(cluster.replica_pids("keepwarm-tiny-lazy-")) == 1
 
 
+def test_a_second_ingress_takes_the_running_replicas_over(
+    ray_server: RunningServer, cluster: RayCluster, ray_config: Path, log_dir: Path, database_url: str
+) -> None:
+    """Another ingress on the same catalog and data (its state in PostgreSQL) deploys nothing:
+    it answers from the replicas already running, none replaced, their cache kept."""
+    replicas = cluster.replica_pids(APP)
+    body = {"model": MODEL, "input": ["cached by a replica before the second ingress came"]}
+    first = _post(ray_server, body)
+    second = start_server(
+        ray_config.parent / "data", log_dir, "--ray", cluster.address, "--config", str(ray_config),
+        database=database_url,
+    )  # fmt: skip
+    try:
+        answered = _post(second, body)
+        logs = second.logs()
+        assert re.search(rf"deployment of {MODEL}@\w+ unchanged", logs), logs[-3000:]
+        assert "running in" not in logs  # nothing deployed again
+    finally:
+        second.stop()
+    assert answered.status_code == 200
+    assert answered.json()["data"] == first.json()["data"]
+    assert answered.headers["x-model-version"] == first.headers["x-model-version"]
+    assert cluster.replica_pids(APP) == replicas
+    assert _post(ray_server, body).status_code == 200  # the first ingress serves on, unaffected
+
+
 def test_reload_switches_versions_without_failing_a_request(
     ray_server: RunningServer, ray_config: Path, tiny_dir: Path, cluster: RayCluster
 ) -> None:

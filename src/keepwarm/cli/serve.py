@@ -296,7 +296,7 @@ def serve(
         max_input_chars=max_input_chars,
         cache_bytes=cache_mb * MiB,
         persistent_cache=persistent_cache,
-        cache_database=database,
+        cache_database=database if persistent_cache else None,  # replicas made alike whatever else
         queue_timeout=queue_timeout or None,
     )
     engine = (

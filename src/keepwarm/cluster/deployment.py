@@ -4,16 +4,25 @@ A version is its own application, so each scales alone and a reload can add or r
 versions without touching the others. Replicas, resources and autoscaling bounds come
 from the catalog (docs/catalog.md); a fixed `replicas` count unless `min_replicas` and
 `max_replicas` are set, which autoscale on requests in flight per replica.
+
+Serve takes every imperative deploy (`serve.run`) for new code and replaces all of its
+replicas, so a version is deployed only when its replicas would differ: a digest of
+everything they are made from is kept in the cluster's key-value store beside the
+application, and an ingress that finds its version running under the same digest (a
+reload that left it alone, a second ingress, a restarted one) takes the running
+replicas over instead of replacing them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ray import serve
+from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_get, _internal_kv_put
 from ray.serve.handle import DeploymentHandle
 
 from keepwarm.catalog import ModelSpec
@@ -25,6 +34,7 @@ from keepwarm.engine import EngineSettings
 MAX_ONGOING_REQUESTS = 64
 _DEPLOYMENT_NAME = "model"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_DIGESTS = "keepwarm-deployments"  # the key-value namespace: application name -> its replicas' digest
 
 
 def start_serve() -> None:
@@ -71,14 +81,24 @@ def replica_spec(spec: ModelSpec) -> ModelSpec:
     return replace(spec, current=True, aliases=(), load="eager", idle_timeout=0.0)
 
 
-def unchanged(deployed: ModelSpec, spec: ModelSpec) -> bool:
-    """Whether `spec` would deploy exactly what `deployed` did, so a reload can leave it running.
+def digest(spec: ModelSpec, data_dir: Path, settings: EngineSettings, log_level: str) -> str:
+    """What a version's replicas are made from, as a digest: equal digests, identical replicas.
 
-    Serve takes every imperative deploy for new code and replaces all of its replicas, so
-    a reload deploys again only the versions whose replicas would differ.
+    A catalog change that only the ingress sees (current, aliases, load) leaves it as it is.
     """
-    same_replicas = replica_spec(deployed) == replica_spec(spec)
-    return same_replicas and deployment_options(deployed) == deployment_options(spec)
+    made_of = (replica_spec(spec), deployment_options(spec), str(data_dir), settings, log_level)
+    return hashlib.sha256(repr(made_of).encode()).hexdigest()
+
+
+def running(spec: ModelSpec, version: str, made_as: str) -> DeploymentHandle | None:
+    """The version's application if it runs with replicas made as `made_as` says (by any ingress)."""
+    name = app_name(spec, version)
+    if _internal_kv_get(name, namespace=_DIGESTS) != made_as.encode():
+        return None
+    application = serve.status().applications.get(name)
+    if application is None or application.status != "RUNNING":
+        return None
+    return serve.get_app_handle(name)
 
 
 def deploy(
@@ -86,13 +106,16 @@ def deploy(
 ) -> DeploymentHandle:
     """Deploy (or update in place, rolling its replicas) one version; returns once it is running."""
     model = serve.deployment(ModelReplica).options(**deployment_options(spec))
-    return serve.run(
-        model.bind(replica_spec(spec), data_dir, settings, log_level),
-        name=app_name(spec, version),
-        route_prefix=None,
+    name = app_name(spec, version)
+    handle = serve.run(
+        model.bind(replica_spec(spec), data_dir, settings, log_level), name=name, route_prefix=None
     )
+    _internal_kv_put(name, digest(spec, data_dir, settings, log_level), namespace=_DIGESTS)
+    return handle
 
 
 def undeploy(spec: ModelSpec, version: str) -> None:
     """Remove a version's application; Serve lets its replicas finish what they are answering."""
-    serve.delete(app_name(spec, version))
+    name = app_name(spec, version)
+    _internal_kv_del(name, namespace=_DIGESTS)
+    serve.delete(name)

@@ -37,7 +37,7 @@ from ray.serve.handle import DeploymentHandle
 
 from keepwarm.catalog import ModelSpec
 from keepwarm.catalog.versions import version_label
-from keepwarm.cluster.deployment import deploy, unchanged, undeploy
+from keepwarm.cluster.deployment import deploy, digest, running, undeploy
 from keepwarm.cluster.failures import Failure
 from keepwarm.cluster.metrics import ClusterRegistry
 from keepwarm.engine import (
@@ -79,7 +79,7 @@ class ClusterEngine:
         self._log_level = log_level
         self._registry = self._new_registry(specs)
         self._handles: dict[str, DeploymentHandle] = {}
-        self._deployed: dict[str, ModelSpec] = {}  # the spec each version's deployment was made from
+        self._deployed: dict[str, str] = {}  # the digest of each version's replicas (cluster/deployment.py)
         self._loaded: dict[str, ModelInfo] = {}  # what each version's replicas said they serve
         self._in_flight: Counter[str] = Counter()
         self._released = threading.Condition()
@@ -232,17 +232,18 @@ class ClusterEngine:
     def _deploy_all(self, registry: Registry) -> None:
         for view in registry.catalog():
             key, label = _key(view), version_label(view.spec.name, view.version)
-            if key in self._deployed and unchanged(self._deployed[key], view.spec):
+            made_as = digest(view.spec, self.data_dir, self.settings, self._log_level)
+            handle = self._handles.get(key) if self._deployed.get(key) == made_as else None
+            handle = handle or running(view.spec, view.version, made_as)
+            if handle is not None:
                 log.info("deployment of %s unchanged: its replicas keep serving", label)
-                continue
-            started = time.perf_counter()
-            self._handles[key] = handle = deploy(
-                view.spec, view.version, self.data_dir, self.settings, self._log_level
-            )
-            self._deployed[key] = view.spec
+            else:
+                started = time.perf_counter()
+                handle = deploy(view.spec, view.version, self.data_dir, self.settings, self._log_level)
+                log.info("deployment of %s running in %.1fs", label, time.perf_counter() - started)
+            self._handles[key], self._deployed[key] = handle, made_as
             if view.spec.load == "eager":
                 self._loaded[key] = handle.info.remote().result()
-            log.info("deployment of %s running in %.1fs", label, time.perf_counter() - started)
 
     def _retire(self, view: ModelView) -> None:
         key = _key(view)
