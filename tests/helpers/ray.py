@@ -156,10 +156,11 @@ def ray_cluster(nodes: int = 2, cpus: int = 1) -> Iterator[RayCluster]:
         ]
         cluster.nodes.append(_start_node([*head, *common], head_log))
         _wait_for_port(port, cluster.nodes[0], head_log)
+        # every node of this machine shares one log folder: one log monitor forwards it to drivers
+        # (each node's own would send every line once per node)
+        joining = [f"--address={cluster.address}", "--include-log-monitor=false", *common]
         for n in range(1, nodes):
-            cluster.nodes.append(
-                _start_node([f"--address={cluster.address}", *common], temp_dir / f"node{n}.log")
-            )
+            cluster.nodes.append(_start_node(joining, temp_dir / f"node{n}.log"))
         yield cluster
     finally:
         _stop(cluster.nodes)
