@@ -29,6 +29,7 @@ DOCUMENTS = [
     "short",
     "a much longer document that the model cuts at its document length " * 3,
 ]
+SAME_LENGTH = ["Hello, world! It's a test", "one two three four five six seven eight nine"]  # 12 tokens each
 TIMEOUT = 60  # seconds: a first request waits for the model's warm-up on a busy machine
 # [Q]/[D] markers added to the tokenizer, unattended expansion, two Dense modules (tanh + bias, then linear)
 MARKED = {
@@ -186,6 +187,41 @@ def test_openvino_f32_equals_pylates_formula(marked_dir: Path, colbert_data: Pat
         expected = pylate_reference(marked_dir, texts, is_query=side == "query")
         for row, reference in zip(rows, expected, strict=True):
             np.testing.assert_allclose(row.multivector, reference, atol=1e-4)
+
+
+def test_queries_and_documents_share_one_model_call_each_with_its_own_masks(
+    marked_dir: Path, colbert_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests of both sides queued together run in one call: expansion masks and skiplists stay per row.
+
+    The documents have 12 tokens, as the expanded queries do: no padding, so the call is never split for it.
+    """
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from keepwarm.engine.worker import HOLD_FILE_ENV
+
+    hold = tmp_path / "hold"
+    monkeypatch.setenv(HOLD_FILE_ENV, str(hold))
+    spec = read_model_spec("marked", marked_dir, overrides={"runtime": "onnx"})
+    with Engine([spec], colbert_data, EngineSettings(cache_bytes=0)) as engine:
+        served = engine.resolve("marked")
+        calls, run = [], served.runtime.produce
+        served.runtime.produce = lambda ids, *rest: calls.append(ids.shape) or run(ids, *rest)
+        hold.touch()
+        with ThreadPoolExecutor(2) as pool:
+            queries = pool.submit(engine.embed_sync, "marked", QUERIES, _options("query"))
+            documents = pool.submit(engine.embed_sync, "marked", SAME_LENGTH, _options("document"))
+            while served.scheduler.queued_tokens < 5 * 12:  # both requests are queued
+                time.sleep(0.01)
+            hold.unlink()
+            answers = {"query": queries.result(TIMEOUT), "document": documents.result(TIMEOUT)}
+    assert calls == [(5, 12)]  # one call for both requests
+    assert answers["document"].multivectors[0].shape[0] == 9  # its 3 punctuation tokens dropped
+    for side, texts in (("query", QUERIES), ("document", SAME_LENGTH)):
+        expected = pylate_reference(marked_dir, texts, is_query=side == "query")
+        for got, reference in zip(answers[side].multivectors, expected, strict=True):
+            np.testing.assert_allclose(got, reference, atol=1e-4)
 
 
 def test_a_colbert_model_refuses_outputs_it_lacks(marked_dir: Path, colbert_data: Path) -> None:
