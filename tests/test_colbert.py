@@ -250,6 +250,7 @@ def test_models_list_the_multivector_output_and_the_layout(colbert_server) -> No
     detail = httpx.get(f"{colbert_server.v1}/models/marked", timeout=TIMEOUT).json()
     text = json.dumps(detail)
     assert '"query_prefix": "[Q] "' in text and '"query_length": 12' in text
+    assert detail["colbert"]["dimensions"] == 16
 
 
 def test_openai_client_gets_query_and_document_token_vectors(colbert_server, marked_dir: Path) -> None:  # noqa: ANN001

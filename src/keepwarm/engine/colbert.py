@@ -87,10 +87,17 @@ class ColbertTokenizer:
         inputs: Sequence[str] | Sequence[Sequence[int]],
         *,
         side: str,
-        **options,
-    ) -> Tokenized:  # noqa: ANN003 - ModelTokenizer.encode's keywords
-        """`inputs` as the model reads them on `side`: cut to its limit, expanded, marked."""
-        tokenized = tokenizer.within(self.layout.limit(side)).encode(inputs, **options)
+        overflow: str,
+        prompt_name: str | None = None,
+        max_chars: int | None = None,
+    ) -> Tokenized:
+        """`inputs` as the model reads them on `side`: cut to its limit, expanded, marked.
+
+        `tokenizer` is the model's, maybe within a request's lower limit; the other
+        arguments are ModelTokenizer.encode's.
+        """
+        limited = tokenizer.within(self.layout.limit(side))
+        tokenized = limited.encode(inputs, overflow=overflow, prompt_name=prompt_name, max_chars=max_chars)
         rows = [self._mark(ids, side) for ids in tokenized.ids]
         return Tokenized(
             [ids for ids, _, _ in rows],
