@@ -49,6 +49,15 @@ UNUSED = {
     "document_length": 16,
 }
 UNUSED_ATTENDING = {**UNUSED, "attend_to_expansion_tokens": True}
+# no markers, no expansion (queries are cut, not padded), a skiplist of words
+PLAIN = {
+    "query_prefix": "",
+    "document_prefix": "",
+    "query_length": 8,
+    "document_length": 14,
+    "do_query_expansion": False,
+    "skiplist_words": ["a", "the", ","],
+}
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +79,14 @@ def unused_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Pat
     )
 
 
-def test_pylate_layout_is_read_from_its_files(marked_dir: Path, unused_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def plain_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
+    return tiny_pylate(
+        tmp_path_factory.mktemp("plain") / "plain", model_dir, PLAIN, [(8, False, "tanh")], seed=7
+    )
+
+
+def test_pylate_layout_is_read_from_its_files(marked_dir: Path, unused_dir: Path, plain_dir: Path) -> None:
     marked, unused = read_model_spec("marked", marked_dir), read_model_spec("unused", unused_dir)
     assert marked.outputs == unused.outputs == ("multivector",)
     assert marked.colbert is not None and unused.colbert is not None
@@ -87,6 +103,9 @@ def test_pylate_layout_is_read_from_its_files(marked_dir: Path, unused_dir: Path
     assert unused.colbert.attend_to_expansion_tokens and unused.colbert.do_query_expansion  # PyLate's default
     assert unused.colbert.skiplist_words == tuple(string.punctuation)
     assert unused.colbert.dimensions == 24
+    plain = read_model_spec("plain", plain_dir).colbert
+    assert plain is not None and plain.skiplist_words == ("a", "the", ",")
+    assert (plain.limit("query"), plain.limit("document")) == (8, 14)  # no marker takes a place
 
 
 @pytest.mark.parametrize(
@@ -132,11 +151,11 @@ def _options(side: str | None) -> EmbedOptions:
 
 @pytest.mark.parametrize("runtime", ["onnx", "torch"])
 def test_queries_and_documents_equal_pylates_formula(
-    runtime: str, marked_dir: Path, unused_dir: Path, colbert_data: Path
+    runtime: str, marked_dir: Path, unused_dir: Path, plain_dir: Path, colbert_data: Path
 ) -> None:
     specs = [
         read_model_spec(name, directory, overrides={"runtime": runtime})
-        for name, directory in (("marked", marked_dir), ("unused", unused_dir))
+        for name, directory in (("marked", marked_dir), ("unused", unused_dir), ("plain", plain_dir))
     ]
     with Engine(specs, colbert_data, EngineSettings(cache_bytes=0)) as engine:
         for spec in specs:
@@ -146,8 +165,10 @@ def test_queries_and_documents_equal_pylates_formula(
             for got, expected in zip(
                 queries, pylate_reference(spec.directory, QUERIES, is_query=True), strict=True
             ):
-                assert got.shape == (spec.colbert.query_length, spec.colbert.dimensions)  # expanded
+                assert got.shape == expected.shape
                 np.testing.assert_allclose(got, expected, atol=1e-4)
+            expanded = spec.colbert.do_query_expansion
+            assert [len(q) for q in queries] == ([spec.colbert.query_length] * 3 if expanded else [7, 3, 8])
             expected_documents = pylate_reference(spec.directory, DOCUMENTS, is_query=False)
             for got, again, expected in zip(documents, also_documents, expected_documents, strict=True):
                 assert got.shape == expected.shape
