@@ -97,6 +97,8 @@ def _version_body(view: ModelView) -> dict[str, Any]:
     }
     if spec.task == "classify":
         body["labels"] = list(spec.labels)
+    if spec.colbert is not None:  # what its token vectors are: markers, lengths, skiplist, projections
+        body["colbert"] = {**spec.colbert.settings(), "dimensions": spec.colbert.dimensions}
     if loaded is not None:
         body.update(
             dimensions=loaded.dimensions,

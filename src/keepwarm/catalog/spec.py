@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from keepwarm.catalog.colbert import ColbertLayout, is_colbert, read_colbert
 from keepwarm.catalog.scoring import scoring_values
 from keepwarm.errors import ConfigError
 
@@ -80,6 +81,7 @@ class ModelSpec:
     # the outputs this model answers (OUTPUT_KINDS), read from its files by _output_settings
     outputs: tuple[str, ...] = ("dense",)
     splade: tuple[str, str] = ("max", "relu")  # a SPLADE head's (pooling strategy, activation)
+    colbert: ColbertLayout | None = None  # a PyLate ColBERT model's projections and query/document settings
 
     @property
     def pairs(self) -> bool:
@@ -158,18 +160,33 @@ def _check_pooling_includes_prompt(directory: Path, modules: list[dict[str, Any]
                 )
 
 
-def _unsupported_modules(modules: list[dict[str, Any]]) -> list[str]:
+def _unsupported_modules(modules: list[dict[str, Any]], colbert: bool) -> list[str]:
     known = (".Transformer", ".Pooling", ".Normalize", ".MLMTransformer", ".SpladePooling")
+    known += (".Dense",) if colbert else ()  # a Dense projection is computed for ColBERT's token vectors only
     return [str(m.get("type")) for m in modules if not str(m.get("type", "")).endswith(known)]
 
 
-def _output_settings(directory: Path, modules: list[dict[str, Any]]) -> dict[str, Any]:
-    """Which outputs the model's files give: a SPLADE encoder, or bge-m3's extra heads beside pooling.
+def _output_settings(
+    directory: Path, modules: list[dict[str, Any]], st_config: dict[str, Any]
+) -> dict[str, Any]:
+    """Which outputs the model's files give: SPLADE, PyLate's ColBERT, or bge-m3's extra heads.
 
     sentence-transformers' SparseEncoder layout (MLMTransformer + SpladePooling) runs under
-    the masked-LM head and answers sparse vectors only; bge-m3's `sparse_linear.pt` and
-    `colbert_linear.pt` beside the dense model add sparse and multi-vector outputs.
+    the masked-LM head and answers sparse vectors only; PyLate's ColBERT layout
+    (catalog/colbert.py) answers token vectors only, truncating as PyLate does, with room
+    for the longer side; bge-m3's `sparse_linear.pt` and `colbert_linear.pt` beside the
+    dense model add sparse and multi-vector outputs.
     """
+    if is_colbert(modules, st_config):
+        layout = read_colbert(directory, modules, st_config, _read_json)
+        longest = max(layout.limit("query"), layout.limit("document"))
+        return {
+            "outputs": ("multivector",),
+            "colbert": layout,
+            "max_tokens": longest,
+            "overflow": "truncate",
+            "normalize": False,
+        }
     for module in modules:
         if str(module.get("type", "")).endswith(".SpladePooling"):
             config = _read_json(directory / str(module.get("path", "")) / "config.json")
@@ -212,11 +229,11 @@ def read_model_spec(
     overrides = dict(overrides or {})
     scoring = scoring_values(directory, overrides)  # takes the scoring keys out of `overrides`
     modules = [] if scoring else _modules(directory)  # a scoring model's modules are not pooling ones
-    unsupported = _unsupported_modules(modules)
+    st_config = _read_json(directory / "config_sentence_transformers.json")
+    unsupported = _unsupported_modules(modules, is_colbert(modules, st_config))
     if unsupported:
         raise ConfigError(f"model '{name}': unsupported sentence-transformers modules {unsupported}")
     _check_pooling_includes_prompt(directory, modules)
-    st_config = _read_json(directory / "config_sentence_transformers.json")
     prompts = st_config.get("prompts") if isinstance(st_config.get("prompts"), dict) else {}
     values: dict[str, Any] = {
         "pooling": _pooling_from_modules(directory, modules),
@@ -224,7 +241,7 @@ def read_model_spec(
         "max_tokens": _default_max_tokens(directory),
         "prompts": {str(k): str(v) for k, v in prompts.items()},
         "default_prompt": st_config.get("default_prompt_name") or None,
-        **_output_settings(directory, modules),
+        **_output_settings(directory, modules, st_config),
     }
     values.update(scoring)
     values.update(overrides)

@@ -44,6 +44,8 @@ def vector_settings(spec: ModelSpec) -> dict[str, object]:
         settings["outputs"] = list(spec.outputs)
         if spec.head == "masked-lm":
             settings["splade"] = list(spec.splade)
+        if spec.colbert is not None:  # markers, lengths, expansion, skiplist and projections
+            settings["colbert"] = spec.colbert.settings()
     return settings
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.catalog.versions import short_version, version_label
 from keepwarm.engine.background import BackgroundWorkers
+from keepwarm.engine.colbert import ColbertTokenizer
 from keepwarm.engine.pairs import PairOptions, PairTokenizer
 from keepwarm.engine.scheduler import CallLimits, CallLimitSettings, Scheduler
 from keepwarm.engine.tokenization import ModelTokenizer
@@ -56,6 +57,7 @@ class ServedModel:
     load_seconds: float = 0.0
     background: BackgroundWorkers | None = None
     pairs: PairTokenizer | None = None  # rerankers, classifiers: how pairs of texts are tokenized
+    colbert: ColbertTokenizer | None = None  # PyLate ColBERT models: how queries and documents are marked
 
     @property
     def runtime(self):  # noqa: ANN201 - keepwarm.runtimes.base.Runtime
@@ -216,4 +218,5 @@ def start_model(
         load_seconds=seconds,
         background=background,
         pairs=PairTokenizer(spec) if spec.task in ("rerank", "classify") else None,
+        colbert=ColbertTokenizer(spec, tokenizer) if spec.colbert is not None else None,
     )

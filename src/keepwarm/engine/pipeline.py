@@ -20,6 +20,8 @@ from functools import partial
 
 import numpy as np
 
+from keepwarm.catalog.colbert import SIDES
+from keepwarm.engine import colbert
 from keepwarm.engine.cache import EmbeddingCache, cache_key
 from keepwarm.engine.calibration import Calibrations
 from keepwarm.engine.model import ServedModel
@@ -191,14 +193,19 @@ class Pipeline:
         """Texts or token ids to the model's windows, under the request's overflow policy."""
         if not inputs:
             raise InvalidRequest("input must not be empty", param="input")
-        return served.tokenizer.within(options.max_tokens).encode(
-            inputs,
-            overflow=overflow_policy(
+        tokenizer = served.tokenizer.within(options.max_tokens)
+        settings = {
+            "overflow": overflow_policy(
                 served, options.truncate, options.truncate_from == "start", options.truncate_unless_configured
             ),
-            prompt_name=_prompt(served, options),
-            max_chars=self._settings.max_input_chars,
-        )
+            "prompt_name": _prompt(served, options),
+            "max_chars": self._settings.max_input_chars,
+        }
+        if served.colbert is not None:  # the side (query or document) decides markers and lengths
+            return served.colbert.encode(
+                tokenizer, inputs, side=colbert.side(options.prompt_name), **settings
+            )
+        return tokenizer.encode(inputs, **settings)
 
     def _plan(
         self, served: ServedModel, tokenized: Tokenized, outputs: frozenset[str], unnormalized: bool
@@ -249,9 +256,16 @@ class Pipeline:
             outputs=outputs,
             normalized=not unnormalized,
         )
-        ids, types = plan.tokenized.ids, plan.tokenized.type_ids
+        tokenized = plan.tokenized
         items = [
-            WorkItem(ids[positions[0]], job, n, type_ids=None if types is None else types[positions[0]])
+            WorkItem(
+                tokenized.ids[positions[0]],
+                job,
+                n,
+                type_ids=_at(tokenized.type_ids, positions[0]),
+                attention=_at(tokenized.attention, positions[0]),
+                keep=_at(tokenized.keep, positions[0]),
+            )
             for n, positions in enumerate(plan.pending.values())
         ]
         if items:
@@ -339,10 +353,20 @@ def overflow_policy(
     return "truncate_start" if from_start else "truncate"
 
 
+def _at(rows: list[np.ndarray] | None, position: int) -> np.ndarray | None:
+    return None if rows is None else rows[position]
+
+
+def _side_only(served: ServedModel, prompt_name: str | None) -> bool:
+    """A ColBERT side (query, document) the model has no prompt of: it picks markers, adds no text."""
+    return served.spec.colbert is not None and prompt_name in SIDES and prompt_name not in served.spec.prompts
+
+
 def _prompt(served: ServedModel, options: EmbedOptions) -> str | None:
-    if options.optional_prompt and options.prompt_name not in served.spec.prompts:
+    name = options.prompt_name
+    if name not in served.spec.prompts and (options.optional_prompt or _side_only(served, name)):
         return None
-    return options.prompt_name
+    return name
 
 
 def _timings(job: Job, tokenization: float) -> Timings:
@@ -410,8 +434,10 @@ def _check_options(served: ServedModel, options: EmbedOptions) -> None:
         options.prompt_name is not None
         and options.prompt_name not in spec.prompts
         and not options.optional_prompt
+        and not _side_only(served, options.prompt_name)
     ):
-        allowed = ", ".join(sorted(spec.prompts)) or "none (this model has no prompts)"
+        sides = SIDES if spec.colbert is not None else ()  # a ColBERT model's sides need no prompt
+        allowed = ", ".join(sorted({*spec.prompts, *sides})) or "none (this model has no prompts)"
         raise InvalidRequest(
             f"model '{spec.name}' has no prompt '{options.prompt_name}'; allowed values: {allowed}",
             param="input_type",

@@ -85,6 +85,9 @@ class Tokenized:
     ids: list[np.ndarray]
     owners: list[int] | None = None  # input index of each window; None when one window per input
     type_ids: list[np.ndarray] | None = None  # segment ids of pairs (engine/pairs.py), beside `ids`
+    # ColBERT windows (engine/colbert.py): each one's attention mask, and which token vectors it answers
+    attention: list[np.ndarray] | None = None
+    keep: list[np.ndarray] | None = None
 
     @cached_property
     def tokens(self) -> int:  # read several times per request
@@ -191,6 +194,10 @@ class ModelTokenizer:
             ids.extend(np.asarray(w.ids, dtype=np.int64) for w in windows)
             owners.extend([index] * len(windows))
         return Tokenized(ids, owners if len(owners) != len(texts) else None)
+
+    def token_id(self, token: str) -> int | None:
+        """The id of one token of the vocabulary (added tokens included), None if it is not one."""
+        return self._tokenizer.token_to_id(token)
 
     def tokens(self, texts: list[str], *, add_special_tokens: bool) -> list[list[Token]]:
         """Each text's tokens with their character spans, as the model reads it (truncated to its limit)."""

@@ -103,7 +103,7 @@ class Job:
 
 @dataclass(eq=False, slots=True)
 class WorkItem:
-    """One input's token ids (and, for pairs, segment ids) waiting for the model."""
+    """One input's token ids (for pairs, segment ids; for ColBERT, its masks) waiting for the model."""
 
     ids: np.ndarray
     job: Job
@@ -111,6 +111,10 @@ class WorkItem:
     sequence: int = field(default_factory=lambda: next(_sequence))
     queued: bool = True
     type_ids: np.ndarray | None = None
+    attention: np.ndarray | None = None  # None: every token is attended to
+    keep: np.ndarray | None = (
+        None  # which token vectors the multi-vector output answers (None: the head's rule)
+    )
 
     @property
     def length(self) -> int:

@@ -48,25 +48,45 @@ def _hold_check(name: str) -> Callable[[], bool] | None:
     return held
 
 
-def pad_rows(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token-id rows to the longest one; return input_ids and attention_mask."""
+def pad_rows(
+    rows: list[np.ndarray], pad_id: int, masks: list[np.ndarray | None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token-id rows to the longest one; return input_ids and attention_mask.
+
+    A row's mask is ones over its tokens, or its entry of `masks` where that is given
+    (ColBERT's unattended expansion tokens, engine/colbert.py).
+    """
     longest = max(len(ids) for ids in rows)
     input_ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
     attention_mask = np.zeros((len(rows), longest), dtype=np.int64)
     for row, ids in enumerate(rows):
         input_ids[row, : len(ids)] = ids
-        attention_mask[row, : len(ids)] = 1
+        mask = None if masks is None else masks[row]
+        attention_mask[row, : len(ids)] = 1 if mask is None else mask
     return input_ids, attention_mask
 
 
 def model_inputs(
-    ids: list[np.ndarray], type_ids: list[np.ndarray] | None, pad_id: int
+    ids: list[np.ndarray],
+    type_ids: list[np.ndarray] | None,
+    pad_id: int,
+    masks: list[np.ndarray | None] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """One call's padded input_ids and attention_mask, and the segment ids of pairs (zero-padded)."""
-    input_ids, attention_mask = pad_rows(ids, pad_id)
+    input_ids, attention_mask = pad_rows(ids, pad_id, masks)
     if type_ids is None:
         return input_ids, attention_mask
     return input_ids, attention_mask, pad_rows(type_ids, 0)[0]
+
+
+def kept_tokens(items: list[WorkItem], width: int) -> np.ndarray | None:
+    """[rows, width]: the token vectors each input answers where its tokenizer chose them; never padding."""
+    if all(item.keep is None for item in items):
+        return None
+    keep = np.zeros((len(items), width), dtype=bool)
+    for row, item in enumerate(items):
+        keep[row, : item.length] = True if item.keep is None else item.keep
+    return keep
 
 
 class ModelWorker:
@@ -125,7 +145,8 @@ class ModelWorker:
         wanted = frozenset().union(*(item.job.outputs for item in items))
         try:
             types = None if items[0].type_ids is None else [item.type_ids for item in items]
-            inputs = model_inputs([item.ids for item in items], types, self.pad_id)
+            masks = [item.attention for item in items]
+            inputs = model_inputs([item.ids for item in items], types, self.pad_id, masks)
             if wanted == DENSE_ONLY:
                 vectors = (
                     self.runtime.embed(*inputs, normalize=False)
@@ -134,7 +155,7 @@ class ModelWorker:
                 )
                 produced = [None] * len(items)
             else:  # one call for every output any of these inputs asked for (outputs/heads.py)
-                produced = self.runtime.produce(*inputs[:2], wanted)
+                produced = self.runtime.produce(*inputs[:2], wanted, kept_tokens(items, inputs[0].shape[1]))
                 vectors = [row.dense for row in produced]
         except Exception as exc:  # noqa: BLE001 - any runtime fault must stay inside this call
             if len(items) > 1:

@@ -8,7 +8,8 @@ sparse and multi-vector requests from one forward pass:
 - sparse: a SPLADE model's vocabulary-sized row (pooled inside its masked-LM head, so the
   exported graph never returns the whole [tokens × vocabulary] logits), or bge-m3's
   `sparse_linear.pt` over the hidden states (outputs/sparse.py).
-- multivector: bge-m3's `colbert_linear.pt` over the hidden states (outputs/multivector.py).
+- multivector: bge-m3's `colbert_linear.pt` over the hidden states, or a PyLate ColBERT
+  model's Dense projections over them (outputs/multivector.py).
 
 Which outputs a model has is the catalog's to say (catalog/spec.py `outputs`); the head
 weights are read from the model's own directory, once.
@@ -49,6 +50,20 @@ def _linear(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return state["weight"].float().numpy(), None if bias is None else bias.float().numpy()
 
 
+def _dense_module(folder: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(weight, bias) of a sentence-transformers Dense module's `linear`, from safetensors or a state dict."""
+    import torch
+
+    if (folder / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(folder / "model.safetensors"))
+    else:
+        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    bias = state.get("linear.bias")
+    return state["linear.weight"].float().numpy(), None if bias is None else bias.float().numpy()
+
+
 def _bias(bias: np.ndarray | None) -> np.ndarray:
     return np.zeros(1, dtype=np.float32) if bias is None else bias
 
@@ -74,20 +89,40 @@ class OutputHeads:
         return _linear(self.spec.directory / "colbert_linear.pt")
 
     @cached_property
+    def _projections(self) -> list[multivector.Projection]:
+        """A PyLate model's Dense modules, in order."""
+        assert self.spec.colbert is not None
+        return [
+            (*_dense_module(self.spec.directory / layer.path), layer.activation)
+            for layer in self.spec.colbert.dense
+        ]
+
+    @cached_property
     def _special_ids(self) -> np.ndarray:
         return _special_ids(self.spec.directory)
 
     def compute(
-        self, raw: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray, wanted: frozenset[str]
+        self,
+        raw: np.ndarray,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        wanted: frozenset[str],
+        keep: np.ndarray | None = None,
     ) -> list[RowOutputs]:
-        """Each row's asked-for outputs from the runtime's output `raw` for these inputs."""
+        """Each row's asked-for outputs from the runtime's output `raw` for these inputs.
+
+        `keep`: the token vectors a ColBERT model answers (engine/colbert.py); else its attended tokens.
+        """
         count = len(input_ids)
         dense = rows(self.spec, raw, attention_mask) if DENSE in wanted or self._sparse_is_row else None
         sparse_rows: list[SparseVector | None] = [None] * count
         if SPARSE in wanted:
             sparse_rows = self._sparse(raw, dense, input_ids, attention_mask)
         multi: list[np.ndarray | None] = [None] * count
-        if MULTIVECTOR in wanted:
+        if MULTIVECTOR in wanted and self.spec.colbert is not None:
+            kept = attention_mask.astype(bool) if keep is None else keep
+            multi = list(multivector.pylate(raw, kept, self._projections))
+        elif MULTIVECTOR in wanted:
             weight, bias = self._colbert_linear
             multi = list(multivector.bge_m3(raw, attention_mask, weight, bias))
         return [

@@ -77,8 +77,15 @@ class Runtime(ABC):
         return OutputHeads(self.spec)
 
     def produce(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, wanted: frozenset[str]
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        wanted: frozenset[str],
+        keep: np.ndarray | None = None,
     ) -> list[RowOutputs]:
-        """The `wanted` outputs of each input (outputs/heads.py), all from this one model call."""
+        """The `wanted` outputs of each input (outputs/heads.py), all from this one model call.
+
+        `keep` [rows, tokens]: which token vectors a ColBERT model answers (engine/colbert.py).
+        """
         raw = self.outputs(input_ids, attention_mask)
-        return self._output_heads.compute(raw, input_ids, attention_mask, wanted)
+        return self._output_heads.compute(raw, input_ids, attention_mask, wanted, keep)
