@@ -1,16 +1,5 @@
-"""`keepwarm bench`: load generators, in-process baselines, statistics and the report."""
+"""`keepwarm bench`: load generators, in-process baselines, statistics and the report.
 
-from keepwarm.bench.corpus import CorpusError, corpus_texts, load_corpus, sample
-from keepwarm.bench.report import build_report
-from keepwarm.bench.runner import MODES, BenchOptions, run_benchmark
-
-__all__ = [
-    "MODES",
-    "BenchOptions",
-    "CorpusError",
-    "build_report",
-    "corpus_texts",
-    "load_corpus",
-    "run_benchmark",
-    "sample",
-]
+Nothing is imported here: the server imports `bench.stats` and `bench.corpus`, and must
+not pay for the in-process baselines' runtimes (ONNX Runtime among them) it never runs.
+"""

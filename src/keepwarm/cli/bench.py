@@ -182,17 +182,11 @@ def bench(
     import orjson
     from rich.console import Console
 
-    from keepwarm.bench import (
-        MODES,
-        BenchOptions,
-        CorpusError,
-        build_report,
-        corpus_texts,
-        run_benchmark,
-        sample,
-    )
     from keepwarm.bench.client import LoadError
+    from keepwarm.bench.corpus import CorpusError, corpus_texts, sample
     from keepwarm.bench.process import ServerFailed
+    from keepwarm.bench.report import build_report
+    from keepwarm.bench.runner import MODES, BenchOptions, run_benchmark
     from keepwarm.bench.terminal import ProgressTracker, render, report_console
 
     if url and server_args:

@@ -99,8 +99,8 @@ def _plot(sweep: dict[str, Any], bench: dict[str, Any]) -> None:
     import orjson
     from rich.console import Console
 
-    from keepwarm.bench import CorpusError, corpus_texts, sample
     from keepwarm.bench.client import LoadError
+    from keepwarm.bench.corpus import CorpusError, corpus_texts, sample
     from keepwarm.bench.plots import write_plots
     from keepwarm.bench.process import ServerFailed
     from keepwarm.bench.sweeps import run_sweeps
