@@ -30,7 +30,7 @@ DEFAULT_PIPELINES = ("dense", "bm25", "hybrid")  # and rerank when a --reranker 
 
 
 @click.command(name="eval")
-@click.argument("targets", nargs=-1, metavar="[MODEL[,dimensions=N]]...")
+@click.argument("targets", nargs=-1, metavar="[MODEL[,OPTION=VALUE]...]...")
 @click.option(
     "--dataset",
     "dataset_specs",

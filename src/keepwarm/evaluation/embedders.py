@@ -26,30 +26,61 @@ if TYPE_CHECKING:
 Kind = Literal["query", "document"]
 
 
+COMPRESSED = ("int8", "uint8", "binary", "ubinary")  # output dtypes a target may be searched in
+OUTPUTS = ("dense", "sparse")  # outputs a target may be searched by
+_TARGET_FORMAT = (
+    f"MODEL, MODEL,dimensions=N (N ≥ 1), MODEL,dtype={'|'.join(COMPRESSED)} (with or without "
+    "dimensions) or MODEL,output=sparse"
+)
+
+
 @dataclass(frozen=True)
 class Target:
-    """A model to evaluate: a name, alias or `name@version`, and optionally `dimensions`."""
+    """A model to evaluate: a name, alias or `name@version`, and how its outputs are searched.
+
+    `dimensions` cuts dense vectors; `dtype` asks for compressed dense vectors (searched
+    as a vector database searches that dtype); `output` "sparse" searches the model's
+    learned sparse vectors instead of its dense ones.
+    """
 
     model: str
     dimensions: int | None = None
+    dtype: str | None = None
+    output: str = "dense"
 
     @classmethod
     def parse(cls, text: str) -> Target:
-        """`MODEL` or `MODEL,dimensions=N`."""
+        """`MODEL`, then any of `,dimensions=N`, `,dtype=D`, or `MODEL,output=sparse` alone."""
         model, *options = text.split(",")
-        dimensions = None
+        fields: dict[str, str] = {}
         for option in options:
-            key, _, value = option.partition("=")
-            if key.strip() != "dimensions" or not value.strip().isdigit() or int(value) < 1:
-                raise ValueError(f"{text!r}: expected MODEL or MODEL,dimensions=N with N ≥ 1")
-            dimensions = int(value)
+            key, _, value = (part.strip() for part in option.partition("="))
+            if key in fields or not _valid(key, value):
+                raise ValueError(f"{text!r}: expected {_TARGET_FORMAT}")
+            fields[key] = value
         if not model.strip():
             raise ValueError(f"{text!r}: no model name")
-        return cls(model.strip(), dimensions)
+        if fields.get("output") == "sparse" and len(fields) > 1:
+            raise ValueError(f"{text!r}: dimensions and dtype apply to dense vectors, not output=sparse")
+        dimensions = int(fields["dimensions"]) if "dimensions" in fields else None
+        return cls(model.strip(), dimensions, fields.get("dtype"), fields.get("output", "dense"))
 
     @property
     def label(self) -> str:
-        return self.model if self.dimensions is None else f"{self.model},dimensions={self.dimensions}"
+        """The target as written on the command line (the report's model column)."""
+        options = [
+            f"{key}={value}"
+            for key, value in (("dimensions", self.dimensions), ("dtype", self.dtype))
+            if value is not None
+        ]
+        options += ["output=sparse"] if self.output == "sparse" else []
+        return ",".join([self.model, *options])
+
+
+def _valid(key: str, value: str) -> bool:
+    if key == "dimensions":
+        return value.isdigit() and int(value) >= 1
+    return value in {"dtype": COMPRESSED, "output": OUTPUTS}.get(key, ())
 
 
 @dataclass(frozen=True)
@@ -91,7 +122,10 @@ class EngineEmbedder:
         prompts = engine.describe(target.model)[0].spec.prompts
         self._options = {
             kind: EmbedOptions(
-                truncate=True, dimensions=target.dimensions, prompt_name=kind if kind in prompts else None
+                truncate=True,
+                dimensions=target.dimensions,
+                prompt_name=kind if kind in prompts else None,
+                output_dtypes=(target.dtype,) if target.dtype else (),
             )
             for kind in ("query", "document")
         }
@@ -102,8 +136,10 @@ class EngineEmbedder:
         return TargetInfo(model.short_version, model.dtype, model.runtime, dimensions)
 
     def embed(self, texts: list[str], kind: Kind) -> Embedded:
+        """Float vectors, or with a `dtype` the compressed ones the engine answers (calibrated ranges)."""
         result = self._engine.embed_sync(self.target.model, texts, self._options[kind])
-        return Embedded(result.vectors, result.tokens, result.cached_inputs)
+        vectors = result.compressed(self.target.dtype) if self.target.dtype else result.vectors
+        return Embedded(vectors, result.tokens, result.cached_inputs)
 
 
 class RuntimeEmbedder:
@@ -213,11 +249,18 @@ class ServerEmbedder:
         )
 
     def embed(self, texts: list[str], kind: Kind) -> Embedded:
-        extra = {"dimensions": self.target.dimensions} if self.target.dimensions else {}
+        """Float vectors (base64, as the client asks by default), or a `dtype`'s integers (JSON)."""
+        extra: dict[str, Any] = {"dimensions": self.target.dimensions} if self.target.dimensions else {}
+        body = self._extra[kind]
+        if self.target.dtype:  # the client decodes base64 as float32: compressed values come as JSON
+            extra["encoding_format"] = "float"
+            body = {**body, "output_dtype": self.target.dtype}
         response = self._client.embeddings.create(
-            model=self.target.model, input=texts, extra_body=self._extra[kind], **extra
+            model=self.target.model, input=texts, extra_body=body, **extra
         )
         vectors = np.array([item.embedding for item in response.data], dtype=np.float32)
+        if self.target.dtype and not np.array_equal(vectors, np.round(vectors)):
+            raise ValueError(f"the server answered {self.target.model} in floats, not {self.target.dtype}")
         cached = ((response.model_extra or {}).get("cache") or {}).get("cached_inputs", 0)
         return Embedded(vectors, response.usage.prompt_tokens, int(cached))
 

@@ -22,6 +22,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +30,7 @@ import numpy as np
 
 from keepwarm.bench.stats import Measurement
 from keepwarm.datasets.retrieval import RetrievalSet
+from keepwarm.evaluation.compressed import searchable, searchable_width
 from keepwarm.evaluation.embedders import Embedded, Embedder, Reranker, Scored, TargetInfo
 from keepwarm.evaluation.metrics import DEPTH, Run, ranking
 from keepwarm.evaluation.search import VectorFile, exact_search
@@ -77,8 +79,11 @@ class Context:
 class Dense:
     """Embed the corpus and the queries with one target; rank by cosine similarity, exactly.
 
-    Queries go one per request, as a searching user sends them, so their latency is a
-    user's; `query_batch` > 1 sends them in batches when only quality matters.
+    A target with a compressed `dtype` is ranked as a vector database ranks that dtype
+    (evaluation/compressed.py: integer dot product, or Hamming distance for bits), on the
+    values the model's server answers. Queries go one per request, as a searching user
+    sends them, so their latency is a user's; `query_batch` > 1 sends them in batches
+    when only quality matters.
     """
 
     kind = "dense"
@@ -86,6 +91,8 @@ class Dense:
     def __init__(self, embedder: Embedder, query_batch: int = 1) -> None:
         self.embedder, self.query_batch = embedder, query_batch
         self.name = embedder.target.label
+        dtype = embedder.target.dtype
+        self._searchable = l2_normalize if dtype is None else partial(searchable, dtype=dtype)
 
     @property
     def label(self) -> str:
@@ -94,8 +101,11 @@ class Dense:
     def retrieve(self, context: Context) -> Retrieval:
         info = self.embedder.info()
         doc_ids, texts = list(context.dataset.documents), list(context.dataset.documents.values())
+        dtype = self.embedder.target.dtype
+        width = info.dimensions if dtype is None else searchable_width(dtype, info.dimensions)
+        stored = np.float32 if dtype is None else np.float64  # integer dot products stay exact
         with tempfile.TemporaryDirectory(dir=context.scratch) as folder:
-            vectors = VectorFile(Path(folder) / "corpus.npy", len(texts), info.dimensions)
+            vectors = VectorFile(Path(folder) / "corpus.npy", len(texts), width, stored)
             try:
                 indexing, cached = self._embed_corpus(texts, vectors)
                 query_ids = list(context.dataset.queries)
@@ -115,7 +125,7 @@ class Dense:
         def embed(start: int) -> tuple[Embedded, float]:
             began = time.perf_counter()
             embedded = self.embedder.embed(texts[start : start + _CHUNK], "document")
-            vectors.write(start, l2_normalize(embedded.vectors))
+            vectors.write(start, self._searchable(embedded.vectors))
             return embedded, time.perf_counter() - began
 
         measured, cached = Measurement(), 0
@@ -134,7 +144,7 @@ class Dense:
                 embedded = self.embedder.embed(queries[start : start + self.query_batch], "query")
                 measured.add(len(embedded.vectors), embedded.tokens, time.perf_counter() - began)
                 rows.append(embedded.vectors)
-        return measured, l2_normalize(np.concatenate(rows)) if rows else np.empty((0, 0), np.float32)
+        return measured, self._searchable(np.concatenate(rows)) if rows else np.empty((0, 0), np.float32)
 
 
 class BM25:

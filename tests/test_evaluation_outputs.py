@@ -1,0 +1,132 @@
+"""`keepwarm eval` beyond float dense vectors: compressed dtypes and learned sparse vectors.
+
+Each pipeline's metrics are checked against an independent reference on the same run:
+brute-force NumPy scores over every document (Hamming distance by XOR and bit count,
+integer dot products in int64, sparse dot products by dictionaries), ranked and scored by
+pytrec_eval.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytrec_eval
+from helpers import MODEL
+from helpers.outputs import calibration_ranges
+
+from keepwarm.catalog import DEFAULT_ENTRY
+from keepwarm.cost import Pricing
+from keepwarm.datasets.builtin import builtin_set
+from keepwarm.engine import EmbedOptions, Engine, EngineSettings
+from keepwarm.evaluation import Dense, EngineEmbedder, Target, run_evaluation
+from keepwarm.evaluation.metrics import ranking
+from keepwarm.outputs.compress import quantize
+
+QUERIES, DOCUMENTS = 20, 60  # at most 100 documents: every document is in every query's run
+
+
+def _eval(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "keepwarm", "eval", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _reference_metrics(scores: np.ndarray, dataset) -> dict[str, float]:  # noqa: ANN001 - a RetrievalSet
+    """pytrec_eval's means for scores [queries, documents] over the whole corpus."""
+    doc_ids = list(dataset.documents)
+    run = {
+        query: {doc: float(score) for doc, score in zip(doc_ids, row, strict=True)}
+        for query, row in zip(dataset.queries, scores, strict=True)
+    }
+    measures = pytrec_eval.RelevanceEvaluator(dataset.qrels, {"ndcg_cut.10", "recall.10,100"}).evaluate(run)
+    top10 = {q: {d: s[d] for d in ranking(s, 10)} for q, s in run.items()}
+    reciprocal = pytrec_eval.RelevanceEvaluator(dataset.qrels, {"recip_rank"}).evaluate(top10)
+    mean = lambda source, key: float(np.mean([source[q][key] for q in dataset.qrels]))  # noqa: E731
+    return {
+        "ndcg@10": mean(measures, "ndcg_cut_10"),
+        "recall@10": mean(measures, "recall_10"),
+        "recall@100": mean(measures, "recall_100"),
+        "mrr@10": mean(reciprocal, "recip_rank"),
+    }
+
+
+@pytest.fixture(scope="module")
+def engine(server, data_dir: Path) -> Iterator[Engine]:  # noqa: ANN001 - `server` built the artifacts
+    with Engine([DEFAULT_ENTRY.to_spec()], data_dir, EngineSettings(cache_bytes=0)) as running:
+        yield running
+
+
+def _float_vectors(engine: Engine, texts: list[str]) -> np.ndarray:
+    return engine.embed_sync(MODEL, texts, EmbedOptions(truncate=True)).vectors
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "binary", "ubinary"])
+def test_compressed_dense_metrics_equal_a_brute_force_reference(
+    dtype: str, engine: Engine, data_dir: Path
+) -> None:
+    dataset = builtin_set("docs", QUERIES, DOCUMENTS)
+    (row,) = run_evaluation(
+        [dataset], [Dense(EngineEmbedder(engine, Target.parse(f"{MODEL},dtype={dtype}")))], Pricing()
+    )
+    # the reference quantizes float vectors itself, with the ranges the engine recorded
+    ranges = calibration_ranges(data_dir, MODEL)
+    queries, documents = (
+        quantize(_float_vectors(engine, list(texts)), dtype, ranges)
+        for texts in (dataset.queries.values(), dataset.documents.values())
+    )
+    if dtype in ("binary", "ubinary"):
+        distance = np.bitwise_count(queries.view(np.uint8)[:, None, :] ^ documents.view(np.uint8)[None])
+        scores = -distance.sum(axis=2).astype(np.float64)
+    else:
+        scores = (queries.astype(np.int64) @ documents.astype(np.int64).T).astype(np.float64)
+    expected = _reference_metrics(scores, dataset)
+    for metric, value in expected.items():
+        assert row[metric] == pytest.approx(value, abs=1e-4), metric
+    assert row["model"] == f"{MODEL},dtype={dtype}"
+
+
+def test_compressed_targets_through_a_running_server_match_in_process(
+    server, data_dir: Path, tmp_path: Path
+) -> None:  # noqa: ANN001
+    targets = (f"{MODEL},dtype=int8", f"{MODEL},dtype=binary,dimensions=128")
+    results = {}
+    for where, args in (("server", ("--url", server.url)), ("in-process", ())):
+        out = tmp_path / f"{where}.json"
+        result = _eval(
+            *targets,
+            *args,
+            *("--dataset", "docs", "--queries", str(QUERIES), "--documents", str(DOCUMENTS)),
+            *("--pipelines", "dense", "--json", str(out)),
+            data_dir=data_dir,
+        )
+        assert result.returncode == 0, result.stderr
+        results[where] = {r["model"]: r for r in json.loads(out.read_text())["results"]}
+    labels = [Target.parse(target).label for target in targets]  # options in a fixed order
+    assert set(results["server"]) == set(labels)
+    for target in labels:
+        for metric in ("ndcg@10", "recall@10", "recall@100", "mrr@10", "version", "dimensions"):
+            assert results["server"][target][metric] == results["in-process"][target][metric], metric
+    assert results["server"][labels[1]]["dimensions"] == 128
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (f"{MODEL},dtype=fp16", "dtype=int8|uint8|binary|ubinary"),
+        (f"{MODEL},output=sparse,dtype=int8", "apply to dense vectors"),
+        (f"{MODEL},dtype=int8,dtype=binary", "expected MODEL"),
+    ],
+    ids=["unknown-dtype", "sparse-with-dtype", "repeated-option"],
+)
+def test_bad_targets_are_usage_errors(target: str, message: str, tmp_path: Path) -> None:
+    result = _eval(target, data_dir=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
