@@ -18,13 +18,15 @@ import numpy as np
 import pytest
 import pytrec_eval
 from helpers import MODEL
-from helpers.outputs import calibration_ranges
+from helpers.beir import tiny_beir
+from helpers.outputs import calibration_ranges, tiny_bge_m3, tiny_splade
+from helpers.server import start_server
 
 from keepwarm.catalog import DEFAULT_ENTRY
 from keepwarm.cost import Pricing
 from keepwarm.datasets.builtin import builtin_set
 from keepwarm.engine import EmbedOptions, Engine, EngineSettings
-from keepwarm.evaluation import Dense, EngineEmbedder, Target, run_evaluation
+from keepwarm.evaluation import Dense, EngineEmbedder, Sparse, Target, run_evaluation
 from keepwarm.evaluation.metrics import ranking
 from keepwarm.outputs.compress import quantize
 
@@ -41,10 +43,10 @@ def _eval(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
 
 
 def _reference_metrics(scores: np.ndarray, dataset) -> dict[str, float]:  # noqa: ANN001 - a RetrievalSet
-    """pytrec_eval's means for scores [queries, documents] over the whole corpus."""
+    """pytrec_eval's means for scores [queries, documents] over the whole corpus (NaN: not retrieved)."""
     doc_ids = list(dataset.documents)
     run = {
-        query: {doc: float(score) for doc, score in zip(doc_ids, row, strict=True)}
+        query: {doc: float(score) for doc, score in zip(doc_ids, row, strict=True) if not np.isnan(score)}
         for query, row in zip(dataset.queries, scores, strict=True)
     }
     measures = pytrec_eval.RelevanceEvaluator(dataset.qrels, {"ndcg_cut.10", "recall.10,100"}).evaluate(run)
@@ -130,3 +132,109 @@ def test_compressed_targets_through_a_running_server_match_in_process(
 def test_bad_targets_are_usage_errors(target: str, message: str, tmp_path: Path) -> None:
     result = _eval(target, data_dir=tmp_path)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def sparse_models(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> tuple[str, ...]:
+    """`--model` options for a tiny SPLADE model and a tiny bge-m3 (dense, sparse and ColBERT heads)."""
+    splade = tiny_splade(tmp_path_factory.mktemp("splade") / "splade", model_dir, seed=3)
+    m3 = tiny_bge_m3(tmp_path_factory.mktemp("m3") / "m3", model_dir, seed=4)
+    return ("--model", f"splade={splade}", "--model", f"m3={m3}")
+
+
+@pytest.fixture(scope="module")
+def sparse_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sparse-data")
+
+
+def _sparse_reference_scores(engine: Engine, model: str, dataset) -> np.ndarray:  # noqa: ANN001
+    """Dot products of the engine's sparse vectors, summed over shared ids with dictionaries."""
+    options = EmbedOptions(truncate=True, outputs=("sparse",))
+    rows = {
+        kind: [
+            dict(zip(v.indices.tolist(), v.values.tolist(), strict=True))
+            for v in engine.embed_sync(model, list(texts), options).sparse
+        ]
+        for kind, texts in (("q", dataset.queries.values()), ("d", dataset.documents.values()))
+    }
+    return np.array([[sum(w * d.get(i, 0.0) for i, w in q.items()) for d in rows["d"]] for q in rows["q"]])
+
+
+@pytest.mark.parametrize("model", ["splade", "m3"])
+def test_sparse_metrics_equal_a_brute_force_reference(
+    model: str, sparse_models: tuple[str, ...], sparse_data: Path
+) -> None:
+    from keepwarm.catalog import read_model_spec
+
+    directory = Path(sparse_models[1 if model == "splade" else 3].split("=", 1)[1])
+    dataset = builtin_set("docs", QUERIES, DOCUMENTS)
+    spec = read_model_spec(model, directory)
+    with Engine([spec], sparse_data, EngineSettings(cache_bytes=0)) as engine:
+        (row,) = run_evaluation(
+            [dataset], [Sparse(EngineEmbedder(engine, Target.parse(f"{model},output=sparse")))], Pricing()
+        )
+        scores = _sparse_reference_scores(engine, model, dataset)
+    # a document sharing no id with the query is not retrieved, as in a sparse index
+    expected = _reference_metrics(np.where(scores > 0, scores, np.nan), dataset)
+    for metric, value in expected.items():
+        assert row[metric] == pytest.approx(value, abs=1e-4), metric
+    assert row["pipeline"] == "sparse" and row["dimensions"] is None and row["docs_per_s"] > 0
+
+
+def test_eval_runs_sparse_and_fuses_it_with_dense_in_process_and_through_a_server(
+    sparse_models: tuple[str, ...], sparse_data: Path, log_dir: Path, tmp_path: Path
+) -> None:
+    beir = tiny_beir(tmp_path / "kitchen")
+    targets = ("m3", "splade,output=sparse", "m3,output=sparse")
+    sets = (
+        "--dataset",
+        "docs",
+        "--queries",
+        str(QUERIES),
+        "--documents",
+        str(DOCUMENTS),
+        "--dataset",
+        str(beir),
+    )
+    out = tmp_path / "in-process.json"
+    result = _eval(*targets, *sparse_models, *sets, "--json", str(out), data_dir=sparse_data)
+    assert result.returncode == 0, result.stderr
+    rows = {(r["dataset"], r["pipeline"], r["model"]): r for r in json.loads(out.read_text())["results"]}
+    sparse = ("splade,output=sparse", "m3,output=sparse")
+    assert set(rows) == {
+        (dataset, kind, name)
+        for dataset in ("docs", "kitchen")
+        for kind, name in [
+            ("dense", "m3"),
+            *(("sparse", s) for s in sparse),
+            ("bm25", "bm25"),
+            *(("hybrid", f"m3 + {other}") for other in ("bm25", *sparse)),
+        ]
+    }
+    server = start_server(sparse_data, log_dir, *sparse_models)
+    try:
+        out = tmp_path / "server.json"
+        result = _eval(
+            *targets,
+            *sets,
+            "--url",
+            server.url,
+            "--pipelines",
+            "sparse,hybrid",
+            "--json",
+            str(out),
+            data_dir=sparse_data,
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    served = {(r["dataset"], r["pipeline"], r["model"]): r for r in json.loads(out.read_text())["results"]}
+    assert set(served) == {key for key in rows if key[1] in ("sparse", "hybrid")}
+    for key, row in served.items():
+        for metric in ("ndcg@10", "recall@10", "recall@100", "mrr@10", "version"):
+            assert row[metric] == rows[key][metric], (key, metric)
+
+
+def test_the_sparse_pipeline_needs_a_sparse_target(tmp_path: Path) -> None:
+    result = _eval(MODEL, "--pipelines", "sparse", data_dir=tmp_path)
+    assert result.returncode == 2 and "MODEL,output=sparse" in result.stderr

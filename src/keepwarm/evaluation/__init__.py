@@ -3,7 +3,8 @@
 - `metrics`: nDCG@10, recall@10/@100, MRR@10 with trec_eval's definitions;
 - `search`: exact search over vectors kept on disk (memory bounded by corpus size);
 - `embedders`: a served model in-process (the Engine) or behind a running server;
-- `pipelines`: dense, bm25 and hybrid (reciprocal-rank fusion) retrieval, measured;
+- `pipelines`: dense, bm25, hybrid (reciprocal-rank fusion) and rerank retrieval, measured;
+- `sparse`: learned sparse retrieval; `compressed`: how compressed dtypes are searched;
 - `runner`: datasets × pipelines → result rows; `report`: the table and the plot.
 """
 
@@ -37,6 +38,7 @@ from keepwarm.evaluation.runner import (
     run_evaluation,
 )
 from keepwarm.evaluation.search import VectorFile, array_blocks, exact_search
+from keepwarm.evaluation.sparse import Sparse, sparse_search
 
 __all__ = [
     "BM25",
@@ -56,6 +58,7 @@ __all__ = [
     "Run",
     "ServerEmbedder",
     "ServerReranker",
+    "Sparse",
     "Target",
     "VectorFile",
     "array_blocks",
@@ -71,4 +74,5 @@ __all__ = [
     "result_row",
     "results_table",
     "run_evaluation",
+    "sparse_search",
 ]

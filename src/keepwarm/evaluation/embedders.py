@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from keepwarm.engine import Engine
     from keepwarm.engine.tokenization import ModelTokenizer
+    from keepwarm.outputs.sparse import SparseVector
     from keepwarm.runtimes.base import Runtime
 
 Kind = Literal["query", "document"]
@@ -90,16 +91,24 @@ class TargetInfo:
     version: str
     dtype: str
     runtime: str
-    dimensions: int
+    dimensions: int | None  # None for sparse vectors (as many as the vocabulary)
 
 
 @dataclass(frozen=True)
 class Embedded:
-    """Vectors in input order, the model tokens they took, and how many the cache answered."""
+    """Vectors in input order, the model tokens they took, and how many the cache answered.
+
+    A sparse target's answer has its sparse vectors in `sparse` (and no dense columns).
+    """
 
     vectors: np.ndarray
     tokens: int
     cached: int = 0
+    sparse: list[SparseVector] | None = None
+
+    @property
+    def inputs(self) -> int:
+        return len(self.sparse) if self.sparse is not None else len(self.vectors)
 
 
 class Embedder(Protocol):
@@ -126,20 +135,21 @@ class EngineEmbedder:
                 dimensions=target.dimensions,
                 prompt_name=kind if kind in prompts else None,
                 output_dtypes=(target.dtype,) if target.dtype else (),
+                outputs=(target.output,),
             )
             for kind in ("query", "document")
         }
 
     def info(self) -> TargetInfo:
         model = self._engine.embed_sync(self.target.model, ["?"], self._options["query"]).model
-        dimensions = self.target.dimensions or model.dimensions
+        dimensions = None if self.target.output == "sparse" else self.target.dimensions or model.dimensions
         return TargetInfo(model.short_version, model.dtype, model.runtime, dimensions)
 
     def embed(self, texts: list[str], kind: Kind) -> Embedded:
         """Float vectors, or with a `dtype` the compressed ones the engine answers (calibrated ranges)."""
         result = self._engine.embed_sync(self.target.model, texts, self._options[kind])
         vectors = result.compressed(self.target.dtype) if self.target.dtype else result.vectors
-        return Embedded(vectors, result.tokens, result.cached_inputs)
+        return Embedded(vectors, result.tokens, result.cached_inputs, result.sparse)
 
 
 class RuntimeEmbedder:
@@ -237,7 +247,9 @@ class ServerEmbedder:
     def info(self) -> TargetInfo:
         described = self._described
         dimensions = (
-            self.target.dimensions
+            None
+            if self.target.output == "sparse"
+            else self.target.dimensions
             or described.get("dimensions")
             or len(self.embed(["?"], "query").vectors[0])
         )
@@ -249,20 +261,35 @@ class ServerEmbedder:
         )
 
     def embed(self, texts: list[str], kind: Kind) -> Embedded:
-        """Float vectors (base64, as the client asks by default), or a `dtype`'s integers (JSON)."""
-        extra: dict[str, Any] = {"dimensions": self.target.dimensions} if self.target.dimensions else {}
-        body = self._extra[kind]
-        if self.target.dtype:  # the client decodes base64 as float32: compressed values come as JSON
+        """Float vectors (base64, as the client asks by default), a `dtype`'s integers, or sparse vectors."""
+        target = self.target
+        extra: dict[str, Any] = {"dimensions": target.dimensions} if target.dimensions else {}
+        body = {**self._extra[kind], **({"outputs": [target.output]} if target.output != "dense" else {})}
+        if target.dtype:
+            body["output_dtype"] = target.dtype
+        if target.dtype or target.output != "dense":  # the client would decode base64 as float32
             extra["encoding_format"] = "float"
-            body = {**body, "output_dtype": self.target.dtype}
-        response = self._client.embeddings.create(
-            model=self.target.model, input=texts, extra_body=body, **extra
-        )
+        response = self._client.embeddings.create(model=target.model, input=texts, extra_body=body, **extra)
+        cached = int(((response.model_extra or {}).get("cache") or {}).get("cached_inputs", 0))
+        if target.output == "sparse":
+            sparse = [_sparse(target.model, item.model_extra) for item in response.data]
+            return Embedded(
+                np.empty((len(sparse), 0), np.float32), response.usage.prompt_tokens, cached, sparse
+            )
         vectors = np.array([item.embedding for item in response.data], dtype=np.float32)
-        if self.target.dtype and not np.array_equal(vectors, np.round(vectors)):
-            raise ValueError(f"the server answered {self.target.model} in floats, not {self.target.dtype}")
-        cached = ((response.model_extra or {}).get("cache") or {}).get("cached_inputs", 0)
-        return Embedded(vectors, response.usage.prompt_tokens, int(cached))
+        if target.dtype and not np.array_equal(vectors, np.round(vectors)):
+            raise ValueError(f"the server answered {target.model} in floats, not {target.dtype}")
+        return Embedded(vectors, response.usage.prompt_tokens, cached)
+
+
+def _sparse(model: str, fields: dict[str, Any] | None) -> SparseVector:
+    """One item's `sparse_embedding` (keepwarm's extension); a server without it cannot be evaluated so."""
+    from keepwarm.outputs.sparse import SparseVector
+
+    body = (fields or {}).get("sparse_embedding")
+    if body is None:
+        raise ValueError(f"the server answered no sparse_embedding for {model}")
+    return SparseVector(np.asarray(body["indices"], np.int64), np.asarray(body["values"], np.float32))
 
 
 def _describe(client: openai.OpenAI, model: str) -> dict[str, Any]:
