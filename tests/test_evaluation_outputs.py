@@ -14,19 +14,22 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import pytrec_eval
 from helpers import MODEL
 from helpers.beir import tiny_beir
 from helpers.outputs import calibration_ranges, tiny_bge_m3, tiny_splade
-from helpers.server import start_server
+from helpers.server import start_server, state_dir
 
 from keepwarm.catalog import DEFAULT_ENTRY
 from keepwarm.cost import Pricing
+from keepwarm.dashboard.views import version_groups
 from keepwarm.datasets.builtin import builtin_set
 from keepwarm.engine import EmbedOptions, Engine, EngineSettings
 from keepwarm.evaluation import Dense, EngineEmbedder, Sparse, Target, run_evaluation
+from keepwarm.evaluation.builds import BUILD_DOCUMENTS, BUILD_QUERIES, BUILD_SET, COMPRESSED_DTYPES
 from keepwarm.evaluation.metrics import ranking
 from keepwarm.outputs.compress import quantize
 
@@ -71,6 +74,21 @@ def _float_vectors(engine: Engine, texts: list[str]) -> np.ndarray:
     return engine.embed_sync(MODEL, texts, EmbedOptions(truncate=True)).vectors
 
 
+def _compressed_scores(engine: Engine, dataset, dtype: str, ranges: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """Every query's score of every document: integer dot products in int64, or minus the Hamming distance."""
+    queries, documents = (
+        _float_vectors(engine, list(texts))
+        for texts in (dataset.queries.values(), dataset.documents.values())
+    )
+    if dtype == "float":
+        return queries.astype(np.float64) @ documents.astype(np.float64).T
+    queries, documents = (quantize(vectors, dtype, ranges) for vectors in (queries, documents))
+    if dtype in ("binary", "ubinary"):
+        distance = np.bitwise_count(queries.view(np.uint8)[:, None, :] ^ documents.view(np.uint8)[None])
+        return -distance.sum(axis=2).astype(np.float64)
+    return (queries.astype(np.int64) @ documents.astype(np.int64).T).astype(np.float64)
+
+
 @pytest.mark.parametrize("dtype", ["int8", "uint8", "binary", "ubinary"])
 def test_compressed_dense_metrics_equal_a_brute_force_reference(
     dtype: str, engine: Engine, data_dir: Path
@@ -80,16 +98,7 @@ def test_compressed_dense_metrics_equal_a_brute_force_reference(
         [dataset], [Dense(EngineEmbedder(engine, Target.parse(f"{MODEL},dtype={dtype}")))], Pricing()
     )
     # the reference quantizes float vectors itself, with the ranges the engine recorded
-    ranges = calibration_ranges(data_dir, MODEL)
-    queries, documents = (
-        quantize(_float_vectors(engine, list(texts)), dtype, ranges)
-        for texts in (dataset.queries.values(), dataset.documents.values())
-    )
-    if dtype in ("binary", "ubinary"):
-        distance = np.bitwise_count(queries.view(np.uint8)[:, None, :] ^ documents.view(np.uint8)[None])
-        scores = -distance.sum(axis=2).astype(np.float64)
-    else:
-        scores = (queries.astype(np.int64) @ documents.astype(np.int64).T).astype(np.float64)
+    scores = _compressed_scores(engine, dataset, dtype, calibration_ranges(data_dir, MODEL))
     expected = _reference_metrics(scores, dataset)
     for metric, value in expected.items():
         assert row[metric] == pytest.approx(value, abs=1e-4), metric
@@ -238,3 +247,57 @@ def test_eval_runs_sparse_and_fuses_it_with_dense_in_process_and_through_a_serve
 def test_the_sparse_pipeline_needs_a_sparse_target(tmp_path: Path) -> None:
     result = _eval(MODEL, "--pipelines", "sparse", data_dir=tmp_path)
     assert result.returncode == 2 and "MODEL,output=sparse" in result.stderr
+
+
+def _top10(scores: np.ndarray, dataset) -> list[list[str]]:  # noqa: ANN001
+    doc_ids = list(dataset.documents)
+    return [ranking(dict(zip(doc_ids, row.tolist(), strict=True)), 10) for row in scores]
+
+
+def test_compressed_dtypes_record_their_search_loss_when_their_calibration_is_built(
+    server, data_dir: Path, tmp_path: Path
+) -> None:  # noqa: ANN001
+    own = state_dir(data_dir, tmp_path / "data")  # the model's export, but no calibration yet
+    for built in (own / "artifacts").glob("*calibration*"):
+        built.unlink()
+    with Engine([DEFAULT_ENTRY.to_spec()], own, EngineSettings(cache_bytes=0)) as engine:
+        assert engine.describe(MODEL)[0].compressed_retrieval is None
+        engine.embed_sync(MODEL, ["first int8 request"], EmbedOptions(output_dtypes=("int8",)))
+        recorded = engine.describe(MODEL)[0].compressed_retrieval
+        assert set(recorded) == set(COMPRESSED_DTYPES)
+        sample = builtin_set(BUILD_SET, BUILD_QUERIES, BUILD_DOCUMENTS)
+        ranges = calibration_ranges(own, MODEL)
+        float_scores = _compressed_scores(engine, sample, "float", ranges)
+        reference = _reference_metrics(float_scores, sample)
+        for dtype, check in recorded.items():
+            scores = _compressed_scores(engine, sample, dtype, ranges)
+            overlap = np.mean(
+                [
+                    len(set(a) & set(b)) / 10
+                    for a, b in zip(_top10(float_scores, sample), _top10(scores, sample), strict=True)
+                ]
+            )
+            # the build embeds in other batches than this reference (vectors ~1e-6 apart): a value
+            # may cross a bucket edge, or a float near-tie swap, so allow a few of 1000 top-10 hits
+            assert check["recall@10_vs_reference"] == pytest.approx(overlap, abs=3e-3), dtype
+            assert check["ndcg@10"] == pytest.approx(_reference_metrics(scores, sample)["ndcg@10"], abs=3e-3)
+            assert check["reference_ndcg@10"] == pytest.approx(reference["ndcg@10"], abs=3e-3)
+            assert check["ndcg@10_change"] == pytest.approx(
+                check["ndcg@10"] - check["reference_ndcg@10"], abs=2e-4
+            )
+        assert recorded["binary"]["recall@10_vs_reference"] < recorded["int8"]["recall@10_vs_reference"] < 1
+        (meta,) = (own / "artifacts").glob(f"{MODEL}-*-calibration-*/artifact.json")
+        assert json.loads(meta.read_text())["retrieval"] == recorded  # kept with the artifact
+        groups = version_groups(engine.catalog())
+        assert "int8: recall@10 " in groups[0]["versions"][0]["shown"]["compressed"]
+    with Engine([DEFAULT_ENTRY.to_spec()], own, EngineSettings(cache_bytes=0)) as restarted:
+        assert restarted.describe(MODEL)[0].compressed_retrieval == recorded  # read, before any request
+
+
+def test_models_endpoint_shows_the_compressed_search_loss(server, data_dir: Path) -> None:  # noqa: ANN001
+    body = {"model": MODEL, "input": ["a query"], "output_dtype": "uint8"}
+    assert httpx.post(f"{server.v1}/embeddings", json=body, timeout=60).status_code == 200
+    described = httpx.get(f"{server.v1}/models/{MODEL}", timeout=60).json()
+    (meta,) = (data_dir / "artifacts").glob(f"{MODEL}-*-calibration-*/artifact.json")
+    assert described["compressed_retrieval"] == json.loads(meta.read_text())["retrieval"]
+    assert set(described["compressed_retrieval"]) == set(COMPRESSED_DTYPES)
