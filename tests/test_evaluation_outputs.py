@@ -28,7 +28,7 @@ from keepwarm.cost import Pricing
 from keepwarm.dashboard.views import version_groups
 from keepwarm.datasets.builtin import builtin_set
 from keepwarm.engine import EmbedOptions, Engine, EngineSettings
-from keepwarm.evaluation import Dense, EngineEmbedder, Sparse, Target, run_evaluation
+from keepwarm.evaluation import Dense, EngineEmbedder, MultiVector, Sparse, Target, run_evaluation
 from keepwarm.evaluation.builds import BUILD_DOCUMENTS, BUILD_QUERIES, BUILD_SET, COMPRESSED_DTYPES
 from keepwarm.evaluation.metrics import ranking
 from keepwarm.outputs.compress import quantize
@@ -169,6 +169,35 @@ def _sparse_reference_scores(engine: Engine, model: str, dataset) -> np.ndarray:
     return np.array([[sum(w * d.get(i, 0.0) for i, w in q.items()) for d in rows["d"]] for q in rows["q"]])
 
 
+def _maxsim_reference_scores(engine: Engine, dataset) -> np.ndarray:  # noqa: ANN001
+    """ColBERT's MaxSim, one query and one document at a time: Σ over query tokens of the best dot product."""
+    options = EmbedOptions(truncate=True, outputs=("multivector",))
+    queries, documents = (
+        engine.embed_sync("m3", list(texts), options).multivectors
+        for texts in (dataset.queries.values(), dataset.documents.values())
+    )
+    return np.array(
+        [[float(sum(max(float(t @ u) for u in d) for t in q)) for d in documents] for q in queries]
+    )
+
+
+def test_multivector_metrics_equal_a_brute_force_reference(
+    sparse_models: tuple[str, ...], sparse_data: Path
+) -> None:
+    from keepwarm.catalog import read_model_spec
+
+    dataset = builtin_set("docs", 10, 30)
+    spec = read_model_spec("m3", Path(sparse_models[3].split("=", 1)[1]))
+    with Engine([spec], sparse_data, EngineSettings(cache_bytes=0)) as engine:
+        (row,) = run_evaluation(
+            [dataset], [MultiVector(EngineEmbedder(engine, Target.parse("m3,output=multivector")))], Pricing()
+        )
+        scores = _maxsim_reference_scores(engine, dataset)
+    for metric, value in _reference_metrics(scores, dataset).items():
+        assert row[metric] == pytest.approx(value, abs=1e-4), metric
+    assert row["pipeline"] == "multivector" and row["docs_per_s"] > 0
+
+
 @pytest.mark.parametrize("model", ["splade", "m3"])
 def test_sparse_metrics_equal_a_brute_force_reference(
     model: str, sparse_models: tuple[str, ...], sparse_data: Path
@@ -194,7 +223,7 @@ def test_eval_runs_sparse_and_fuses_it_with_dense_in_process_and_through_a_serve
     sparse_models: tuple[str, ...], sparse_data: Path, log_dir: Path, tmp_path: Path
 ) -> None:
     beir = tiny_beir(tmp_path / "kitchen")
-    targets = ("m3", "splade,output=sparse", "m3,output=sparse")
+    targets = ("m3", "splade,output=sparse", "m3,output=sparse", "m3,output=multivector")
     sets = (
         "--dataset",
         "docs",
@@ -216,6 +245,7 @@ def test_eval_runs_sparse_and_fuses_it_with_dense_in_process_and_through_a_serve
         for kind, name in [
             ("dense", "m3"),
             *(("sparse", s) for s in sparse),
+            ("multivector", "m3,output=multivector"),
             ("bm25", "bm25"),
             *(("hybrid", f"m3 + {other}") for other in ("bm25", *sparse)),
         ]
@@ -229,7 +259,7 @@ def test_eval_runs_sparse_and_fuses_it_with_dense_in_process_and_through_a_serve
             "--url",
             server.url,
             "--pipelines",
-            "sparse,hybrid",
+            "sparse,multivector,hybrid",
             "--json",
             str(out),
             data_dir=sparse_data,
@@ -238,15 +268,16 @@ def test_eval_runs_sparse_and_fuses_it_with_dense_in_process_and_through_a_serve
         server.stop()
     assert result.returncode == 0, result.stderr
     served = {(r["dataset"], r["pipeline"], r["model"]): r for r in json.loads(out.read_text())["results"]}
-    assert set(served) == {key for key in rows if key[1] in ("sparse", "hybrid")}
+    assert set(served) == {key for key in rows if key[1] in ("sparse", "multivector", "hybrid")}
     for key, row in served.items():
         for metric in ("ndcg@10", "recall@10", "recall@100", "mrr@10", "version"):
             assert row[metric] == rows[key][metric], (key, metric)
 
 
-def test_the_sparse_pipeline_needs_a_sparse_target(tmp_path: Path) -> None:
-    result = _eval(MODEL, "--pipelines", "sparse", data_dir=tmp_path)
-    assert result.returncode == 2 and "MODEL,output=sparse" in result.stderr
+@pytest.mark.parametrize("kind", ["sparse", "multivector"])
+def test_an_output_pipeline_needs_a_target_of_that_output(kind: str, tmp_path: Path) -> None:
+    result = _eval(MODEL, "--pipelines", kind, data_dir=tmp_path)
+    assert result.returncode == 2 and f"MODEL,output={kind}" in result.stderr
 
 
 def _top10(scores: np.ndarray, dataset) -> list[list[str]]:  # noqa: ANN001

@@ -25,8 +25,13 @@ from keepwarm.errors import ConfigError, KeepwarmError
 if TYPE_CHECKING:
     from keepwarm.evaluation import Embedder, Pipeline, Reranker, Target
 
-PIPELINES = ("dense", "sparse", "bm25", "hybrid", "rerank")
-DEFAULT_PIPELINES = ("dense", "bm25", "hybrid")  # and sparse with a sparse target, rerank with a --reranker
+PIPELINES = ("dense", "sparse", "multivector", "bm25", "hybrid", "rerank")
+DEFAULT_PIPELINES = (
+    "dense",
+    "bm25",
+    "hybrid",
+)  # and sparse/multivector for such targets, rerank with --reranker
+OUTPUT_PIPELINES = ("sparse", "multivector")  # pipelines of a target's other output (MODEL,output=...)
 
 
 @click.command(name="eval")
@@ -49,10 +54,11 @@ DEFAULT_PIPELINES = ("dense", "bm25", "hybrid")  # and sparse with a sparse targ
 )
 @click.option(
     "--pipelines",
-    help="Comma-separated: dense (each dense target), sparse (each MODEL,output=sparse target), bm25, "
+    help="Comma-separated: dense (each dense target), sparse (each MODEL,output=sparse target), "
+    "multivector (each MODEL,output=multivector target), bm25, "
     "hybrid (each dense target fused with bm25, and with each sparse target), "
     "rerank (each dense target's top --rerank-depth rescored by --reranker). "
-    "Default: dense,bm25,hybrid, with sparse when a sparse target is given and rerank with --reranker.",
+    "Default: dense,bm25,hybrid, with sparse/multivector for such targets and rerank with --reranker.",
 )
 @click.option("--reranker", metavar="MODEL", help="The reranker of the rerank pipeline (a served reranker).")
 @click.option(
@@ -113,7 +119,8 @@ def evaluate(
     """Evaluate retrieval with each MODEL (name, alias or name@version; default: every configured model).
 
     Options after the name: `dimensions=N` cuts dense vectors, `dtype=int8|uint8|binary|ubinary`
-    searches the model's compressed vectors, `output=sparse` its learned sparse vectors.
+    searches the model's compressed vectors, `output=sparse` its learned sparse vectors and
+    `output=multivector` its token vectors (MaxSim).
     Reports nDCG@10, recall@10/@100 and MRR@10 with the documents per second of indexing,
     the p95 latency of one query and the cost per million tokens, measured in the same run.
     """
@@ -137,13 +144,14 @@ def evaluate(
         ]
     except (ValueError, DatasetError) as exc:
         raise click.UsageError(str(exc)) from None
-    sparse = any(target.output == "sparse" for target in parsed)
-    default = [*DEFAULT_PIPELINES, *(["sparse"] if sparse else []), *(["rerank"] if reranker else [])]
+    outputs = [kind for kind in OUTPUT_PIPELINES if any(target.output == kind for target in parsed)]
+    default = [*DEFAULT_PIPELINES, *outputs, *(["rerank"] if reranker else [])]
     kinds = _pipeline_kinds(pipelines) if pipelines else default
     if ("rerank" in kinds) != (reranker is not None):
         raise click.UsageError("the rerank pipeline and --reranker go together: give both or neither")
-    if "sparse" in kinds and parsed and not sparse:
-        raise click.UsageError("the sparse pipeline needs a sparse target: MODEL,output=sparse")
+    for kind in OUTPUT_PIPELINES:
+        if kind in kinds and parsed and kind not in outputs:
+            raise click.UsageError(f"the {kind} pipeline needs a target MODEL,output={kind}")
     pricing = Pricing(per_million_tokens=price_per_million_tokens, per_hour=price_per_hour)
     try:
         with _models(parsed, kinds, reranker, url, api_key, config, model_options, data_dir) as (
@@ -268,13 +276,15 @@ def _pipelines(
     hybrid fuses each dense target with bm25 and with each sparse target; rerank rescores
     each dense target's run.
     """
-    from keepwarm.evaluation import BM25, Dense, Hybrid, Rerank, Sparse
+    from keepwarm.evaluation import BM25, Dense, Hybrid, MultiVector, Rerank, Sparse
 
     dense = [Dense(e) for e in embedders if e.target.output == "dense"]
     sparse = [Sparse(e) for e in embedders if e.target.output == "sparse"]
     lexical = BM25()
     chosen: list[Pipeline] = list(dense) if "dense" in kinds else []
     chosen += sparse if "sparse" in kinds else []
+    if "multivector" in kinds:
+        chosen += [MultiVector(e) for e in embedders if e.target.output == "multivector"]
     chosen += [lexical] if "bm25" in kinds else []
     if "hybrid" in kinds:
         chosen += [Hybrid(pipeline, other) for pipeline in dense for other in [lexical, *sparse]]

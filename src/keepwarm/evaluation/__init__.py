@@ -4,7 +4,8 @@
 - `search`: exact search over vectors kept on disk (memory bounded by corpus size);
 - `embedders`: a served model in-process (the Engine) or behind a running server;
 - `pipelines`: dense, bm25, hybrid (reciprocal-rank fusion) and rerank retrieval, measured;
-- `sparse`: learned sparse retrieval; `compressed`: how compressed dtypes are searched;
+- `sparse`: learned sparse retrieval; `multivector`: MaxSim over token vectors;
+- `compressed`: how compressed dtypes are searched; `builds`: what a build loses, measured as it is built;
 - `runner`: datasets × pipelines → result rows; `report`: the table and the plot.
 """
 
@@ -19,6 +20,7 @@ from keepwarm.evaluation.embedders import (
     TargetInfo,
 )
 from keepwarm.evaluation.metrics import METRICS, Qrels, Run, evaluate, paired_change, per_query
+from keepwarm.evaluation.multivector import MultiVector, maxsim
 from keepwarm.evaluation.pipelines import (
     BM25,
     Context,
@@ -49,6 +51,7 @@ __all__ = [
     "EngineEmbedder",
     "EngineReranker",
     "Hybrid",
+    "MultiVector",
     "TargetInfo",
     "Pipeline",
     "Rerank",
@@ -65,6 +68,7 @@ __all__ = [
     "dataset_summary",
     "dense_quality",
     "evaluate",
+    "maxsim",
     "exact_search",
     "open_dataset",
     "paired_change",

@@ -15,23 +15,24 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from keepwarm.outputs.sparse import SparseVector
+
 if TYPE_CHECKING:
     import httpx
     import openai
 
     from keepwarm.engine import Engine
     from keepwarm.engine.tokenization import ModelTokenizer
-    from keepwarm.outputs.sparse import SparseVector
     from keepwarm.runtimes.base import Runtime
 
 Kind = Literal["query", "document"]
 
 
 COMPRESSED = ("int8", "uint8", "binary", "ubinary")  # output dtypes a target may be searched in
-OUTPUTS = ("dense", "sparse")  # outputs a target may be searched by
+OUTPUTS = ("dense", "sparse", "multivector")  # outputs a target may be searched by
 _TARGET_FORMAT = (
     f"MODEL, MODEL,dimensions=N (N ≥ 1), MODEL,dtype={'|'.join(COMPRESSED)} (with or without "
-    "dimensions) or MODEL,output=sparse"
+    "dimensions) or MODEL,output=sparse|multivector"
 )
 
 
@@ -41,7 +42,7 @@ class Target:
 
     `dimensions` cuts dense vectors; `dtype` asks for compressed dense vectors (searched
     as a vector database searches that dtype); `output` "sparse" searches the model's
-    learned sparse vectors instead of its dense ones.
+    learned sparse vectors instead of its dense ones, "multivector" its token vectors.
     """
 
     model: str
@@ -51,7 +52,7 @@ class Target:
 
     @classmethod
     def parse(cls, text: str) -> Target:
-        """`MODEL`, then any of `,dimensions=N`, `,dtype=D`, or `MODEL,output=sparse` alone."""
+        """`MODEL`, then any of `,dimensions=N`, `,dtype=D`, or `MODEL,output=O` alone."""
         model, *options = text.split(",")
         fields: dict[str, str] = {}
         for option in options:
@@ -61,10 +62,11 @@ class Target:
             fields[key] = value
         if not model.strip():
             raise ValueError(f"{text!r}: no model name")
-        if fields.get("output") == "sparse" and len(fields) > 1:
-            raise ValueError(f"{text!r}: dimensions and dtype apply to dense vectors, not output=sparse")
+        output = fields.get("output", "dense")
+        if output != "dense" and len(fields) > 1:
+            raise ValueError(f"{text!r}: dimensions and dtype apply to dense vectors, not output={output}")
         dimensions = int(fields["dimensions"]) if "dimensions" in fields else None
-        return cls(model.strip(), dimensions, fields.get("dtype"), fields.get("output", "dense"))
+        return cls(model.strip(), dimensions, fields.get("dtype"), output)
 
     @property
     def label(self) -> str:
@@ -74,7 +76,7 @@ class Target:
             for key, value in (("dimensions", self.dimensions), ("dtype", self.dtype))
             if value is not None
         ]
-        options += ["output=sparse"] if self.output == "sparse" else []
+        options += [f"output={self.output}"] if self.output != "dense" else []
         return ",".join([self.model, *options])
 
 
@@ -98,17 +100,19 @@ class TargetInfo:
 class Embedded:
     """Vectors in input order, the model tokens they took, and how many the cache answered.
 
-    A sparse target's answer has its sparse vectors in `sparse` (and no dense columns).
+    A sparse target's answer has its sparse vectors in `sparse`, a multi-vector target's
+    its token matrices in `multivectors` (and neither has dense columns).
     """
 
     vectors: np.ndarray
     tokens: int
     cached: int = 0
     sparse: list[SparseVector] | None = None
+    multivectors: list[np.ndarray] | None = None
 
     @property
     def inputs(self) -> int:
-        return len(self.sparse) if self.sparse is not None else len(self.vectors)
+        return len(self.vectors)
 
 
 class Embedder(Protocol):
@@ -142,14 +146,14 @@ class EngineEmbedder:
 
     def info(self) -> TargetInfo:
         model = self._engine.embed_sync(self.target.model, ["?"], self._options["query"]).model
-        dimensions = None if self.target.output == "sparse" else self.target.dimensions or model.dimensions
+        dimensions = self.target.dimensions or model.dimensions if self.target.output == "dense" else None
         return TargetInfo(model.short_version, model.dtype, model.runtime, dimensions)
 
     def embed(self, texts: list[str], kind: Kind) -> Embedded:
         """Float vectors, or with a `dtype` the compressed ones the engine answers (calibrated ranges)."""
         result = self._engine.embed_sync(self.target.model, texts, self._options[kind])
         vectors = result.compressed(self.target.dtype) if self.target.dtype else result.vectors
-        return Embedded(vectors, result.tokens, result.cached_inputs, result.sparse)
+        return Embedded(vectors, result.tokens, result.cached_inputs, result.sparse, result.multivectors)
 
 
 class RuntimeEmbedder:
@@ -248,7 +252,7 @@ class ServerEmbedder:
         described = self._described
         dimensions = (
             None
-            if self.target.output == "sparse"
+            if self.target.output != "dense"
             else self.target.dimensions
             or described.get("dimensions")
             or len(self.embed(["?"], "query").vectors[0])
@@ -261,7 +265,7 @@ class ServerEmbedder:
         )
 
     def embed(self, texts: list[str], kind: Kind) -> Embedded:
-        """Float vectors (base64, as the client asks by default), a `dtype`'s integers, or sparse vectors."""
+        """Float vectors (base64, as the client asks by default), a `dtype`'s integers, or another output."""
         target = self.target
         extra: dict[str, Any] = {"dimensions": target.dimensions} if target.dimensions else {}
         body = {**self._extra[kind], **({"outputs": [target.output]} if target.output != "dense" else {})}
@@ -271,25 +275,28 @@ class ServerEmbedder:
             extra["encoding_format"] = "float"
         response = self._client.embeddings.create(model=target.model, input=texts, extra_body=body, **extra)
         cached = int(((response.model_extra or {}).get("cache") or {}).get("cached_inputs", 0))
-        if target.output == "sparse":
-            sparse = [_sparse(target.model, item.model_extra) for item in response.data]
-            return Embedded(
-                np.empty((len(sparse), 0), np.float32), response.usage.prompt_tokens, cached, sparse
-            )
+        if target.output != "dense":
+            return _other_output(target, response.data, response.usage.prompt_tokens, cached)
         vectors = np.array([item.embedding for item in response.data], dtype=np.float32)
         if target.dtype and not np.array_equal(vectors, np.round(vectors)):
             raise ValueError(f"the server answered {target.model} in floats, not {target.dtype}")
         return Embedded(vectors, response.usage.prompt_tokens, cached)
 
 
-def _sparse(model: str, fields: dict[str, Any] | None) -> SparseVector:
-    """One item's `sparse_embedding` (keepwarm's extension); a server without it cannot be evaluated so."""
-    from keepwarm.outputs.sparse import SparseVector
-
-    body = (fields or {}).get("sparse_embedding")
-    if body is None:
-        raise ValueError(f"the server answered no sparse_embedding for {model}")
-    return SparseVector(np.asarray(body["indices"], np.int64), np.asarray(body["values"], np.float32))
+def _other_output(target: Target, items: list[Any], tokens: int, cached: int) -> Embedded:
+    """Each item's `sparse_embedding` or `multi_vector` (keepwarm's extensions; a plain server has none)."""
+    name = {"sparse": "sparse_embedding", "multivector": "multi_vector"}[target.output]
+    bodies = [(item.model_extra or {}).get(name) for item in items]
+    if any(body is None for body in bodies):
+        raise ValueError(f"the server answered no {name} for {target.model}")
+    empty = np.empty((len(bodies), 0), np.float32)
+    if target.output == "sparse":
+        sparse = [
+            SparseVector(np.asarray(b["indices"], np.int64), np.asarray(b["values"], np.float32))
+            for b in bodies
+        ]
+        return Embedded(empty, tokens, cached, sparse=sparse)
+    return Embedded(empty, tokens, cached, multivectors=[np.asarray(b, np.float32) for b in bodies])
 
 
 def _describe(client: openai.OpenAI, model: str) -> dict[str, Any]:
