@@ -28,10 +28,22 @@ from keepwarm.cost import Pricing
 from keepwarm.dashboard.views import version_groups
 from keepwarm.datasets.builtin import builtin_set
 from keepwarm.engine import EmbedOptions, Engine, EngineSettings
-from keepwarm.evaluation import Dense, EngineEmbedder, MultiVector, Sparse, Target, run_evaluation
+from keepwarm.evaluation import (
+    Dense,
+    EngineEmbedder,
+    MultiVector,
+    Sparse,
+    Target,
+    exact_search,
+    maxsim,
+    run_evaluation,
+    sparse_search,
+)
 from keepwarm.evaluation.builds import BUILD_DOCUMENTS, BUILD_QUERIES, BUILD_SET, COMPRESSED_DTYPES
 from keepwarm.evaluation.metrics import ranking
+from keepwarm.evaluation.multivector import TokenRows
 from keepwarm.outputs.compress import quantize
+from keepwarm.outputs.sparse import SparseVector
 
 QUERIES, DOCUMENTS = 20, 60  # at most 100 documents: every document is in every query's run
 
@@ -332,3 +344,31 @@ def test_models_endpoint_shows_the_compressed_search_loss(server, data_dir: Path
     (meta,) = (data_dir / "artifacts").glob(f"{MODEL}-*-calibration-*/artifact.json")
     assert described["compressed_retrieval"] == json.loads(meta.read_text())["retrieval"]
     assert set(described["compressed_retrieval"]) == set(COMPRESSED_DTYPES)
+
+
+def test_sparse_search_over_many_blocks_equals_brute_force() -> None:
+    rng = np.random.default_rng(11)
+
+    def vector() -> SparseVector:
+        ids = np.sort(rng.choice(50, size=rng.integers(1, 8), replace=False)).astype(np.int64)
+        return SparseVector(ids, rng.random(len(ids)).astype(np.float32))
+
+    queries, documents = [vector() for _ in range(9)], [vector() for _ in range(40)]
+    found, scores = sparse_search(queries, documents, 5, rows=7)  # six blocks, the last shorter
+    dense = lambda vs: np.array([np.bincount(v.indices, v.values, minlength=50) for v in vs])  # noqa: E731
+    expected = dense(queries) @ dense(documents).T
+    for row, (ids, best) in enumerate(zip(found, scores, strict=True)):
+        np.testing.assert_allclose(best, np.sort(expected[row])[::-1][:5], rtol=1e-5)
+        np.testing.assert_allclose(expected[row, ids], best, rtol=1e-5)
+
+
+def test_maxsim_search_over_many_token_files_equals_brute_force() -> None:
+    rng = np.random.default_rng(12)
+    matrices = lambda n: [rng.normal(size=(rng.integers(1, 6), 8)).astype(np.float32) for _ in range(n)]  # noqa: E731
+    queries, documents = matrices(20), matrices(45)
+    blocks = [TokenRows.of(documents[start : start + 10]) for start in range(0, 45, 10)]
+    found, scores = exact_search(TokenRows.of(queries), blocks, 5, score=maxsim)
+    expected = np.array([[sum(max(t @ u for u in d) for t in q) for d in documents] for q in queries])
+    for row, (ids, best) in enumerate(zip(found, scores, strict=True)):
+        np.testing.assert_allclose(best, np.sort(expected[row])[::-1][:5], rtol=1e-4)
+        np.testing.assert_allclose(expected[row, ids], best, rtol=1e-4)

@@ -47,7 +47,7 @@ class TokenRows:
 
     @property
     def starts(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+        return np.cumsum(self.counts) - self.counts
 
     def __getitem__(self, rows: slice) -> TokenRows:
         starts = self.starts

@@ -7,6 +7,7 @@ results through the `Context`, which runs each pipeline once per dataset:
 
 - `Dense`: one served model (and `dimensions`, output `dtype`); exact search over its vectors.
 - `Sparse` (sparse.py): a learned sparse model's vectors; exact sparse dot-product search.
+- `MultiVector` (multivector.py): a model's token vectors; exact MaxSim (late interaction).
 - `BM25`: the lexical baseline (`bm25s`, Lucene's BM25 variant, English stop words).
 - `Hybrid`: reciprocal-rank fusion of two pipelines' runs (Cormack et al., k = 60).
 - `Rerank`: another pipeline's top `depth` documents of each query, rescored by a
@@ -56,7 +57,7 @@ class Retrieval:
 class Pipeline(Protocol):
     """Retrieves the top documents of every query of a dataset."""
 
-    kind: str  # dense | sparse | bm25 | hybrid | rerank
+    kind: str  # dense | sparse | multivector | bm25 | hybrid | rerank
     name: str  # what it runs: a model, "bm25", or what it fuses
     label: str  # unique within one evaluation
 
