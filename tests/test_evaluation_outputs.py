@@ -372,3 +372,15 @@ def test_maxsim_search_over_many_token_files_equals_brute_force() -> None:
     for row, (ids, best) in enumerate(zip(found, scores, strict=True)):
         np.testing.assert_allclose(best, np.sort(expected[row])[::-1][:5], rtol=1e-4)
         np.testing.assert_allclose(expected[row, ids], best, rtol=1e-4)
+
+
+def test_without_targets_a_model_with_only_sparse_vectors_is_searched_by_them(
+    sparse_models: tuple[str, ...], sparse_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "default.json"
+    splade = sparse_models[:2]  # the only configured model: SPLADE has no dense output
+    args = ("--dataset", str(tiny_beir(tmp_path / "kitchen")), "--pipelines", "dense,sparse")
+    result = _eval(*splade, *args, "--json", str(out), data_dir=sparse_data)
+    assert result.returncode == 0, result.stderr
+    rows = {(r["pipeline"], r["model"]) for r in json.loads(out.read_text())["results"]}
+    assert rows == {("sparse", "splade,output=sparse")}

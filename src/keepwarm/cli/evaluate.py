@@ -121,6 +121,7 @@ def evaluate(
     Options after the name: `dimensions=N` cuts dense vectors, `dtype=int8|uint8|binary|ubinary`
     searches the model's compressed vectors, `output=sparse` its learned sparse vectors and
     `output=multivector` its token vectors (MaxSim).
+
     Reports nDCG@10, recall@10/@100 and MRR@10 with the documents per second of indexing,
     the p95 latency of one query and the cost per million tokens, measured in the same run.
     """
@@ -144,13 +145,14 @@ def evaluate(
         ]
     except (ValueError, DatasetError) as exc:
         raise click.UsageError(str(exc)) from None
-    outputs = [kind for kind in OUTPUT_PIPELINES if any(target.output == kind for target in parsed)]
-    default = [*DEFAULT_PIPELINES, *outputs, *(["rerank"] if reranker else [])]
+    # sparse and multivector make rows only for such targets (a default target is one when its
+    # model has no dense output), so by default they are on; asked for, they need such a target
+    default = [*DEFAULT_PIPELINES, *OUTPUT_PIPELINES, *(["rerank"] if reranker else [])]
     kinds = _pipeline_kinds(pipelines) if pipelines else default
     if ("rerank" in kinds) != (reranker is not None):
         raise click.UsageError("the rerank pipeline and --reranker go together: give both or neither")
     for kind in OUTPUT_PIPELINES:
-        if kind in kinds and parsed and kind not in outputs:
+        if pipelines and kind in kinds and parsed and all(target.output != kind for target in parsed):
             raise click.UsageError(f"the {kind} pipeline needs a target MODEL,output={kind}")
     pricing = Pricing(per_million_tokens=price_per_million_tokens, per_hour=price_per_hour)
     try:
