@@ -37,8 +37,9 @@ def test_binary_packs_sign_bits_eight_per_byte_most_significant_first() -> None:
 def test_calibration_is_built_once_per_version_and_read_back_by_a_restart(tmp_path: Path) -> None:
     built = []
 
-    def embed(texts: list[str]) -> np.ndarray:
-        built.append(len(texts))
+    def embed(texts: list[str], prompt: str | None) -> np.ndarray:
+        if texts == calibration_texts():  # not the search sample the build also embeds
+            built.append(len(texts))
         return CALIBRATION[: len(texts)]
 
     first = Calibrations(ArtifactStore(tmp_path)).ranges("m", "a" * 64, embed, None)
@@ -51,6 +52,6 @@ def test_calibration_is_built_once_per_version_and_read_back_by_a_restart(tmp_pa
 
 def test_ranges_for_fewer_dimensions_come_from_the_cut_renormalised_calibration(tmp_path: Path) -> None:
     calibrations = Calibrations(ArtifactStore(tmp_path))
-    ranges = calibrations.ranges("m", "c" * 64, lambda texts: CALIBRATION[: len(texts)], 8)
+    ranges = calibrations.ranges("m", "c" * 64, lambda texts, _: CALIBRATION[: len(texts)], 8)
     used = CALIBRATION[: len(calibration_texts())]
     assert np.allclose(ranges, ranges_of(l2_normalize(used[:, :8])))

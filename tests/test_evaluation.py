@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import pytrec_eval
 from helpers import MODEL
+from helpers.beir import tiny_beir as _beir
 from helpers.models import tiny_cross_encoder
 
 from keepwarm.datasets.builtin import BUILTIN, builtin_set
@@ -88,27 +89,6 @@ def test_exact_search_returns_every_document_of_a_corpus_smaller_than_k() -> Non
 def test_reciprocal_rank_fusion_sums_one_over_k_plus_rank() -> None:
     fused = reciprocal_rank_fusion([{"a": 0.9, "b": 0.5}, {"b": 3.0, "c": 1.0}], k=60)
     assert fused == pytest.approx({"a": 1 / 61, "b": 1 / 62 + 1 / 61, "c": 1 / 62})
-
-
-def _beir(folder: Path) -> Path:
-    """A tiny BEIR folder: three topics, graded judgments, one query with no relevant document."""
-    (folder / "qrels").mkdir(parents=True)
-    corpus = [
-        ("espresso", "Coffee", "Espresso is brewed by forcing hot water through finely ground coffee beans."),
-        ("tea", "Tea", "Green tea leaves are steamed or pan-fired soon after picking to stop oxidation."),
-        ("bikes", "", "A bicycle chain should be cleaned and oiled every few hundred kilometres."),
-        ("tyres", "Bicycle tyres", "Road bike tyres are usually inflated to between six and eight bar."),
-        ("bread", "Bread", "Sourdough rises with wild yeast and lactic acid bacteria, not baker's yeast."),
-    ]
-    lines = [json.dumps({"_id": i, "title": t, "text": x}) for i, t, x in corpus]
-    (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n")
-    queries = [("q1", "how do I make espresso coffee"), ("q2", "bicycle maintenance"), ("q3", "unjudged")]
-    lines = [json.dumps({"_id": i, "text": t}) for i, t in queries]
-    (folder / "queries.jsonl").write_text("\n".join(lines) + "\n")
-    (folder / "qrels" / "test.tsv").write_text(
-        "query-id\tcorpus-id\tscore\nq1\tespresso\t2\nq2\tbikes\t2\nq2\ttyres\t1\nq2\tbread\t0\nq3\ttea\t0\n"
-    )
-    return folder
 
 
 def test_beir_folder_loads_documents_queries_and_graded_qrels(tmp_path: Path) -> None:
@@ -290,7 +270,7 @@ def test_eval_reranks_each_dense_run_s_top_documents(
     [
         (("--dataset", "nowhere"), "neither a built-in set"),
         (("bad,size=3",), "MODEL,dimensions=N"),
-        (("--pipelines", "dense,sparse"), "unknown pipeline"),
+        (("--pipelines", "dense,colbert"), "unknown pipeline"),
         (("--pipelines", "dense,rerank"), "the rerank pipeline and --reranker go together"),
     ],
     ids=["unknown-dataset", "bad-target", "unknown-pipeline", "rerank-without-reranker"],

@@ -89,6 +89,8 @@ def _version_body(view: ModelView) -> dict[str, Any]:
         "overflow": spec.overflow,
         "matryoshka_dims": list(spec.matryoshka_dims),
         "outputs": list(spec.outputs),
+        # what each compressed output dtype loses in search, measured when its calibration was built
+        "compressed_retrieval": dict(view.compressed_retrieval) if view.compressed_retrieval else None,
         "token_ids": spec.token_ids,
         "device": spec.device,
         "dtype": spec.dtype,

@@ -25,12 +25,17 @@ from keepwarm.errors import ConfigError, KeepwarmError
 if TYPE_CHECKING:
     from keepwarm.evaluation import Embedder, Pipeline, Reranker, Target
 
-PIPELINES = ("dense", "bm25", "hybrid", "rerank")
-DEFAULT_PIPELINES = ("dense", "bm25", "hybrid")  # and rerank when a --reranker is given
+PIPELINES = ("dense", "sparse", "multivector", "bm25", "hybrid", "rerank")
+DEFAULT_PIPELINES = (
+    "dense",
+    "bm25",
+    "hybrid",
+)  # and sparse/multivector for such targets, rerank with --reranker
+OUTPUT_PIPELINES = ("sparse", "multivector")  # pipelines of a target's other output (MODEL,output=...)
 
 
 @click.command(name="eval")
-@click.argument("targets", nargs=-1, metavar="[MODEL[,dimensions=N]]...")
+@click.argument("targets", nargs=-1, metavar="[MODEL[,OPTION=VALUE]...]...")
 @click.option(
     "--dataset",
     "dataset_specs",
@@ -49,9 +54,11 @@ DEFAULT_PIPELINES = ("dense", "bm25", "hybrid")  # and rerank when a --reranker 
 )
 @click.option(
     "--pipelines",
-    help="Comma-separated: dense (each model), bm25, hybrid (each model fused with bm25), "
-    "rerank (each model's top --rerank-depth rescored by --reranker). "
-    "Default: dense,bm25,hybrid, and rerank with --reranker.",
+    help="Comma-separated: dense (each dense target), sparse (each MODEL,output=sparse target), "
+    "multivector (each MODEL,output=multivector target), bm25, "
+    "hybrid (each dense target fused with bm25, and with each sparse target), "
+    "rerank (each dense target's top --rerank-depth rescored by --reranker). "
+    "Default: dense,bm25,hybrid, with sparse/multivector for such targets and rerank with --reranker.",
 )
 @click.option("--reranker", metavar="MODEL", help="The reranker of the rerank pipeline (a served reranker).")
 @click.option(
@@ -111,6 +118,10 @@ def evaluate(
 ) -> None:
     """Evaluate retrieval with each MODEL (name, alias or name@version; default: every configured model).
 
+    Options after the name: `dimensions=N` cuts dense vectors, `dtype=int8|uint8|binary|ubinary`
+    searches the model's compressed vectors, `output=sparse` its learned sparse vectors and
+    `output=multivector` its token vectors (MaxSim).
+
     Reports nDCG@10, recall@10/@100 and MRR@10 with the documents per second of indexing,
     the p95 latency of one query and the cost per million tokens, measured in the same run.
     """
@@ -120,10 +131,6 @@ def evaluate(
     from keepwarm.datasets.retrieval import DatasetError
     from keepwarm.evaluation import Target, dataset_summary, open_dataset, plot, results_table, run_evaluation
 
-    default = [*DEFAULT_PIPELINES, *(["rerank"] if reranker else [])]
-    kinds = _pipeline_kinds(pipelines) if pipelines else default
-    if ("rerank" in kinds) != (reranker is not None):
-        raise click.UsageError("the rerank pipeline and --reranker go together: give both or neither")
     try:
         parsed = [Target.parse(target) for target in targets]
         datasets = [
@@ -138,6 +145,15 @@ def evaluate(
         ]
     except (ValueError, DatasetError) as exc:
         raise click.UsageError(str(exc)) from None
+    # sparse and multivector make rows only for such targets (a default target is one when its
+    # model has no dense output), so by default they are on; asked for, they need such a target
+    default = [*DEFAULT_PIPELINES, *OUTPUT_PIPELINES, *(["rerank"] if reranker else [])]
+    kinds = _pipeline_kinds(pipelines) if pipelines else default
+    if ("rerank" in kinds) != (reranker is not None):
+        raise click.UsageError("the rerank pipeline and --reranker go together: give both or neither")
+    for kind in OUTPUT_PIPELINES:
+        if pipelines and kind in kinds and parsed and all(target.output != kind for target in parsed):
+            raise click.UsageError(f"the {kind} pipeline needs a target MODEL,output={kind}")
     pricing = Pricing(per_million_tokens=price_per_million_tokens, per_hour=price_per_hour)
     try:
         with _models(parsed, kinds, reranker, url, api_key, config, model_options, data_dir) as (
@@ -207,7 +223,9 @@ def _server_models(
     try:
         served = client.models.list()
         targets = targets or [
-            Target(model.id) for model in served if (model.model_extra or {}).get("task", "embed") == "embed"
+            Target(model.id, output=_searched((model.model_extra or {}).get("outputs")))
+            for model in served
+            if (model.model_extra or {}).get("task", "embed") == "embed"
         ]
         scorer = ServerReranker(scoring, reranker) if reranker else None
         yield [ServerEmbedder(client, target) for target in targets], scorer
@@ -234,8 +252,10 @@ def _engine_models(
     from keepwarm.evaluation import EngineEmbedder, EngineReranker, Target
 
     entries = model_entries(config, model_options)
-    embedding = [e.name for e in entries if e.to_spec().task == "embed"]
-    targets = targets or [Target(name) for name in dict.fromkeys(embedding)]
+    specs = {e.name: e.to_spec() for e in entries}
+    targets = targets or [
+        Target(name, output=_searched(spec.outputs)) for name, spec in specs.items() if spec.task == "embed"
+    ]
     wanted = [t.model for t in targets] + ([reranker] if reranker else [])
     engine = engine_for(wanted, config, model_options, data_dir, EngineSettings(cache_bytes=0))
     try:
@@ -245,17 +265,31 @@ def _engine_models(
         engine.close()
 
 
+def _searched(outputs: list[str] | tuple[str, ...] | None) -> str:
+    """What a model is evaluated by when no target names it: dense, unless it has only sparse vectors."""
+    return "sparse" if outputs and "dense" not in outputs and "sparse" in outputs else "dense"
+
+
 def _pipelines(
     embedders: list[Embedder], kinds: list[str], reranker: Reranker | None, depth: int
 ) -> list[Pipeline]:
-    """Dense per embedder, bm25 once, hybrid and rerank per embedder (of its dense run), as `kinds` asks."""
-    from keepwarm.evaluation import BM25, Dense, Hybrid, Rerank
+    """Dense and sparse per target, bm25 once, then fusions and reranks of those runs, as `kinds` asks.
 
-    dense = [Dense(embedder) for embedder in embedders]
+    hybrid fuses each dense target with bm25 and with each sparse target; rerank rescores
+    each dense target's run.
+    """
+    from keepwarm.evaluation import BM25, Dense, Hybrid, MultiVector, Rerank, Sparse
+
+    dense = [Dense(e) for e in embedders if e.target.output == "dense"]
+    sparse = [Sparse(e) for e in embedders if e.target.output == "sparse"]
     lexical = BM25()
     chosen: list[Pipeline] = list(dense) if "dense" in kinds else []
+    chosen += sparse if "sparse" in kinds else []
+    if "multivector" in kinds:
+        chosen += [MultiVector(e) for e in embedders if e.target.output == "multivector"]
     chosen += [lexical] if "bm25" in kinds else []
-    chosen += [Hybrid(pipeline, lexical) for pipeline in dense] if "hybrid" in kinds else []
+    if "hybrid" in kinds:
+        chosen += [Hybrid(pipeline, other) for pipeline in dense for other in [lexical, *sparse]]
     if reranker is not None:
         chosen += [Rerank(pipeline, reranker, depth) for pipeline in dense]
     return chosen

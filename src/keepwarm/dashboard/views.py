@@ -63,6 +63,7 @@ VERSION_FIELDS = (
     ("runtime", "Runtime"),
     ("accuracy", "Accuracy"),
     ("retrieval", "Search vs fp32"),
+    ("compressed", "Compressed search vs float"),
     ("dimensions", "Dimensions"),
     ("max_tokens", "Max tokens"),
     ("pooling", "Pooling"),
@@ -90,6 +91,7 @@ def version_groups(views: list[ModelView]) -> list[dict[str, Any]]:
     for row in model_rows(views):
         accuracy = dict(row.get("accuracy") or {})
         row["accuracy"], row["retrieval"] = accuracy, _retrieval(accuracy.pop("retrieval", None))
+        row["compressed"] = _compressed(row.get("compressed_retrieval"))
         row["shown"] = {field: _shown(row.get(field)) for field, _ in VERSION_FIELDS}
         groups[row["id"]].append(row)
     return [
@@ -102,14 +104,25 @@ def version_groups(views: list[ModelView]) -> list[dict[str, Any]]:
     ]
 
 
-def _retrieval(check: dict[str, Any] | None) -> str | None:
-    """A build's measured search quality against fp32, in one line (None: not a measured build)."""
+def _retrieval(check: dict[str, Any] | None, *, sample: bool = True) -> str | None:
+    """A build's measured search quality against its reference, in one line (None: not a measured build)."""
     if not check:
         return None
+    recall = check.get("recall@10_vs_reference")  # builds recorded before it was measured lack it
     return (
-        f"nDCG@10 {check['ndcg@10']:.4f} vs {check['reference_ndcg@10']:.4f} "
-        f"({check['ndcg@10_change']:+.4f} ± {check['noise_2se']:.4f}) on {check['dataset']}"
+        (f"recall@10 {recall:.3f}, " if recall is not None else "")
+        + f"nDCG@10 {check['ndcg@10']:.4f} vs {check['reference_ndcg@10']:.4f} "
+        + f"({check['ndcg@10_change']:+.4f} ± {check['noise_2se']:.4f})"
+        + (f" on {check['dataset']}" if sample else "")
     )
+
+
+def _compressed(checks: dict[str, dict[str, Any]] | None) -> str | None:
+    """Each compressed dtype's measured search quality against float, one clause each, then the sample."""
+    if not checks:
+        return None
+    clauses = [f"{dtype}: {_retrieval(check, sample=False)}" for dtype, check in checks.items()]
+    return "; ".join(clauses) + f" on {next(iter(checks.values()))['dataset']}"
 
 
 def model_choices(views: list[ModelView]) -> list[str]:

@@ -6,6 +6,10 @@ records the vectors in the artifact store under the model version. Every later r
 restart and replica sharing the data directory reads the same file, so the same value
 always lands in the same bucket. Ranges for a smaller `dimensions` come from the same
 vectors, cut and renormalised as the pipeline cuts served vectors.
+
+The same build measures what each compressed dtype loses in search against the float
+vectors (evaluation/builds.py, on the fixed build sample) and records it in the
+artifact's metadata, so restarts and replicas read it instead of measuring again.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ from keepwarm.outputs.compress import ranges_of
 from keepwarm.runtimes.pooling import l2_normalize
 from keepwarm.runtimes.probe import calibration_texts
 
-CALIBRATION_FORMAT = "calibration-v1"
+CALIBRATION_FORMAT = "calibration-v2"  # v2: with the compressed dtypes' measured retrieval loss
 _FILE = "calibration.npy"
 
-# embeds texts with one model version: (texts) -> float32 vectors [n, dim]
-EmbedTexts = Callable[[list[str]], np.ndarray]
+# embeds texts with one model version under a prompt name (or none): float32 vectors [n, dim]
+EmbedTexts = Callable[[list[str], str | None], np.ndarray]
 
 
 class Calibrations:
@@ -37,6 +41,7 @@ class Calibrations:
         self._store = store
         self._lock = threading.Lock()
         self._vectors: dict[str, np.ndarray] = {}
+        self._retrieval: dict[str, dict[str, Any]] = {}
 
     def ranges(self, name: str, version: str, embed: EmbedTexts, dimensions: int | None) -> np.ndarray:
         """The (2, dim) [min; max] ranges for `version`'s vectors at `dimensions` (blocking)."""
@@ -45,16 +50,45 @@ class Calibrations:
             vectors = l2_normalize(vectors[:, :dimensions])
         return ranges_of(vectors)
 
+    def retrieval(self, name: str, version: str) -> dict[str, Any] | None:
+        """Each compressed dtype's measured retrieval loss for `version`; None until its calibration is built.
+
+        Read from the artifact store (another replica may have built it), never measured here.
+        """
+        if version not in self._retrieval:
+            found = self._store.get(_key(name, version))
+            if found is None:
+                return None
+            self._retrieval[version] = found[1].get("retrieval") or {}
+        return self._retrieval[version]
+
     def _load(self, name: str, version: str, embed: EmbedTexts) -> np.ndarray:
         with self._lock:  # one build per version, however many requests ask at once
             if version not in self._vectors:
-                key = f"{name}-{short_version(version)}-{CALIBRATION_FORMAT}"
 
                 def build(folder: Path) -> dict[str, Any]:
                     texts = calibration_texts()
-                    np.save(folder / _FILE, embed(texts).astype(np.float32))
-                    return {"format": CALIBRATION_FORMAT, "version": version, "texts": len(texts)}
+                    vectors = embed(texts, None).astype(np.float32)
+                    np.save(folder / _FILE, vectors)
+                    return {
+                        "format": CALIBRATION_FORMAT,
+                        "version": version,
+                        "texts": len(texts),
+                        "retrieval": _retrieval_loss(name, embed, ranges_of(vectors)),
+                    }
 
+                key = _key(name, version)
                 folder, _ = self._store.get(key) or self._store.build(key, build)
                 self._vectors[version] = np.load(folder / _FILE)
             return self._vectors[version]
+
+
+def _key(name: str, version: str) -> str:
+    return f"{name}-{short_version(version)}-{CALIBRATION_FORMAT}"
+
+
+def _retrieval_loss(name: str, embed: EmbedTexts, ranges: np.ndarray) -> dict[str, Any]:
+    """What each compressed dtype loses in search (evaluation sits above the engine: imported on use)."""
+    from keepwarm.evaluation.builds import compressed_loss
+
+    return compressed_loss(name, embed, ranges)

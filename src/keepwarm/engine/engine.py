@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -76,8 +77,8 @@ class Engine:
             if self.settings.cache_bytes
             else None
         )
-        calibrations = Calibrations(ArtifactStore(data_dir))
-        self._pipeline = Pipeline(self.settings, self._cache, self.metrics, calibrations)
+        self._calibrations = Calibrations(ArtifactStore(data_dir))
+        self._pipeline = Pipeline(self.settings, self._cache, self.metrics, self._calibrations)
         self._scorer = Scorer(self._pipeline, self.settings)
 
     def __enter__(self) -> Engine:
@@ -109,11 +110,17 @@ class Engine:
 
     def catalog(self) -> list[ModelView]:
         """Every configured model version, marking the current one of each name."""
-        return self._registry.catalog()
+        return [self._with_calibration(view) for view in self._registry.catalog()]
 
     def describe(self, model: str) -> tuple[ModelView, list[ModelView]]:
         """The version `model` (a name, alias or pin) resolves to, and all versions of that name."""
-        return self._registry.describe(model)
+        view, versions = self._registry.describe(model)
+        return self._with_calibration(view), [self._with_calibration(v) for v in versions]
+
+    def _with_calibration(self, view: ModelView) -> ModelView:
+        """The view with what its compressed dtypes lose in search, when their calibration is built."""
+        recorded = self._calibrations.retrieval(view.spec.name, view.version)
+        return dataclasses.replace(view, compressed_retrieval=recorded) if recorded else view
 
     def resolve(self, model: str) -> ServedModel:
         """The loaded model for a name, alias or pin: ModelNotFound, or NotReady if not loaded."""

@@ -119,9 +119,9 @@ def padded_calls(tokenizer: ModelTokenizer, texts: list[str]) -> list[Batch]:
 
 def _retrieval_loss(tokenizer: ModelTokenizer, reference: Runtime, candidate: Runtime) -> dict[str, Any]:
     """What an int8 build loses in search (keepwarm.evaluation sits above the engine: imported on use)."""
-    from keepwarm.evaluation.builds import retrieval_loss
+    from keepwarm.evaluation.builds import runtime_loss
 
-    return retrieval_loss(tokenizer, reference, candidate)
+    return runtime_loss(tokenizer, reference, candidate)
 
 
 def _warm_up(opened: OpenedRuntime, pad_id: int) -> None:

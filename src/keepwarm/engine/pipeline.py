@@ -184,8 +184,10 @@ class Pipeline:
     def _ranges(self, served: ServedModel, options: EmbedOptions) -> np.ndarray:
         """The calibrated int8/uint8 ranges of `served` at the requested dimensions (blocking)."""
 
-        def embed(texts: list[str]) -> np.ndarray:
-            return self.run_sync(served, texts, _CALIBRATION_OPTIONS, None).vectors
+        def embed(texts: list[str], prompt: str | None) -> np.ndarray:
+            chosen = prompt if prompt in served.spec.prompts else None
+            options = dataclasses.replace(_CALIBRATION_OPTIONS, prompt_name=chosen)
+            return self.run_sync(served, texts, options, None).vectors
 
         return self._calibrations.ranges(served.spec.name, served.version, embed, options.dimensions)
 

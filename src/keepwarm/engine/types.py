@@ -196,3 +196,5 @@ class ModelView:
     version: str
     current: bool
     loaded: ModelInfo | None
+    # each compressed output dtype's measured retrieval loss, once its calibration is built
+    compressed_retrieval: Mapping[str, Any] | None = None

@@ -3,7 +3,9 @@
 - `metrics`: nDCG@10, recall@10/@100, MRR@10 with trec_eval's definitions;
 - `search`: exact search over vectors kept on disk (memory bounded by corpus size);
 - `embedders`: a served model in-process (the Engine) or behind a running server;
-- `pipelines`: dense, bm25 and hybrid (reciprocal-rank fusion) retrieval, measured;
+- `pipelines`: dense, bm25, hybrid (reciprocal-rank fusion) and rerank retrieval, measured;
+- `sparse`: learned sparse retrieval; `multivector`: MaxSim over token vectors;
+- `compressed`: how compressed dtypes are searched; `builds`: what a build loses, measured as it is built;
 - `runner`: datasets × pipelines → result rows; `report`: the table and the plot.
 """
 
@@ -18,6 +20,7 @@ from keepwarm.evaluation.embedders import (
     TargetInfo,
 )
 from keepwarm.evaluation.metrics import METRICS, Qrels, Run, evaluate, paired_change, per_query
+from keepwarm.evaluation.multivector import MultiVector, maxsim
 from keepwarm.evaluation.pipelines import (
     BM25,
     Context,
@@ -37,6 +40,7 @@ from keepwarm.evaluation.runner import (
     run_evaluation,
 )
 from keepwarm.evaluation.search import VectorFile, array_blocks, exact_search
+from keepwarm.evaluation.sparse import Sparse, sparse_search
 
 __all__ = [
     "BM25",
@@ -47,6 +51,7 @@ __all__ = [
     "EngineEmbedder",
     "EngineReranker",
     "Hybrid",
+    "MultiVector",
     "TargetInfo",
     "Pipeline",
     "Rerank",
@@ -56,12 +61,14 @@ __all__ = [
     "Run",
     "ServerEmbedder",
     "ServerReranker",
+    "Sparse",
     "Target",
     "VectorFile",
     "array_blocks",
     "dataset_summary",
     "dense_quality",
     "evaluate",
+    "maxsim",
     "exact_search",
     "open_dataset",
     "paired_change",
@@ -71,4 +78,5 @@ __all__ = [
     "result_row",
     "results_table",
     "run_evaluation",
+    "sparse_search",
 ]

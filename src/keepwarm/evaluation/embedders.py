@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from keepwarm.outputs.sparse import SparseVector
+
 if TYPE_CHECKING:
     import httpx
     import openai
@@ -26,30 +28,62 @@ if TYPE_CHECKING:
 Kind = Literal["query", "document"]
 
 
+COMPRESSED = ("int8", "uint8", "binary", "ubinary")  # output dtypes a target may be searched in
+OUTPUTS = ("dense", "sparse", "multivector")  # outputs a target may be searched by
+_TARGET_FORMAT = (
+    f"MODEL, MODEL,dimensions=N (N ≥ 1), MODEL,dtype={'|'.join(COMPRESSED)} (with or without "
+    "dimensions) or MODEL,output=sparse|multivector"
+)
+
+
 @dataclass(frozen=True)
 class Target:
-    """A model to evaluate: a name, alias or `name@version`, and optionally `dimensions`."""
+    """A model to evaluate: a name, alias or `name@version`, and how its outputs are searched.
+
+    `dimensions` cuts dense vectors; `dtype` asks for compressed dense vectors (searched
+    as a vector database searches that dtype); `output` "sparse" searches the model's
+    learned sparse vectors instead of its dense ones, "multivector" its token vectors.
+    """
 
     model: str
     dimensions: int | None = None
+    dtype: str | None = None
+    output: str = "dense"
 
     @classmethod
     def parse(cls, text: str) -> Target:
-        """`MODEL` or `MODEL,dimensions=N`."""
+        """`MODEL`, then any of `,dimensions=N`, `,dtype=D`, or `MODEL,output=O` alone."""
         model, *options = text.split(",")
-        dimensions = None
+        fields: dict[str, str] = {}
         for option in options:
-            key, _, value = option.partition("=")
-            if key.strip() != "dimensions" or not value.strip().isdigit() or int(value) < 1:
-                raise ValueError(f"{text!r}: expected MODEL or MODEL,dimensions=N with N ≥ 1")
-            dimensions = int(value)
+            key, _, value = (part.strip() for part in option.partition("="))
+            if key in fields or not _valid(key, value):
+                raise ValueError(f"{text!r}: expected {_TARGET_FORMAT}")
+            fields[key] = value
         if not model.strip():
             raise ValueError(f"{text!r}: no model name")
-        return cls(model.strip(), dimensions)
+        output = fields.get("output", "dense")
+        if output != "dense" and len(fields) > 1:
+            raise ValueError(f"{text!r}: dimensions and dtype apply to dense vectors, not output={output}")
+        dimensions = int(fields["dimensions"]) if "dimensions" in fields else None
+        return cls(model.strip(), dimensions, fields.get("dtype"), output)
 
     @property
     def label(self) -> str:
-        return self.model if self.dimensions is None else f"{self.model},dimensions={self.dimensions}"
+        """The target as written on the command line (the report's model column)."""
+        options = [
+            f"{key}={value}"
+            for key, value in (("dimensions", self.dimensions), ("dtype", self.dtype))
+            if value is not None
+        ]
+        options += [f"output={self.output}"] if self.output != "dense" else []
+        return ",".join([self.model, *options])
+
+
+def _valid(key: str, value: str) -> bool:
+    if key == "dimensions":
+        return value.isdigit() and int(value) >= 1
+    return value in {"dtype": COMPRESSED, "output": OUTPUTS}.get(key, ())
 
 
 @dataclass(frozen=True)
@@ -59,16 +93,26 @@ class TargetInfo:
     version: str
     dtype: str
     runtime: str
-    dimensions: int
+    dimensions: int | None  # None for sparse vectors (as many as the vocabulary)
 
 
 @dataclass(frozen=True)
 class Embedded:
-    """Vectors in input order, the model tokens they took, and how many the cache answered."""
+    """Vectors in input order, the model tokens they took, and how many the cache answered.
+
+    A sparse target's answer has its sparse vectors in `sparse`, a multi-vector target's
+    its token matrices in `multivectors` (and neither has dense columns).
+    """
 
     vectors: np.ndarray
     tokens: int
     cached: int = 0
+    sparse: list[SparseVector] | None = None
+    multivectors: list[np.ndarray] | None = None
+
+    @property
+    def inputs(self) -> int:
+        return len(self.vectors)
 
 
 class Embedder(Protocol):
@@ -91,19 +135,25 @@ class EngineEmbedder:
         prompts = engine.describe(target.model)[0].spec.prompts
         self._options = {
             kind: EmbedOptions(
-                truncate=True, dimensions=target.dimensions, prompt_name=kind if kind in prompts else None
+                truncate=True,
+                dimensions=target.dimensions,
+                prompt_name=kind if kind in prompts else None,
+                output_dtypes=(target.dtype,) if target.dtype else (),
+                outputs=(target.output,),
             )
             for kind in ("query", "document")
         }
 
     def info(self) -> TargetInfo:
         model = self._engine.embed_sync(self.target.model, ["?"], self._options["query"]).model
-        dimensions = self.target.dimensions or model.dimensions
+        dimensions = self.target.dimensions or model.dimensions if self.target.output == "dense" else None
         return TargetInfo(model.short_version, model.dtype, model.runtime, dimensions)
 
     def embed(self, texts: list[str], kind: Kind) -> Embedded:
+        """Float vectors, or with a `dtype` the compressed ones the engine answers (calibrated ranges)."""
         result = self._engine.embed_sync(self.target.model, texts, self._options[kind])
-        return Embedded(result.vectors, result.tokens, result.cached_inputs)
+        vectors = result.compressed(self.target.dtype) if self.target.dtype else result.vectors
+        return Embedded(vectors, result.tokens, result.cached_inputs, result.sparse, result.multivectors)
 
 
 class RuntimeEmbedder:
@@ -201,7 +251,9 @@ class ServerEmbedder:
     def info(self) -> TargetInfo:
         described = self._described
         dimensions = (
-            self.target.dimensions
+            None
+            if self.target.output != "dense"
+            else self.target.dimensions
             or described.get("dimensions")
             or len(self.embed(["?"], "query").vectors[0])
         )
@@ -213,13 +265,38 @@ class ServerEmbedder:
         )
 
     def embed(self, texts: list[str], kind: Kind) -> Embedded:
-        extra = {"dimensions": self.target.dimensions} if self.target.dimensions else {}
-        response = self._client.embeddings.create(
-            model=self.target.model, input=texts, extra_body=self._extra[kind], **extra
-        )
+        """Float vectors (base64, as the client asks by default), a `dtype`'s integers, or another output."""
+        target = self.target
+        extra: dict[str, Any] = {"dimensions": target.dimensions} if target.dimensions else {}
+        body = {**self._extra[kind], **({"outputs": [target.output]} if target.output != "dense" else {})}
+        if target.dtype:
+            body["output_dtype"] = target.dtype
+        if target.dtype or target.output != "dense":  # the client would decode base64 as float32
+            extra["encoding_format"] = "float"
+        response = self._client.embeddings.create(model=target.model, input=texts, extra_body=body, **extra)
+        cached = int(((response.model_extra or {}).get("cache") or {}).get("cached_inputs", 0))
+        if target.output != "dense":
+            return _other_output(target, response.data, response.usage.prompt_tokens, cached)
         vectors = np.array([item.embedding for item in response.data], dtype=np.float32)
-        cached = ((response.model_extra or {}).get("cache") or {}).get("cached_inputs", 0)
-        return Embedded(vectors, response.usage.prompt_tokens, int(cached))
+        if target.dtype and not np.array_equal(vectors, np.round(vectors)):
+            raise ValueError(f"the server answered {target.model} in floats, not {target.dtype}")
+        return Embedded(vectors, response.usage.prompt_tokens, cached)
+
+
+def _other_output(target: Target, items: list[Any], tokens: int, cached: int) -> Embedded:
+    """Each item's `sparse_embedding` or `multi_vector` (keepwarm's extensions; a plain server has none)."""
+    name = {"sparse": "sparse_embedding", "multivector": "multi_vector"}[target.output]
+    bodies = [(item.model_extra or {}).get(name) for item in items]
+    if any(body is None for body in bodies):
+        raise ValueError(f"the server answered no {name} for {target.model}")
+    empty = np.empty((len(bodies), 0), np.float32)
+    if target.output == "sparse":
+        sparse = [
+            SparseVector(np.asarray(b["indices"], np.int64), np.asarray(b["values"], np.float32))
+            for b in bodies
+        ]
+        return Embedded(empty, tokens, cached, sparse=sparse)
+    return Embedded(empty, tokens, cached, multivectors=[np.asarray(b, np.float32) for b in bodies])
 
 
 def _describe(client: openai.OpenAI, model: str) -> dict[str, Any]:

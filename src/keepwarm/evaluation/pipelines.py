@@ -5,14 +5,15 @@ it indexes the corpus (documents per second; for a dense model, embedding it) an
 long each query takes, one query at a time. Pipelines can build on each other's
 results through the `Context`, which runs each pipeline once per dataset:
 
-- `Dense`: one served model (and `dimensions`); exact search over its vectors.
+- `Dense`: one served model (and `dimensions`, output `dtype`); exact search over its vectors.
+- `Sparse` (sparse.py): a learned sparse model's vectors; exact sparse dot-product search.
+- `MultiVector` (multivector.py): a model's token vectors; exact MaxSim (late interaction).
 - `BM25`: the lexical baseline (`bm25s`, Lucene's BM25 variant, English stop words).
 - `Hybrid`: reciprocal-rank fusion of two pipelines' runs (Cormack et al., k = 60).
 - `Rerank`: another pipeline's top `depth` documents of each query, rescored by a
   reranker (a cross-encoder or decoder reranker served like any model); a query's
   latency is the first stage's plus the rerank call's.
 
-A learned sparse model would be one more class, indexing the corpus as `BM25` does.
 The runner, report and plot take any pipeline.
 """
 
@@ -20,8 +21,10 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +32,7 @@ import numpy as np
 
 from keepwarm.bench.stats import Measurement
 from keepwarm.datasets.retrieval import RetrievalSet
+from keepwarm.evaluation.compressed import searchable, searchable_width
 from keepwarm.evaluation.embedders import Embedded, Embedder, Reranker, Scored, TargetInfo
 from keepwarm.evaluation.metrics import DEPTH, Run, ranking
 from keepwarm.evaluation.search import VectorFile, exact_search
@@ -53,7 +57,7 @@ class Retrieval:
 class Pipeline(Protocol):
     """Retrieves the top documents of every query of a dataset."""
 
-    kind: str  # dense | bm25 | hybrid | rerank
+    kind: str  # dense | sparse | multivector | bm25 | hybrid | rerank
     name: str  # what it runs: a model, "bm25", or what it fuses
     label: str  # unique within one evaluation
 
@@ -77,8 +81,11 @@ class Context:
 class Dense:
     """Embed the corpus and the queries with one target; rank by cosine similarity, exactly.
 
-    Queries go one per request, as a searching user sends them, so their latency is a
-    user's; `query_batch` > 1 sends them in batches when only quality matters.
+    A target with a compressed `dtype` is ranked as a vector database ranks that dtype
+    (evaluation/compressed.py: integer dot product, or Hamming distance for bits), on the
+    values the model's server answers. Queries go one per request, as a searching user
+    sends them, so their latency is a user's; `query_batch` > 1 sends them in batches
+    when only quality matters.
     """
 
     kind = "dense"
@@ -86,6 +93,8 @@ class Dense:
     def __init__(self, embedder: Embedder, query_batch: int = 1) -> None:
         self.embedder, self.query_batch = embedder, query_batch
         self.name = embedder.target.label
+        dtype = embedder.target.dtype
+        self._searchable = l2_normalize if dtype is None else partial(searchable, dtype=dtype)
 
     @property
     def label(self) -> str:
@@ -94,12 +103,22 @@ class Dense:
     def retrieve(self, context: Context) -> Retrieval:
         info = self.embedder.info()
         doc_ids, texts = list(context.dataset.documents), list(context.dataset.documents.values())
+        dtype = self.embedder.target.dtype
+        width = info.dimensions if dtype is None else searchable_width(dtype, info.dimensions)
+        stored = np.float32 if dtype is None else np.float64  # integer dot products stay exact
         with tempfile.TemporaryDirectory(dir=context.scratch) as folder:
-            vectors = VectorFile(Path(folder) / "corpus.npy", len(texts), info.dimensions)
+            vectors = VectorFile(Path(folder) / "corpus.npy", len(texts), width, stored)
             try:
-                indexing, cached = self._embed_corpus(texts, vectors)
+                indexing, cached = embed_corpus(self.embedder, texts, self._store(vectors))
                 query_ids = list(context.dataset.queries)
-                querying, queries = self._embed_queries(list(context.dataset.queries.values()))
+                querying, embedded = embed_queries(
+                    self.embedder, list(context.dataset.queries.values()), self.query_batch
+                )
+                queries = (
+                    self._searchable(np.concatenate([e.vectors for e in embedded]))
+                    if embedded
+                    else np.empty((0, width), np.float32)
+                )
                 found, scores = exact_search(queries, vectors.blocks(), DEPTH)
             finally:
                 vectors.close()
@@ -109,32 +128,42 @@ class Dense:
         }
         return Retrieval(run, indexing, querying, cached, info)
 
-    def _embed_corpus(self, texts: list[str], vectors: VectorFile) -> tuple[Measurement, int]:
-        """Embed in chunks, several in flight, each written to disk as it arrives."""
+    def _store(self, vectors: VectorFile) -> Callable[[int, Embedded], None]:
+        return lambda start, embedded: vectors.write(start, self._searchable(embedded.vectors))
 
-        def embed(start: int) -> tuple[Embedded, float]:
+
+def embed_corpus(
+    embedder: Embedder, texts: list[str], store: Callable[[int, Embedded], None]
+) -> tuple[Measurement, int]:
+    """Embed documents in chunks, several in flight, each `store`d (at its first row) as it arrives.
+
+    Returns what indexing took and how many inputs a cache answered.
+    """
+
+    def embed(start: int) -> tuple[Embedded, float]:
+        began = time.perf_counter()
+        embedded = embedder.embed(texts[start : start + _CHUNK], "document")
+        store(start, embedded)
+        return embedded, time.perf_counter() - began
+
+    measured, cached = Measurement(), 0
+    with measured.timed(), ThreadPoolExecutor(_CONCURRENT) as pool:
+        for embedded, latency in pool.map(embed, range(0, len(texts), _CHUNK)):
+            measured.add(embedded.inputs, embedded.tokens, latency)
+            cached += embedded.cached
+    return measured, cached
+
+
+def embed_queries(embedder: Embedder, queries: list[str], batch: int) -> tuple[Measurement, list[Embedded]]:
+    """Requests of `batch` queries, one after another, each one's latency recorded."""
+    measured, answers = Measurement(), []
+    with measured.timed():
+        for start in range(0, len(queries), batch):
             began = time.perf_counter()
-            embedded = self.embedder.embed(texts[start : start + _CHUNK], "document")
-            vectors.write(start, l2_normalize(embedded.vectors))
-            return embedded, time.perf_counter() - began
-
-        measured, cached = Measurement(), 0
-        with measured.timed(), ThreadPoolExecutor(_CONCURRENT) as pool:
-            for embedded, latency in pool.map(embed, range(0, len(texts), _CHUNK)):
-                measured.add(len(embedded.vectors), embedded.tokens, latency)
-                cached += embedded.cached
-        return measured, cached
-
-    def _embed_queries(self, queries: list[str]) -> tuple[Measurement, np.ndarray]:
-        """Requests of `query_batch` queries, one after another, each one's latency recorded."""
-        measured, rows = Measurement(), []
-        with measured.timed():
-            for start in range(0, len(queries), self.query_batch):
-                began = time.perf_counter()
-                embedded = self.embedder.embed(queries[start : start + self.query_batch], "query")
-                measured.add(len(embedded.vectors), embedded.tokens, time.perf_counter() - began)
-                rows.append(embedded.vectors)
-        return measured, l2_normalize(np.concatenate(rows)) if rows else np.empty((0, 0), np.float32)
+            embedded = embedder.embed(queries[start : start + batch], "query")
+            measured.add(embedded.inputs, embedded.tokens, time.perf_counter() - began)
+            answers.append(embedded)
+    return measured, answers
 
 
 class BM25:

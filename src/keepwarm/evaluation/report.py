@@ -21,7 +21,13 @@ _COLUMNS = (
     ("query_p95_ms", "query p95 ms"),
     ("usd_per_million_tokens", "$/1M tokens"),
 )
-_STYLES = {"dense": ("o", "C0"), "bm25": ("s", "C1"), "hybrid": ("^", "C2")}
+_STYLES = {
+    "dense": ("o", "C0"),
+    "bm25": ("s", "C1"),
+    "hybrid": ("^", "C2"),
+    "sparse": ("v", "C4"),
+    "multivector": ("P", "C5"),
+}
 
 
 def results_table(rows: list[dict[str, Any]]) -> Table:

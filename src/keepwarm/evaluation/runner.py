@@ -61,9 +61,13 @@ def dense_quality(
     embedder: Embedder, dataset: RetrievalSet, scratch: Path | None = None
 ) -> dict[str, np.ndarray]:
     """Each metric per query of one embedder's dense retrieval on `dataset` (for comparing versions)."""
+    return per_query(dense_retrieval(embedder, dataset, scratch).run, dataset.qrels)
+
+
+def dense_retrieval(embedder: Embedder, dataset: RetrievalSet, scratch: Path | None = None) -> Retrieval:
+    """One embedder's dense retrieval on `dataset`, queries batched (only its quality is wanted)."""
     with tempfile.TemporaryDirectory(prefix="keepwarm-eval-", dir=scratch) as folder:
-        retrieval = Context(dataset, Path(folder)).retrieval(Dense(embedder, query_batch=_CHUNK))
-    return per_query(retrieval.run, dataset.qrels)
+        return Context(dataset, Path(folder)).retrieval(Dense(embedder, query_batch=_CHUNK))
 
 
 def result_row(

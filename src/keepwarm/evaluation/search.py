@@ -10,43 +10,51 @@ against the queries in slices, and only the k best of each query survive a block
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 BLOCK_ROWS = 16_384  # document vectors read and scored at a time
 _QUERY_ROWS = 256  # queries scored against one block at a time: 256 × 16384 float32 = 16 MiB
 
+# (query rows, a block of document rows) -> their scores [queries, documents], dense
+Score = Callable[[Any, Any], np.ndarray]
+
 
 class VectorFile:
-    """`rows` float32 vectors of `dims` values in a `.npy` file (np.load reads it too).
+    """`rows` vectors of `dims` values (float32, or `dtype`) in a `.npy` file (np.load reads it too).
 
     Blocks may be written in any order and from several threads at once.
     """
 
-    def __init__(self, path: Path, rows: int, dims: int) -> None:
-        self.path, self.rows, self.dims = path, rows, dims
-        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, dims))
+    def __init__(self, path: Path, rows: int, dims: int, dtype: type[np.floating] = np.float32) -> None:
+        self.path, self.rows, self.dims, self.dtype = path, rows, dims, np.dtype(dtype)
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=(rows, dims))
         self._offset = header.offset
         del header  # the file now has its header and full (sparse) size
         self._fd = os.open(path, os.O_RDWR)
 
     def write(self, start: int, block: np.ndarray) -> None:
         """Store `block` as rows start, start + 1, …"""
-        data = np.ascontiguousarray(block, dtype=np.float32)
+        data = np.ascontiguousarray(block, dtype=self.dtype)
         if data.ndim != 2 or data.shape[1] != self.dims or start + len(data) > self.rows:
             raise ValueError(
                 f"block of shape {data.shape} does not fit rows {start}.. of {self.rows}×{self.dims}"
             )
-        os.pwrite(self._fd, data.tobytes(), self._offset + start * self.dims * 4)
+        os.pwrite(self._fd, data.tobytes(), self._offset + start * self._row_bytes)
 
     def blocks(self, rows: int = BLOCK_ROWS) -> Iterator[np.ndarray]:
         """The vectors in consecutive blocks of `rows` rows (the last may be shorter)."""
         for start in range(0, self.rows, rows):
             count = min(rows, self.rows - start)
-            data = os.pread(self._fd, count * self.dims * 4, self._offset + start * self.dims * 4)
-            yield np.frombuffer(data, dtype=np.float32).reshape(count, self.dims)
+            data = os.pread(self._fd, count * self._row_bytes, self._offset + start * self._row_bytes)
+            yield np.frombuffer(data, dtype=self.dtype).reshape(count, self.dims)
+
+    @property
+    def _row_bytes(self) -> int:
+        return self.dims * self.dtype.itemsize
 
     def close(self) -> None:
         os.close(self._fd)
@@ -58,19 +66,30 @@ def array_blocks(vectors: np.ndarray, rows: int = BLOCK_ROWS) -> Iterator[np.nda
         yield vectors[start : start + rows]
 
 
-def exact_search(queries: np.ndarray, blocks: Iterator[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k highest dot products of each query over all document blocks: (indices, scores).
+def dot(queries: Any, block: Any) -> np.ndarray:
+    """Dense rows' scores against a block of dense rows: their dot products."""
+    return queries @ block.T
 
+
+def exact_search(
+    queries: Any, blocks: Iterable[Any], k: int, score: Score = dot
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k highest scores of each query over all document blocks: (indices, scores).
+
+    `queries` are rows that slice like a matrix (NumPy; float64 stays float64, anything
+    else is scored in float32), or any rows `score` takes, such as scipy.sparse ones.
     Rows are sorted best first; equal scores keep the lower document index first.
     """
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    slices = [queries[start : start + _QUERY_ROWS] for start in range(0, len(queries), _QUERY_ROWS)]
-    best = [(np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)) for q in slices]
+    if isinstance(queries, np.ndarray) and queries.dtype != np.float64:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+    count = queries.shape[0]
+    slices = [queries[start : start + _QUERY_ROWS] for start in range(0, count, _QUERY_ROWS)]
+    best = [(np.empty((q.shape[0], 0), np.float32), np.empty((q.shape[0], 0), np.int64)) for q in slices]
     seen = 0
     for block in blocks:
         for n, (part, (scores, found)) in enumerate(zip(slices, best, strict=True)):
-            best[n] = _merge(scores, found, part @ block.T, seen, k)
-        seen += len(block)
+            best[n] = _merge(scores, found, score(part, block), seen, k)
+        seen += block.shape[0]
     if not best:
         return np.empty((0, min(k, seen)), np.int64), np.empty((0, min(k, seen)), np.float32)
     scores, found = np.vstack([s for s, _ in best]), np.vstack([f for _, f in best])
