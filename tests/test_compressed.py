@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,27 @@ def test_calibration_is_built_once_per_version_and_read_back_by_a_restart(tmp_pa
     assert np.array_equal(first, again)
     Calibrations(ArtifactStore(tmp_path)).ranges("m", "b" * 64, embed, None)  # another version
     assert len(built) == 2
+
+
+def test_a_calibration_from_before_the_search_record_keeps_its_vectors_and_gains_the_record(
+    tmp_path: Path,
+) -> None:
+    """An index quantized with a version's ranges must stay valid across the upgrade that added the record."""
+    built = []
+
+    def embed(texts: list[str], prompt: str | None) -> np.ndarray:
+        if texts == calibration_texts():
+            built.append(len(texts))
+        return CALIBRATION[: len(texts)]
+
+    before = Calibrations(ArtifactStore(tmp_path)).ranges("m", "d" * 64, embed, None)
+    for record in (tmp_path / "artifacts").glob("m-*-compressed-retrieval-*"):
+        shutil.rmtree(record)  # as a data directory calibrated by the release before the record
+    upgraded = Calibrations(ArtifactStore(tmp_path))
+    assert upgraded.retrieval("m", "d" * 64) is None
+    assert np.array_equal(upgraded.ranges("m", "d" * 64, embed, None), before)
+    assert built == [len(calibration_texts())]  # the vectors were read back, not embedded again
+    assert set(upgraded.retrieval("m", "d" * 64)) == {"int8", "uint8", "binary", "ubinary"}
 
 
 def test_ranges_for_fewer_dimensions_come_from_the_cut_renormalised_calibration(tmp_path: Path) -> None:

@@ -339,7 +339,10 @@ def test_compressed_dtypes_record_their_search_loss_when_their_calibration_is_bu
     server, data_dir: Path, tmp_path: Path
 ) -> None:  # noqa: ANN001
     own = state_dir(data_dir, tmp_path / "data")  # the model's export, but no calibration yet
-    for built in (own / "artifacts").glob("*calibration*"):
+    for built in [
+        *(own / "artifacts").glob("*calibration*"),
+        *(own / "artifacts").glob("*compressed-retrieval*"),
+    ]:
         built.unlink()
     with Engine([DEFAULT_ENTRY.to_spec()], own, EngineSettings(cache_bytes=0)) as engine:
         assert engine.describe(MODEL)[0].compressed_retrieval is None
@@ -353,8 +356,8 @@ def test_compressed_dtypes_record_their_search_loss_when_their_calibration_is_bu
             _reference_metrics(float_scores, sample)["ndcg@10"], abs=0.01
         )
         assert recorded["binary"]["recall@10_vs_reference"] < recorded["int8"]["recall@10_vs_reference"] < 1
-        (meta,) = (own / "artifacts").glob(f"{MODEL}-*-calibration-*/artifact.json")
-        assert json.loads(meta.read_text())["retrieval"] == recorded  # kept with the artifact
+        (meta,) = (own / "artifacts").glob(f"{MODEL}-*-compressed-retrieval-*/artifact.json")
+        assert json.loads(meta.read_text())["retrieval"] == recorded  # kept as an artifact
         groups = version_groups(engine.catalog())
         assert "int8: recall@10 " in groups[0]["versions"][0]["shown"]["compressed"]
     with Engine([DEFAULT_ENTRY.to_spec()], own, EngineSettings(cache_bytes=0)) as restarted:
@@ -365,7 +368,7 @@ def test_models_endpoint_shows_the_compressed_search_loss(server, data_dir: Path
     body = {"model": MODEL, "input": ["a query"], "output_dtype": "uint8"}
     assert httpx.post(f"{server.v1}/embeddings", json=body, timeout=60).status_code == 200
     described = httpx.get(f"{server.v1}/models/{MODEL}", timeout=60).json()
-    (meta,) = (data_dir / "artifacts").glob(f"{MODEL}-*-calibration-*/artifact.json")
+    (meta,) = (data_dir / "artifacts").glob(f"{MODEL}-*-compressed-retrieval-*/artifact.json")
     assert described["compressed_retrieval"] == json.loads(meta.read_text())["retrieval"]
     assert set(described["compressed_retrieval"]) == set(COMPRESSED_DTYPES)
 

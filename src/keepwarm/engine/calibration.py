@@ -7,14 +7,17 @@ restart and replica sharing the data directory reads the same file, so the same 
 always lands in the same bucket. Ranges for a smaller `dimensions` come from the same
 vectors, cut and renormalised as the pipeline cuts served vectors.
 
-The same build measures what each compressed dtype loses in search against the float
-vectors (evaluation/builds.py, on the fixed build sample) and records it in the
-artifact's metadata, so restarts and replicas read it instead of measuring again.
+Once a version's vectors exist, what each compressed dtype loses in search against the
+float vectors is measured (evaluation/builds.py, on the fixed build sample) and kept as
+an artifact of its own beside them, so restarts and replicas read it instead of
+measuring again, and the vectors of a version calibrated before that record existed
+stay exactly as its indexes were built with.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,8 +30,10 @@ from keepwarm.outputs.compress import ranges_of
 from keepwarm.runtimes.pooling import l2_normalize
 from keepwarm.runtimes.probe import calibration_texts
 
-CALIBRATION_FORMAT = "calibration-v2"  # v2: with the compressed dtypes' measured retrieval loss
+CALIBRATION_FORMAT = "calibration-v1"
+RETRIEVAL_FORMAT = "compressed-retrieval-v1"
 _FILE = "calibration.npy"
+_RECHECK_SECONDS = 10.0  # how long "not built yet" is believed before the store is asked again
 
 # embeds texts with one model version under a prompt name (or none): float32 vectors [n, dim]
 EmbedTexts = Callable[[list[str], str | None], np.ndarray]
@@ -42,6 +47,7 @@ class Calibrations:
         self._lock = threading.Lock()
         self._vectors: dict[str, np.ndarray] = {}
         self._retrieval: dict[str, dict[str, Any]] = {}
+        self._missing: dict[str, float] = {}  # version -> when the store last had no record
 
     def ranges(self, name: str, version: str, embed: EmbedTexts, dimensions: int | None) -> np.ndarray:
         """The (2, dim) [min; max] ranges for `version`'s vectors at `dimensions` (blocking)."""
@@ -51,15 +57,21 @@ class Calibrations:
         return ranges_of(vectors)
 
     def retrieval(self, name: str, version: str) -> dict[str, Any] | None:
-        """Each compressed dtype's measured retrieval loss for `version`; None until its calibration is built.
+        """Each compressed dtype's measured retrieval loss for `version`; None until it is built.
 
-        Read from the artifact store (another replica may have built it), never measured here.
+        Read from the artifact store (another replica may have built it), never measured
+        here; catalog listings ask often, so a missing record is looked for again only
+        every few seconds.
         """
-        if version not in self._retrieval:
-            found = self._store.get(_key(name, version))
-            if found is None:
-                return None
-            self._retrieval[version] = found[1].get("retrieval") or {}
+        if version in self._retrieval:
+            return self._retrieval[version]
+        if time.monotonic() - self._missing.get(version, -_RECHECK_SECONDS) < _RECHECK_SECONDS:
+            return None
+        found = self._store.get(_key(name, version, RETRIEVAL_FORMAT))
+        if found is None:
+            self._missing[version] = time.monotonic()
+            return None
+        self._retrieval[version] = found[1]["retrieval"]
         return self._retrieval[version]
 
     def _load(self, name: str, version: str, embed: EmbedTexts) -> np.ndarray:
@@ -68,23 +80,27 @@ class Calibrations:
 
                 def build(folder: Path) -> dict[str, Any]:
                     texts = calibration_texts()
-                    vectors = embed(texts, None).astype(np.float32)
-                    np.save(folder / _FILE, vectors)
-                    return {
-                        "format": CALIBRATION_FORMAT,
-                        "version": version,
-                        "texts": len(texts),
-                        "retrieval": _retrieval_loss(name, embed, ranges_of(vectors)),
-                    }
+                    np.save(folder / _FILE, embed(texts, None).astype(np.float32))
+                    return {"format": CALIBRATION_FORMAT, "version": version, "texts": len(texts)}
 
-                key = _key(name, version)
+                key = _key(name, version, CALIBRATION_FORMAT)
                 folder, _ = self._store.get(key) or self._store.build(key, build)
-                self._vectors[version] = np.load(folder / _FILE)
+                vectors = np.load(folder / _FILE)
+                self._record_retrieval(name, version, embed, ranges_of(vectors))
+                self._vectors[version] = vectors
             return self._vectors[version]
 
+    def _record_retrieval(self, name: str, version: str, embed: EmbedTexts, ranges: np.ndarray) -> None:
+        key = _key(name, version, RETRIEVAL_FORMAT)
+        if self._store.get(key) is None:
+            self._store.build(
+                key, lambda _: {"format": RETRIEVAL_FORMAT, "retrieval": _retrieval_loss(name, embed, ranges)}
+            )
+        self._missing.pop(version, None)
 
-def _key(name: str, version: str) -> str:
-    return f"{name}-{short_version(version)}-{CALIBRATION_FORMAT}"
+
+def _key(name: str, version: str, kind: str) -> str:
+    return f"{name}-{short_version(version)}-{kind}"
 
 
 def _retrieval_loss(name: str, embed: EmbedTexts, ranges: np.ndarray) -> dict[str, Any]:
