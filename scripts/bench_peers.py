@@ -3,16 +3,18 @@
     python scripts/bench_peers.py setup            # the peers' virtual environments, under .peers/
     python scripts/bench_peers.py run --json peers.json
 
-`setup` makes two virtual environments beside the project (ignored by git), each with
-torch pinned to the project's CPU build through constraints.txt:
+`setup` makes two fresh virtual environments beside the project (ignored by git), each with
+torch pinned to the project's CPU build through constraints.txt, and refuses to install
+when pip's resolution would bring any other torch build or NVIDIA libraries:
   .peers/infinity  infinity-emb with its ONNX Runtime engine (`--engine optimum`), which
                    needs an ONNX export beside the model: .peers/minilm-onnx, made by
                    sentence-transformers' onnx backend from the same directory;
   .peers/st        sentence-transformers with the onnx and openvino backends.
 `run` (from the project's own environment) then measures, one after another:
   - a `keepwarm serve` with default settings and its cache off, and Infinity serving the
-    same bundled all-MiniLM-L6-v2 directory, both driven by keepwarm's load generator
-    (closed loop, then one short text at a time at idle);
+    same all-MiniLM-L6-v2 weights with each engine asked for (`--infinity-engine`: its ONNX
+    Runtime engine on the export, its torch engine on the bundled directory), all driven by
+    keepwarm's load generator (closed loop, then one short text at a time at idle);
   - sentence-transformers in-process with backend="torch", "onnx" and "openvino", each
     `encode` over the same texts (it sorts by length itself), in the .peers/st interpreter.
 Every vector is compared with sentence-transformers' torch backend.
@@ -24,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,18 +37,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / ".peers"
 INFINITY = "infinity-emb[server,optimum,torch]==0.0.78"
+# optimum 2.1 (with optimum-onnx 0.1) is what pip resolves for 0.0.78 and runs its ONNX engine
+# once the graph is found by its bare name (_infinity); optimum 1.x does not import beside torch 2.13
 ST_BACKENDS = ("torch", "onnx", "openvino")
-VENVS = {"infinity": [INFINITY], "st": ["sentence-transformers[onnx,openvino]"]}
+VENVS = {
+    "infinity": [INFINITY, "optimum[onnxruntime]==2.1.0", "optimum-onnx==0.1.0"],
+    "st": ["sentence-transformers[onnx,openvino]==5.7.0"],
+}
 MODEL = "all-minilm-l6-v2"
 ONNX_COPY = PEERS / "minilm-onnx"  # the same model with an ONNX export beside it
+ONNX_FILE = "model.onnx"
 
 
 def setup() -> None:
-    """Create each peer's virtual environment and install it (torch held to constraints.txt)."""
+    """Create each peer's virtual environment afresh and install it (torch held to constraints.txt)."""
     for name, packages in VENVS.items():
         venv = PEERS / name
-        if not (venv / "bin" / "python").exists():
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         pip = [
             str(venv / "bin" / "python"),
             "-m",
@@ -54,13 +62,42 @@ def setup() -> None:
             "--constraint",
             str(ROOT / "constraints.txt"),
         ]
+        _check_resolution(pip, packages)
         subprocess.run([*pip, *packages], check=True)
+    shutil.rmtree(ONNX_COPY, ignore_errors=True)
     export = "from sentence_transformers import SentenceTransformer as S; import sys; "
     export += "S(sys.argv[1], device='cpu', backend='onnx').save(sys.argv[2])"
-    # Infinity's ONNX engine only reads a model that already has onnx/model.onnx: export the same weights
+    # Infinity's ONNX engine only reads a model that already has an ONNX graph: export the same weights
     subprocess.run(
         [str(PEERS / "st" / "bin" / "python"), "-c", export, str(_model_dir()), str(ONNX_COPY)], check=True
     )
+    # optimum 2.x matches the file name Infinity passes against bare file names, and Infinity
+    # passes the graph's path under the model directory: at the top level the two are the same
+    (ONNX_COPY / "onnx" / ONNX_FILE).replace(ONNX_COPY / ONNX_FILE)
+    (ONNX_COPY / "onnx").rmdir()
+    # the ONNX engine truncates at config.json's max_position_embeddings (512), not at the model's
+    # own limit (sentence_bert_config.json, 256) that the others use: give it the same limit
+    config = json.loads((ONNX_COPY / "config.json").read_text())
+    limit = json.loads((_model_dir() / "sentence_bert_config.json").read_text())["max_seq_length"]
+    config["max_position_embeddings"] = limit
+    (ONNX_COPY / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def _check_resolution(pip: list[str], packages: list[str]) -> None:
+    """Stop before installing when pip would bring a torch other than the CPU build, or CUDA libraries."""
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "report.json"
+        subprocess.run([*pip, "--dry-run", "--quiet", "--report", str(report), *packages], check=True)
+        resolved = {
+            i["metadata"]["name"].lower(): i["metadata"]["version"]
+            for i in json.loads(report.read_text())["install"]
+        }
+    cuda = sorted(name for name in resolved if name.startswith("nvidia-") or name == "triton")
+    torch = resolved.get("torch", "+cpu")
+    if cuda or not torch.endswith("+cpu"):
+        raise SystemExit(
+            f"pip would install torch {torch} and {cuda}: not the CPU build; check constraints.txt"
+        )
 
 
 def _model_dir() -> Path:
@@ -114,15 +151,16 @@ def run(args: argparse.Namespace) -> None:
                 backend, texts_path, Path(scratch), spec.directory, tokens, len(texts), args
             )
         rows["keepwarm serve (defaults)"], vectors["keepwarm"] = _keepwarm(texts, args)
-        try:
-            infinity = _infinity(texts, args)
-        except SystemExit as failed:  # recorded in the table: a peer that does not start is a finding
-            infinity = {"error": str(failed)[-600:]}, None
-        rows[f"Infinity {INFINITY.split('==')[1]} (--engine {args.infinity_engine})"], vectors["infinity"] = (
-            infinity
-        )
+        for engine in args.infinity_engine:
+            try:
+                infinity = _infinity(texts, engine, args)
+            except SystemExit as failed:  # recorded in the table: a peer that does not start is a finding
+                infinity = {"error": str(failed)[-600:]}, None
+            rows[f"Infinity {INFINITY.split('==')[1]} (--engine {engine})"], vectors[engine] = infinity
     reference = vectors["torch"]
-    for row, key in zip(rows.values(), [*ST_BACKENDS, "keepwarm", "infinity"], strict=True):
+    for row, key in zip(rows.values(), [*ST_BACKENDS, "keepwarm", *args.infinity_engine], strict=True):
+        if "texts_per_s" in row:  # from keepwarm's token count: Infinity's usage counts something else
+            row["tokens_per_s"] = round(row["texts_per_s"] * tokens / len(texts), 1)
         if vectors[key] is not None:
             row["min_cosine_vs_st_torch"] = (cosine_summary(vectors[key], reference) or {}).get("min")
     found["rows"] = rows
@@ -167,19 +205,23 @@ def _keepwarm(texts, args):  # noqa: ANN001, ANN202
         return _drive(server.url, texts, args)
 
 
-def _infinity(texts, args):  # noqa: ANN001, ANN202
+def _infinity(texts, engine, args):  # noqa: ANN001, ANN202
     from keepwarm.bench.process import free_port
 
     port = free_port()
-    command = [str(PEERS / "infinity" / "bin" / "infinity_emb"), "v2", "--model-id", str(ONNX_COPY)]
-    command += ["--served-model-name", MODEL, "--engine", args.infinity_engine, "--port", str(port)]
+    # the ONNX engine is started inside the exported copy and given it as ".", so the graph's
+    # path it finds there is the bare file name optimum 2.x accepts (setup); torch reads the weights
+    model, folder = (".", ONNX_COPY) if engine == "optimum" else (str(_model_dir()), ROOT)
+    command = [str(PEERS / "infinity" / "bin" / "infinity_emb"), "v2", "--model-id", model]
+    command += ["--served-model-name", MODEL, "--engine", engine, "--port", str(port)]
     command += ["--url-prefix", "/v1", "--no-vector-disk-cache", "--log-level", "warning"]
+    command += ["--pooling-method", "mean"]  # MiniLM's; the ONNX engine's "auto" takes the CLS token
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": ""}
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": ""}, cwd=folder
         )
         try:
-            _wait_healthy(f"http://127.0.0.1:{port}/v1/health", process, log)
+            _wait_healthy(f"http://127.0.0.1:{port}/health", process, log)  # outside --url-prefix
             return _drive(f"http://127.0.0.1:{port}", texts, args)
         finally:
             process.terminate()
@@ -245,8 +287,10 @@ def main() -> None:
     measure.add_argument("--texts-per-request", type=int, default=8)
     measure.add_argument("--idle-requests", type=int, default=30)
     measure.add_argument("--batch-size", type=int, default=32, help="sentence-transformers encode batch size")
-    # optimum (ONNX Runtime), Infinity's fastest CPU engine, fails to start with 0.0.78 (docs/benchmarks.md)
-    measure.add_argument("--infinity-engine", default="torch", choices=["optimum", "torch"])
+    # optimum: ONNX Runtime, Infinity's fastest CPU engine (docs/benchmarks.md has both measured)
+    measure.add_argument(
+        "--infinity-engine", nargs="+", default=["optimum", "torch"], choices=["optimum", "torch"]
+    )
     measure.add_argument("--data-dir", default=str(ROOT / ".peers" / "keepwarm-data"))
     measure.add_argument("--json", help="also write the results here")
     worker = commands.add_parser("st-worker", help=argparse.SUPPRESS)

@@ -1,5 +1,5 @@
-"""Per-model call limits (token budget, padding allowance): measured at first load, recorded, reused,
-overridable.
+"""Per-model call limits (token budget, padding allowance, width rounding): measured at first load,
+recorded, reused, overridable.
 
 The choice is tested on a model of a known cost with a clock that only it advances, so the
 verdict is the same on any machine, however busy.
@@ -7,6 +7,7 @@ verdict is the same on any machine, however busy.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from helpers import MODEL
 
 from keepwarm.catalog import DEFAULT_ENTRY
 from keepwarm.engine import CallLimitSettings, Engine, EngineSettings
-from keepwarm.engine.tuning import CANDIDATE_BUDGETS, measure_call_limits
+from keepwarm.engine.scheduler import CallLimits, Scheduler
+from keepwarm.engine.tuning import CANDIDATE_BUDGETS, TOKEN_MULTIPLE, measure_call_limits
+from keepwarm.engine.work import Job, WorkItem
+from keepwarm.engine.worker import ModelWorker, call_width, model_inputs
 from keepwarm.runtimes.base import Runtime
 
 
@@ -34,9 +38,12 @@ class _TimedModel(Runtime):
 
     name = "timed"
 
-    def __init__(self, per_call: float, per_token: float, clock: _Clock) -> None:
+    def __init__(self, per_call: float, per_token: float, clock: _Clock, per_new_width: float = 0.0) -> None:
         super().__init__(DEFAULT_ENTRY.to_spec())
         self.per_call, self.per_token, self.clock = per_call, per_token, clock
+        # OpenVINO-like: preparation for each new width (measured: widths rounded alone, rows
+        # still varying, gained for int8, so most of its cost goes with the width)
+        self.per_new_width, self.seen = per_new_width, set()
 
     @property
     def dimensions(self) -> int:
@@ -46,12 +53,15 @@ class _TimedModel(Runtime):
         self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
     ) -> np.ndarray:
         self.clock.now += self.per_call + self.per_token * input_ids.size
+        if input_ids.shape[1] not in self.seen:
+            self.seen.add(input_ids.shape[1])
+            self.clock.now += self.per_new_width
         return np.ones((*input_ids.shape, 4), dtype=np.float32)
 
 
-def _measure(per_call: float, per_token: float, max_tokens: int) -> dict:
+def _measure(per_call: float, per_token: float, max_tokens: int, per_new_width: float = 0.0) -> dict:
     clock = _Clock()
-    model = _TimedModel(per_call, per_token, clock)
+    model = _TimedModel(per_call, per_token, clock, per_new_width)
     return measure_call_limits(model, pad_id=0, max_tokens=max_tokens, max_rows=64, clock=clock)
 
 
@@ -72,6 +82,50 @@ def test_a_large_slow_model_gets_short_calls_and_pads_little() -> None:
     assert record["max_padding_tokens"] in (4, 5)  # 5, or a hair under before it is rounded down
 
 
+def test_widths_are_rounded_where_new_widths_cost_more_than_the_padding() -> None:
+    # int8-like: cheap tokens, 20 ms to prepare each new width; rounded widths repeat
+    assert _measure(0.005, 2e-6, max_tokens=256, per_new_width=0.02)["token_multiple"] == TOKEN_MULTIPLE
+    # no cost per width: rounding only adds padding, so widths stay exact
+    record = _measure(0.005, 2e-5, max_tokens=256)
+    assert record["token_multiple"] == 1
+    assert record["rounding_seconds"]["rounded"] > record["rounding_seconds"]["exact"]
+
+
+def test_rounded_widths_stay_within_the_model_limit() -> None:
+    assert [call_width(n, 32, 256) for n in (1, 32, 33, 250, 256)] == [32, 32, 64, 256, 256]
+    assert call_width(500, 32, 510) == 510  # not 512: the model has no position past its limit
+    assert call_width(17, 1, 256) == 17
+
+
+def test_rounded_widths_give_the_vectors_of_exact_widths(data_dir: Path) -> None:
+    spec = dataclasses.replace(DEFAULT_ENTRY.to_spec(), runtime="onnx")  # fp32, bit-stable
+    with Engine([spec], data_dir) as engine:
+        model = engine.resolve(MODEL)
+        texts = ["a", "two words", "a somewhat longer sentence about padding and masks " * 3]
+        ids = model.tokenizer.encode_texts(texts, overflow="truncate").ids
+        exact = model.runtime.embed(*model_inputs(ids, None, model.tokenizer.pad_id))
+        longest = max(len(row) for row in ids)
+        width = call_width(longest, TOKEN_MULTIPLE, spec.max_tokens)
+        rounded_inputs = model_inputs(ids, None, model.tokenizer.pad_id, width=width)
+        rounded = model.runtime.embed(*rounded_inputs)
+    assert rounded_inputs[0].shape[1] == width > longest  # really padded further
+    assert width % TOKEN_MULTIPLE == 0
+    np.testing.assert_allclose(rounded, exact, atol=1e-5)
+
+
+def test_the_worker_pads_calls_to_the_measured_multiple() -> None:
+    model = _TimedModel(0.0, 0.0, _Clock())
+    scheduler = Scheduler(CallLimits(2048, 64, 10**6, 100, token_multiple=TOKEN_MULTIPLE))
+    worker = ModelWorker("timed", model, scheduler, pad_id=0)
+    worker.start()
+    job = Job(2, 4)
+    scheduler.submit([WorkItem(np.ones(n, dtype=np.int64), job, i) for i, n in enumerate((5, 40))])
+    assert job.future.result(timeout=30).shape == (2, 4)
+    scheduler.close()
+    worker.join(timeout=30)
+    assert model.seen == {64}  # one call, its 40-token width padded up to 64
+
+
 def test_call_limits_are_measured_once_per_model_and_recorded(data_dir: Path) -> None:
     with Engine([DEFAULT_ENTRY.to_spec()], data_dir) as engine:
         model = engine.resolve(MODEL)
@@ -79,13 +133,15 @@ def test_call_limits_are_measured_once_per_model_and_recorded(data_dir: Path) ->
     assert limits.max_call_tokens in CANDIDATE_BUDGETS
     assert 0 <= limits.max_padding_tokens <= limits.max_call_tokens
     served_on = f"{model.runtime.name}-{model.spec.dtype}"  # other tests serve it on other runtimes
-    recorded = list((data_dir / "artifacts").glob(f"{MODEL}-*-call-limits-{served_on}-*"))
+    recorded = list((data_dir / "artifacts").glob(f"{MODEL}-*-call-limits-v2-{served_on}-*"))
     assert len(recorded) == 1
     record = json.loads((recorded[0] / "artifact.json").read_text())
-    assert (record["max_call_tokens"], record["max_padding_tokens"]) == (
+    assert (record["max_call_tokens"], record["max_padding_tokens"], record["token_multiple"]) == (
         limits.max_call_tokens,
         limits.max_padding_tokens,
+        limits.token_multiple,
     )
+    assert limits.token_multiple in (1, TOKEN_MULTIPLE)
 
 
 def test_limits_given_by_the_operator_are_used_as_is(data_dir: Path) -> None:

@@ -57,6 +57,7 @@ class CallLimits:
     max_call_rows: int
     max_queue_tokens: int
     max_padding_tokens: int
+    token_multiple: int = 1  # a call's width is padded up to a multiple of this (engine/tuning.py)
 
 
 class _Lane:

@@ -21,6 +21,14 @@ and the hardware, so neither is a constant tuned for MiniLM:
   `per_call / per_token`. A model whose calls cost little beyond their tokens (a large
   one) pads little; one with a large fixed cost (a small one) groups more freely.
 
+- The width rounding. OpenVINO prepares kernels for every new (rows, tokens) shape, and a
+  server's calls rarely repeat one; widths rounded up to a multiple of 32 tokens repeat
+  more often, at the price of more padding. Which wins depends on the runtime and dtype
+  (measured: OpenVINO int8 gains, OpenVINO f32/bf16 does not; docs/benchmarks.md, "int8
+  shape policies"), so the same seeded sequence of server-like calls of varied rows and
+  widths is timed both ways, twice in alternating order, and rounding is kept only when
+  it takes at most `ROUNDING_GAIN` of the exact widths' time.
+
 The result is recorded in the artifact store under the model files, runtime, dtype and
 core count it was measured with, so later starts reuse it. `--max-batch-tokens` and
 `--max-batch-padding-tokens` (the CLI's names) override it for every model. The clock is a
@@ -40,6 +48,7 @@ import numpy as np
 
 from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.engine.scheduler import CallLimits, CallLimitSettings
+from keepwarm.engine.worker import call_width
 from keepwarm.machine import available_cores
 from keepwarm.runtimes.base import Runtime
 from keepwarm.runtimes.export import export_key
@@ -54,6 +63,9 @@ SMALL_CALL_TOKENS = 16
 _TIMED_CALLS = 3  # new shapes timed per size and sweep
 _SWEEPS = 2
 _MEASURED = ("max_call_tokens", "max_padding_tokens")
+TOKEN_MULTIPLE = 32  # the rounding that was measured (docs/benchmarks.md, "int8 shape policies")
+ROUNDING_GAIN = 0.9  # beyond a shared machine's noise between the two timings
+_ROUNDING_CALLS = 16  # server-like calls per sequence
 
 Clock = Callable[[], float]  # seconds, monotonic
 
@@ -71,14 +83,15 @@ def measured_limits(
     given = asdict(settings)
     if all(given[field] is not None for field in _MEASURED):
         return CallLimits(**given)
-    key = f"{export_key(spec, fingerprint)}-call-limits-{runtime.name}-{dtype}-{available_cores()}cores"
+    # v2: with the width rounding; records without it are measured again
+    key = f"{export_key(spec, fingerprint)}-call-limits-v2-{runtime.name}-{dtype}-{available_cores()}cores"
 
     def measure(_: Path) -> dict[str, Any]:
         return measure_call_limits(runtime, pad_id, spec.max_tokens, settings.max_call_rows)
 
     _, record = store.get(key) or store.build(key, measure)
     measured = {field: int(record[field]) for field in _MEASURED if given[field] is None}
-    return CallLimits(**(given | measured))
+    return CallLimits(**(given | measured), token_multiple=int(record["token_multiple"]))
 
 
 def measure_call_limits(
@@ -107,12 +120,14 @@ def measure_call_limits(
     short = short or {min(speeds): speeds[min(speeds)]}
     budget = max(b for b, speed in short.items() if speed >= NEAR_BEST * max(short.values()))
     padding = int(min(budget, per_call / per_token))
+    multiple, rounding = _token_multiple(runtime, pad_id, max_tokens, budget, max_rows, clock)
     log.info(
-        "model calls for %s: %d padded tokens per call, up to %d of them padding (%.1f ms per call + %.3f ms "
-        "per token; tokens/s by budget: %s; measured in %.1fs)",
+        "model calls for %s: %d padded tokens per call, up to %d of them padding, widths rounded to %d "
+        "(%.1f ms per call + %.3f ms per token; tokens/s by budget: %s; measured in %.1fs)",
         runtime.spec.name,
         budget,
         padding,
+        multiple,
         per_call * 1e3,
         per_token * 1e3,
         {b: round(s) for b, s in speeds.items()},
@@ -125,7 +140,46 @@ def measure_call_limits(
         "seconds_per_call": per_call,
         "seconds_per_token": per_token,
         "tokens_per_second": {str(b): round(speed) for b, speed in speeds.items()},
+        "token_multiple": multiple,
+        "rounding_seconds": rounding,
     }
+
+
+def _token_multiple(
+    runtime: Runtime, pad_id: int, max_tokens: int, budget: int, max_rows: int, clock: Clock
+) -> tuple[int, dict[str, float]]:
+    """TOKEN_MULTIPLE when calls rounded up to it beat the same calls at their exact widths, else 1.
+
+    Both time the same seeded calls, exact first and then rounded, then a second sequence
+    the other way round, so a slow moment of a shared machine falls on both; rounded
+    shapes are not warmed beforehand, so what they gain is the repetition rounding
+    brings, as in a server.
+    """
+    if max_tokens <= TOKEN_MULTIPLE:
+        return 1, {}
+    seconds = {"exact": 0.0, "rounded": 0.0}
+    for sequence, order in enumerate((("exact", "rounded"), ("rounded", "exact"))):
+        calls = _rounding_calls(sequence, max_tokens, budget, max_rows)
+        for how in order:
+            for rows, width in calls:
+                padded = call_width(width, TOKEN_MULTIPLE, max_tokens) if how == "rounded" else width
+                ids = np.full((rows, padded), pad_id, dtype=np.int64)
+                began = clock()
+                runtime.embed(ids, np.ones_like(ids))
+                seconds[how] += clock() - began
+    multiple = TOKEN_MULTIPLE if seconds["rounded"] <= ROUNDING_GAIN * seconds["exact"] else 1
+    return multiple, seconds
+
+
+def _rounding_calls(seed: int, max_tokens: int, budget: int, max_rows: int) -> list[tuple[int, int]]:
+    """(rows, width) of server-like calls: widths never already multiples, rows up to the budget."""
+    rng = np.random.default_rng(seed)
+    calls = []
+    for _ in range(_ROUNDING_CALLS):
+        width = int(rng.integers(TOKEN_MULTIPLE + 1, max_tokens + 1))
+        width -= 1 if width % TOKEN_MULTIPLE == 0 else 0
+        calls.append((int(rng.integers(1, min(max_rows, max(1, budget // width)) + 1)), width))
+    return calls
 
 
 def _call_cost(calls: list[tuple[int, float]]) -> tuple[float, float]:

@@ -49,14 +49,14 @@ def _hold_check(name: str) -> Callable[[], bool] | None:
 
 
 def pad_rows(
-    rows: list[np.ndarray], pad_id: int, masks: list[np.ndarray | None] | None = None
+    rows: list[np.ndarray], pad_id: int, masks: list[np.ndarray | None] | None = None, *, width: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token-id rows to the longest one; return input_ids and attention_mask.
+    """Right-pad token-id rows to the longest one, or to `width` if wider; return input_ids and mask.
 
     A row's mask is ones over its tokens, or its entry of `masks` where that is given
     (ColBERT's unattended expansion tokens, engine/colbert.py).
     """
-    longest = max(len(ids) for ids in rows)
+    longest = max(width, *(len(ids) for ids in rows))
     input_ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
     attention_mask = np.zeros((len(rows), longest), dtype=np.int64)
     for row, ids in enumerate(rows):
@@ -66,17 +66,24 @@ def pad_rows(
     return input_ids, attention_mask
 
 
+def call_width(longest: int, multiple: int, max_tokens: int) -> int:
+    """A call's padded width: `longest` rounded up to `multiple`, never past the model's limit."""
+    return max(longest, min(max_tokens, -(-longest // multiple) * multiple))
+
+
 def model_inputs(
     ids: list[np.ndarray],
     type_ids: list[np.ndarray] | None,
     pad_id: int,
     masks: list[np.ndarray | None] | None = None,
+    *,
+    width: int = 0,
 ) -> tuple[np.ndarray, ...]:
     """One call's padded input_ids and attention_mask, and the segment ids of pairs (zero-padded)."""
-    input_ids, attention_mask = pad_rows(ids, pad_id, masks)
+    input_ids, attention_mask = pad_rows(ids, pad_id, masks, width=width)
     if type_ids is None:
         return input_ids, attention_mask
-    return input_ids, attention_mask, pad_rows(type_ids, 0)[0]
+    return input_ids, attention_mask, pad_rows(type_ids, 0, width=width)[0]
 
 
 def kept_tokens(items: list[WorkItem], width: int) -> np.ndarray | None:
@@ -146,7 +153,10 @@ class ModelWorker:
         try:
             types = None if items[0].type_ids is None else [item.type_ids for item in items]
             masks = [item.attention for item in items]
-            inputs = model_inputs([item.ids for item in items], types, self.pad_id, masks)
+            longest = max(item.length for item in items)
+            multiple = self.scheduler.limits.token_multiple  # measured per model: shapes that repeat
+            width = call_width(longest, multiple, self.runtime.spec.max_tokens)
+            inputs = model_inputs([item.ids for item in items], types, self.pad_id, masks, width=width)
             if wanted == DENSE_ONLY:
                 vectors = (
                     self.runtime.embed(*inputs, normalize=False)
