@@ -88,7 +88,9 @@ def main() -> None:
         precision = json.loads((model.parent / "artifact.json").read_text()).get("precision", "f32")
     else:
         model = next(Path(args.data_dir).glob("artifacts/*/model.onnx"))
-        chosen_precision = next(Path(args.data_dir).glob("artifacts/*openvino-fastest-precision/artifact.json"))
+        chosen_precision = next(
+            Path(args.data_dir).glob("artifacts/*openvino-fastest-precision/artifact.json")
+        )
         precision = json.loads(chosen_precision.read_text())["precision"]  # what the server runs fp32 at
     maxt = spec.max_tokens
     limits = CallLimits(args.budget, 64, 10**9, args.padding)
@@ -109,7 +111,9 @@ def main() -> None:
 
     for name in chosen:
         base, *extras = name.split("+")
-        props = dict(e.split("=", 1) for e in extras)  # OpenVINO properties, e.g. CPU_RUNTIME_CACHE_CAPACITY=500
+        props = dict(
+            e.split("=", 1) for e in extras
+        )  # OpenVINO properties, e.g. CPU_RUNTIME_CACHE_CAPACITY=500
         rb, tb = variants.get(base, (None, None))
         if base == "ort_int8":
             from keepwarm.runtimes.ort import OnnxRuntime
@@ -121,9 +125,18 @@ def main() -> None:
             core = ov.Core()
             m = core.read_model(str(model))
             if base == "bounded":  # as OpenVINO's CPU guide recommends for dynamic shapes
-                m.reshape({p.any_name: ov.PartialShape([ov.Dimension(1, 64), ov.Dimension(1, maxt)]) for p in m.inputs})
-            config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2,
-                      "INFERENCE_PRECISION_HINT": precision, "CPU_RUNTIME_CACHE_CAPACITY": 50} | props
+                m.reshape(
+                    {
+                        p.any_name: ov.PartialShape([ov.Dimension(1, 64), ov.Dimension(1, maxt)])
+                        for p in m.inputs
+                    }
+                )
+            config = {
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": 2,
+                "INFERENCE_PRECISION_HINT": precision,
+                "CPU_RUNTIME_CACHE_CAPACITY": 50,
+            } | props
             rt._compiled = core.compile_model(m, "CPU", config)
             rt._request = rt._compiled.create_infer_request()
             rt._output = rt._compiled.output(0)
@@ -151,7 +164,9 @@ def main() -> None:
         sorted32 = [by_length[k : k + 32] for k in range(0, len(by_length), 32)]  # the bench's baseline
         for name in order:
             rt, rb, tb = runtimes[name]
-            feeds = [padded(c, tok.pad_id, rb, tb) for c in (sorted32 if name.startswith("sorted32") else calls)]
+            feeds = [
+                padded(c, tok.pad_id, rb, tb) for c in (sorted32 if name.startswith("sorted32") else calls)
+            ]
             pad_tokens = sum(f[0].size for f in feeds)
             started, cpu = time.perf_counter(), time.process_time()
             for input_ids, mask, n in feeds:
@@ -159,16 +174,29 @@ def main() -> None:
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
             results[name].append(len(texts) / seconds)
             detail.append(
-                {"rep": rep, "variant": name, "texts_per_s": round(len(texts) / seconds, 1), "texts_per_cpu_s": round(len(texts) / cpu, 1),
-                 "calls": len(calls), "padding_share": round(1 - real / pad_tokens, 3),
-                 "load": os.getloadavg()[0]}
+                {
+                    "rep": rep,
+                    "variant": name,
+                    "texts_per_s": round(len(texts) / seconds, 1),
+                    "texts_per_cpu_s": round(len(texts) / cpu, 1),
+                    "calls": len(calls),
+                    "padding_share": round(1 - real / pad_tokens, 3),
+                    "load": os.getloadavg()[0],
+                }
             )
             print(json.dumps(detail[-1]), flush=True)
-    summary = {n: {"median_texts_per_s": round(statistics.median(v), 1), "runs": [round(x, 1) for x in v]}
-               for n, v in results.items()}
+    summary = {
+        n: {"median_texts_per_s": round(statistics.median(v), 1), "runs": [round(x, 1) for x in v]}
+        for n, v in results.items()
+    }
     print(json.dumps(summary, indent=1))
     if args.json:
-        Path(args.json).write_text(json.dumps({"summary": summary, "detail": detail, "args": vars(args) | {"data_dir": str(args.data_dir)}}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {"summary": summary, "detail": detail, "args": vars(args) | {"data_dir": str(args.data_dir)}},
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":
