@@ -140,6 +140,7 @@ def test_server_start_and_memory_are_reported(run) -> None:  # noqa: ANN001
     server = run[0]["server"]
     assert 0 < server["ready_seconds"] < 300
     assert 50 < server["rss_mb_after_ready"] <= server["peak_rss_mb"]
+    assert 50 < server["rss_mb_once_idle"] <= server["peak_rss_mb"]
     assert server["args"] == ["--max-batch-size=16"]
 
 

@@ -28,6 +28,7 @@ from keepwarm.bench.process import ServerProcess
 from keepwarm.bench.stats import Measurement
 from keepwarm.catalog import ModelSpec
 from keepwarm.machine import available_cores
+from keepwarm.runtimes.openvino import RELEASE_AFTER_IDLE_SECONDS
 
 # A phase's progress: a context manager given (label, total texts) yielding an advance(n) callable.
 Tracker = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
@@ -35,6 +36,8 @@ MODES = ("closed", "bursts", "idle")
 # The server measures compute: its embedding cache would answer repeated texts for free
 # (a --server-arg=--cache-mb=N given by the user comes later and wins).
 SERVER_DEFAULTS = ("--cache-mb", "0")
+
+_SETTLE_SECONDS = 1.0  # the release's own time, and the kernel's RSS accounting
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,11 @@ def run_benchmark(options: BenchOptions, track: Tracker) -> Measured:
             engine.close()
         if process:
             measured.server.update(process.memory_mb() or {})
+            # what a server keeps once traffic stops: its runtime hands the largest calls'
+            # buffers back after RELEASE_AFTER_IDLE_SECONDS without one (runtimes/openvino.py)
+            time.sleep(RELEASE_AFTER_IDLE_SECONDS + _SETTLE_SECONDS)
+            later = process.memory_mb() or {}
+            measured.server.update(rss_mb_once_idle=later.get("rss_mb"), peak_rss_mb=later.get("peak_rss_mb"))
     measured.conditions["load_average_at_end"] = load_average()
     return measured
 
