@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from keepwarm.evaluation.embedders import Embedded, Embedder
+from keepwarm.evaluation.embedders import Embedded
 from keepwarm.evaluation.metrics import DEPTH
-from keepwarm.evaluation.pipelines import Context, Retrieval, embed_corpus, embed_queries
+from keepwarm.evaluation.pipelines import Context, Retrieval, TargetPipeline, embed_corpus, embed_queries
 from keepwarm.evaluation.search import exact_search
 
 _QUERIES_AT_ONCE = 16  # queries whose token scores against one file are in memory at once
@@ -70,22 +70,10 @@ def maxsim(queries: TokenRows, documents: TokenRows) -> np.ndarray:
     return scores
 
 
-class MultiVector:
-    """Embed the corpus and the queries into token vectors; rank by MaxSim, exactly.
-
-    Queries go one per request, as a searching user sends them (`query_batch` > 1 when
-    only quality matters).
-    """
+class MultiVector(TargetPipeline):
+    """Embed the corpus and the queries into token vectors; rank by MaxSim, exactly."""
 
     kind = "multivector"
-
-    def __init__(self, embedder: Embedder, query_batch: int = 1) -> None:
-        self.embedder, self.query_batch = embedder, query_batch
-        self.name = embedder.target.label
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind}:{self.name}"
 
     def retrieve(self, context: Context) -> Retrieval:
         info = self.embedder.info()

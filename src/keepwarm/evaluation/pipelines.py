@@ -78,27 +78,38 @@ class Context:
         return self.done[pipeline.label]
 
 
-class Dense:
+class TargetPipeline:
+    """What every pipeline of one embedding target shares: its embedder, how queries are sent, its label.
+
+    Queries go one per request, as a searching user sends them, so their latency is a
+    user's; `query_batch` > 1 sends them in batches when only quality matters.
+    """
+
+    kind: str
+
+    def __init__(self, embedder: Embedder, query_batch: int = 1) -> None:
+        self.embedder, self.query_batch = embedder, query_batch
+        self.name = embedder.target.label
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+class Dense(TargetPipeline):
     """Embed the corpus and the queries with one target; rank by cosine similarity, exactly.
 
     A target with a compressed `dtype` is ranked as a vector database ranks that dtype
     (evaluation/compressed.py: integer dot product, or Hamming distance for bits), on the
-    values the model's server answers. Queries go one per request, as a searching user
-    sends them, so their latency is a user's; `query_batch` > 1 sends them in batches
-    when only quality matters.
+    values the model's server answers.
     """
 
     kind = "dense"
 
     def __init__(self, embedder: Embedder, query_batch: int = 1) -> None:
-        self.embedder, self.query_batch = embedder, query_batch
-        self.name = embedder.target.label
+        super().__init__(embedder, query_batch)
         dtype = embedder.target.dtype
         self._searchable = l2_normalize if dtype is None else partial(searchable, dtype=dtype)
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind}:{self.name}"
 
     def retrieve(self, context: Context) -> Retrieval:
         info = self.embedder.info()

@@ -16,31 +16,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse
 
-from keepwarm.evaluation.embedders import Embedded, Embedder
+from keepwarm.evaluation.embedders import Embedded
 from keepwarm.evaluation.metrics import DEPTH
-from keepwarm.evaluation.pipelines import Context, Retrieval, embed_corpus, embed_queries
+from keepwarm.evaluation.pipelines import Context, Retrieval, TargetPipeline, embed_corpus, embed_queries
 from keepwarm.evaluation.search import BLOCK_ROWS, exact_search
 
 if TYPE_CHECKING:
     from keepwarm.outputs.sparse import SparseVector
 
 
-class Sparse:
-    """Embed the corpus and the queries into a model's sparse vectors; rank by their dot product, exactly.
-
-    Queries go one per request, as a searching user sends them (`query_batch` > 1 when
-    only quality matters).
-    """
+class Sparse(TargetPipeline):
+    """Embed the corpus and the queries into a model's sparse vectors; rank by their dot product, exactly."""
 
     kind = "sparse"
-
-    def __init__(self, embedder: Embedder, query_batch: int = 1) -> None:
-        self.embedder, self.query_batch = embedder, query_batch
-        self.name = embedder.target.label
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind}:{self.name}"
 
     def retrieve(self, context: Context) -> Retrieval:
         info = self.embedder.info()
