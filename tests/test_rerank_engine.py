@@ -38,6 +38,9 @@ def models(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> dict[st
     return {
         "bert-1": tiny_cross_encoder(root / "bert-1", model_dir, seed=11),
         "xlm-1": tiny_cross_encoder(root / "xlm-1", model_dir, architecture="xlm-roberta", seed=12),
+        "modernbert-1": tiny_cross_encoder(
+            root / "modernbert-1", model_dir, architecture="modernbert", seed=17
+        ),
         "bert-3": tiny_cross_encoder(root / "bert-3", model_dir, labels=LABELS, seed=13),
         "xlm-3": tiny_cross_encoder(
             root / "xlm-3", model_dir, architecture="xlm-roberta", labels=LABELS, seed=14
@@ -86,7 +89,16 @@ def _class_probabilities(directory: Path, texts: list[str]) -> np.ndarray:
 EVERY_RUNTIME = [(name, runtime) for name in ("bert-1", "qwen3") for runtime in ("onnx", "openvino", "torch")]
 
 
-@pytest.mark.parametrize(("name", "runtime"), [*EVERY_RUNTIME, ("xlm-1", "torch"), ("qwen2", "torch")])
+@pytest.mark.parametrize(
+    ("name", "runtime"),
+    [
+        *EVERY_RUNTIME,
+        ("xlm-1", "torch"),
+        ("modernbert-1", "torch"),
+        ("modernbert-1", "onnx"),
+        ("qwen2", "torch"),
+    ],
+)
 def test_rerankers_score_as_the_reference_on_every_runtime(
     models, artifacts, name: str, runtime: str
 ) -> None:  # noqa: ANN001

@@ -225,10 +225,11 @@ def tiny_cross_encoder(
     labels: tuple[str, ...] = ("score",),
     seed: int = 0,
 ) -> Path:
-    """A 2-layer BERT or XLM-RoBERTa `*ForSequenceClassification` with MiniLM's tokenizer.
+    """A 2-layer BERT, XLM-RoBERTa or ModernBERT `*ForSequenceClassification` with MiniLM's tokenizer.
 
     One label makes a reranker; several make a classifier (their names in `id2label`).
-    XLM-RoBERTa has one segment type, so its tokenizer is told not to produce segment ids.
+    XLM-RoBERTa and ModernBERT have no segment types, so their tokenizer is told not to
+    produce segment ids.
     """
     torch.manual_seed(seed)
     common = dict(
@@ -246,6 +247,19 @@ def tiny_cross_encoder(
         model = transformers.BertForSequenceClassification(
             transformers.BertConfig(**common, max_position_embeddings=512)
         )
+    elif architecture == "modernbert":  # local and global attention layers, as the family has
+        config = transformers.ModernBertConfig(
+            **common,
+            max_position_embeddings=512,
+            pad_token_id=0,
+            cls_token_id=101,
+            sep_token_id=102,
+            bos_token_id=101,
+            eos_token_id=102,
+            local_attention=16,
+            global_attn_every_n_layers=2,
+        )
+        model = transformers.ModernBertForSequenceClassification(config)
     else:
         config = transformers.XLMRobertaConfig(
             **common, max_position_embeddings=514, pad_token_id=0, type_vocab_size=1
