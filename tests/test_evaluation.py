@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 import pytrec_eval
-from helpers import MODEL
+from helpers import MODEL, keepwarm
 from helpers.beir import tiny_beir as _beir
 from helpers.models import tiny_cross_encoder
 
@@ -156,12 +156,7 @@ def test_builtin_code_search_pairs_a_docstring_with_its_code_without_the_docstri
 
 
 def _eval(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "keepwarm", "eval", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return keepwarm("eval", *args, "--data-dir", str(data_dir), check=False, timeout=600)
 
 
 def test_eval_compares_models_on_a_builtin_set_and_a_beir_folder_in_one_command(

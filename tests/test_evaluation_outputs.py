@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import pytrec_eval
-from helpers import MODEL
+from helpers import MODEL, keepwarm
 from helpers.beir import tiny_beir
 from helpers.outputs import calibration_ranges, tiny_bge_m3, tiny_splade
 from helpers.server import start_server, state_dir
@@ -43,24 +42,18 @@ from keepwarm.evaluation.builds import (
     BUILD_DOCUMENTS,
     BUILD_QUERIES,
     BUILD_SET,
-    COMPRESSED_DTYPES,
     compressed_loss,
 )
 from keepwarm.evaluation.metrics import ranking
 from keepwarm.evaluation.multivector import TokenRows
-from keepwarm.outputs.compress import quantize
+from keepwarm.outputs.compress import COMPRESSED_DTYPES, quantize
 from keepwarm.outputs.sparse import SparseVector
 
 QUERIES, DOCUMENTS = 20, 60  # at most 100 documents: every document is in every query's run
 
 
 def _eval(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "keepwarm", "eval", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return keepwarm("eval", *args, "--data-dir", str(data_dir), check=False, timeout=600)
 
 
 def _reference_metrics(scores: np.ndarray, dataset) -> dict[str, float]:  # noqa: ANN001 - a RetrievalSet

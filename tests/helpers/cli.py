@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 
-def keepwarm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def keepwarm(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run the `keepwarm` command line, as a user would."""
     result = subprocess.run(
-        [sys.executable, "-m", "keepwarm", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "keepwarm", *args], capture_output=True, text=True, timeout=timeout
     )
     if check and result.returncode != 0:
         raise AssertionError(f"keepwarm {' '.join(args)} exited {result.returncode}:\n{result.stderr}")

@@ -193,6 +193,12 @@ def tiny_xlm_roberta(directory: Path, tokenizer_source: Path, *, seed: int = 0) 
     return directory
 
 
+# ModernBERT's special-token ids, as MiniLM's WordPiece vocabulary (the copied tokenizer) numbers them
+_MODERNBERT_TOKENS = dict(
+    pad_token_id=0, cls_token_id=101, sep_token_id=102, bos_token_id=101, eos_token_id=102
+)
+
+
 def tiny_modernbert(directory: Path, tokenizer_source: Path, *, seed: int = 0) -> Path:
     """A 2-layer ModernBERT with an 8K context (local and global attention) and mean pooling."""
     torch.manual_seed(seed)
@@ -203,11 +209,7 @@ def tiny_modernbert(directory: Path, tokenizer_source: Path, *, seed: int = 0) -
         num_attention_heads=4,
         intermediate_size=64,
         max_position_embeddings=8192,
-        pad_token_id=0,
-        cls_token_id=101,
-        sep_token_id=102,
-        bos_token_id=101,
-        eos_token_id=102,
+        **_MODERNBERT_TOKENS,
         local_attention=16,
         global_attn_every_n_layers=2,
     )
@@ -251,11 +253,7 @@ def tiny_cross_encoder(
         config = transformers.ModernBertConfig(
             **common,
             max_position_embeddings=512,
-            pad_token_id=0,
-            cls_token_id=101,
-            sep_token_id=102,
-            bos_token_id=101,
-            eos_token_id=102,
+            **_MODERNBERT_TOKENS,
             local_attention=16,
             global_attn_every_n_layers=2,
         )

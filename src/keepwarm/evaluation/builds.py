@@ -13,7 +13,6 @@ built (`compressed_loss`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,20 +22,17 @@ from keepwarm.evaluation.compressed import overlap
 from keepwarm.evaluation.embedders import Embedded, Embedder, Kind, RuntimeEmbedder, Target, TargetInfo
 from keepwarm.evaluation.metrics import paired_change, per_query, ranking
 from keepwarm.evaluation.runner import dense_retrieval
-from keepwarm.outputs.compress import quantize
+from keepwarm.outputs.compress import COMPRESSED_DTYPES, quantize
 
 if TYPE_CHECKING:
     from keepwarm.datasets.retrieval import RetrievalSet
+    from keepwarm.engine.calibration import EmbedTexts
     from keepwarm.engine.tokenization import ModelTokenizer
     from keepwarm.evaluation.metrics import Run
     from keepwarm.runtimes.base import Runtime
 
 # small enough to add seconds, not minutes, to a build that happens once per model version
 BUILD_SET, BUILD_QUERIES, BUILD_DOCUMENTS = "docs", 100, 300
-COMPRESSED_DTYPES = ("int8", "uint8", "binary", "ubinary")
-
-# embeds texts with one model version under a prompt name (or none): float32 vectors [n, dim]
-EmbedTexts = Callable[[list[str], str | None], np.ndarray]
 
 
 def runtime_loss(tokenizer: ModelTokenizer, reference: Runtime, candidate: Runtime) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from keepwarm.catalog.spec import OUTPUT_KINDS
+from keepwarm.outputs.compress import COMPRESSED_DTYPES
 from keepwarm.outputs.sparse import SparseVector
 
 if TYPE_CHECKING:
@@ -28,10 +30,8 @@ if TYPE_CHECKING:
 Kind = Literal["query", "document"]
 
 
-COMPRESSED = ("int8", "uint8", "binary", "ubinary")  # output dtypes a target may be searched in
-OUTPUTS = ("dense", "sparse", "multivector")  # outputs a target may be searched by
 _TARGET_FORMAT = (
-    f"MODEL, MODEL,dimensions=N (N ≥ 1), MODEL,dtype={'|'.join(COMPRESSED)} (with or without "
+    f"MODEL, MODEL,dimensions=N (N ≥ 1), MODEL,dtype={'|'.join(COMPRESSED_DTYPES)} (with or without "
     "dimensions) or MODEL,output=sparse|multivector"
 )
 
@@ -83,7 +83,7 @@ class Target:
 def _valid(key: str, value: str) -> bool:
     if key == "dimensions":
         return value.isdigit() and int(value) >= 1
-    return value in {"dtype": COMPRESSED, "output": OUTPUTS}.get(key, ())
+    return value in {"dtype": COMPRESSED_DTYPES, "output": OUTPUT_KINDS}.get(key, ())
 
 
 @dataclass(frozen=True)

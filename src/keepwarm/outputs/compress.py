@@ -17,6 +17,7 @@ import numpy as np
 OutputDtype = Literal["float", "int8", "uint8", "binary", "ubinary"]
 OUTPUT_DTYPES: tuple[str, ...] = ("float", "int8", "uint8", "binary", "ubinary")
 CALIBRATED: frozenset[str] = frozenset({"int8", "uint8"})
+COMPRESSED_DTYPES: tuple[str, ...] = tuple(dtype for dtype in OUTPUT_DTYPES if dtype != "float")
 
 
 def ranges_of(calibration: np.ndarray) -> np.ndarray:
