@@ -2,7 +2,8 @@
 
 `Database` wraps one SQLAlchemy engine: a pool of connections, the group of tables
 it was opened for migrated on open (see migrations), and two ways in: `query()` for
-reads (one consistent snapshot) and `transaction()` for writes.
+reads (one consistent snapshot) and `transaction()` for writes, plus `direct()` for the
+statements every request runs (store/direct.py).
 
 SQLite: WAL lets readers run while one writer commits, and with `synchronous=NORMAL` a
 committed transaction survives the process being killed. Write transactions take the
@@ -32,6 +33,7 @@ from sqlalchemy import Connection, Engine, Executable, RowMapping, create_engine
 from sqlalchemy.engine import make_url
 
 from keepwarm.errors import NotReady
+from keepwarm.store.direct import DirectStatements, DirectTransaction
 from keepwarm.store.migrations import BATCH, CACHE, STATE, Group, SchemaTooNew, migrate
 
 FILE_NAME = "keepwarm.db"
@@ -77,6 +79,7 @@ class Database:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.path = Path(self.engine.url.database or "") if self.is_sqlite else None
         self.groups = tuple(groups)
+        self._direct = DirectStatements(self.engine)
         try:
             self.migrate(groups)
         except BaseException:
@@ -139,6 +142,16 @@ class Database:
         """A write transaction: committed when the block ends, rolled back if it raises."""
         with self._unreachable_as_503(), self.engine.begin() as conn:
             yield conn
+
+    @contextlib.contextmanager
+    def direct(self, *, write: bool = False) -> Iterator[DirectTransaction]:
+        """A transaction on the pooled driver connection, for the per-request statements (store/direct.py)."""
+        dbapi = self.engine.dialect.loaded_dbapi
+        try:
+            with self._unreachable_as_503(), self._direct.transaction(write=write) as conn:
+                yield conn
+        except (dbapi.OperationalError, dbapi.InterfaceError) as error:
+            raise DatabaseUnavailable() from error
 
     def lock(self, conn: Connection, name: str, ident: int = 0) -> None:
         """Serialize transactions on `(name, ident)` (say, one key's quota) until `conn` commits.

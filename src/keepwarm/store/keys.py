@@ -26,7 +26,7 @@ from keepwarm.store.schema import api_keys
 SECRET_PREFIX = "kw-"
 _ID_LENGTH = len(SECRET_PREFIX) + 8
 _ACTIVE = api_keys.c.revoked_at.is_(None)
-# Built once: every request runs one of these, and building a statement costs more than running it.
+# Built once and run through `Database.direct`: every request runs one of these (store/direct.py).
 _BY_PREFIX = select(api_keys).where(api_keys.c.prefix == bindparam("prefix"), _ACTIVE)
 _ANY_ACTIVE = select(api_keys.c.id).where(_ACTIVE).limit(1)
 
@@ -169,14 +169,16 @@ class KeyStore:
         """The active key whose secret this is, or None."""
         if not secret.startswith(SECRET_PREFIX) or len(secret) <= _ID_LENGTH:
             return None
-        rows = self.db.query(_BY_PREFIX, {"prefix": secret[:_ID_LENGTH]})
+        with self.db.direct() as conn:
+            rows = conn.execute(_BY_PREFIX, {"prefix": secret[:_ID_LENGTH]})
         if not rows or not hmac.compare_digest(rows[0]["secret_hash"], hash_secret(secret)):
             return None
         return _from_row(rows[0])
 
     def has_active(self) -> bool:
         """True if at least one key is not revoked (the server then requires keys)."""
-        return self.db.scalar(_ANY_ACTIVE) is not None
+        with self.db.direct() as conn:
+            return bool(conn.execute(_ANY_ACTIVE))
 
     def _active_named(self, name: str) -> bool:
         return self.db.scalar(select(api_keys.c.id).where(api_keys.c.name == name, _ACTIVE)) is not None

@@ -21,16 +21,18 @@ def _insert(conn: Connection, table: Table, values: Mapping[str, Any] | None) ->
 
 
 def upsert(
-    conn: Connection, table: Table, columns: Iterable[str], keys: Iterable[str], add: Iterable[str] = ()
+    conn: Connection | str, table: Table, columns: Iterable[str], keys: Iterable[str], add: Iterable[str] = ()
 ) -> Any:
     """Insert a row of `columns`; on a conflict over `keys`, set the other columns (or add to `add` ones).
 
     The values are the parameters the statement is executed with. The statement is built
     once per dialect and shape: usage metering upserts a row for every answered request,
     and building (and keying for SQLAlchemy's compiled cache) a fresh statement each time
-    was most of that request's database time.
+    was most of that request's database time. `conn` is the connection it is for, or its
+    dialect's name (for `Database.direct`, which runs it on the driver).
     """
-    return _upsert(conn.dialect.name, table, tuple(columns), tuple(keys), frozenset(add))
+    dialect = conn if isinstance(conn, str) else conn.dialect.name
+    return _upsert(dialect, table, tuple(columns), tuple(keys), frozenset(add))
 
 
 @functools.cache

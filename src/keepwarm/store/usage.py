@@ -71,9 +71,13 @@ class UsageStore:
         self.db = db
 
     def record(self, event: UsageEvent) -> None:
-        """Add one answered request; committed (durable against a process kill) on return."""
-        with self.db.transaction() as conn:
-            _add(conn, [event])
+        """Add one answered request; committed (durable against a process kill) on return.
+
+        On the driver (`Database.direct`): every answered request runs this before its answer.
+        """
+        statement = upsert(self.db.engine.dialect.name, usage, _COLUMNS, _ROW_KEY, add=_COUNTS)
+        with self.db.direct(write=True) as conn:
+            conn.execute(statement, _row_values([event])[0])
 
     def record_lines(self, source: str, events: Sequence[tuple[int, UsageEvent]]) -> None:
         """Add answered requests numbered by line under `source` (a batch id), each line at most once.
@@ -114,6 +118,11 @@ class UsageStore:
 
 def _add(conn: Connection, events: Sequence[UsageEvent]) -> None:
     """Add events to their (day, key, model, version) rows, in one upsert executed per row."""
+    conn.execute(upsert(conn, usage, _COLUMNS, _ROW_KEY, add=_COUNTS), _row_values(events))
+
+
+def _row_values(events: Sequence[UsageEvent]) -> list[dict[str, Any]]:
+    """The events summed per (day, key, model, version) row: the upsert's parameters, one dict per row."""
     rows: dict[tuple[str, int, str, str], list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])
     for event in events:
         totals = rows[(event.day, event.key_id, event.model, event.version)]
@@ -121,8 +130,7 @@ def _add(conn: Connection, events: Sequence[UsageEvent]) -> None:
         totals[1] += event.tokens
         totals[2] += event.cache_hits
         totals[3] += event.compute_seconds
-    values = [dict(zip(_COLUMNS, (*row, *totals), strict=True)) for row, totals in sorted(rows.items())]
-    conn.execute(upsert(conn, usage, _COLUMNS, _ROW_KEY, add=_COUNTS), values)
+    return [dict(zip(_COLUMNS, (*row, *totals), strict=True)) for row, totals in sorted(rows.items())]
 
 
 def usage_report(rows: list[UsageRow], pricing: Pricing) -> dict[str, Any]:
