@@ -28,6 +28,7 @@ from helpers.server import RunningServer, metric, start_server
 from sentence_transformers import CrossEncoder
 
 from keepwarm.api.schemas import MAX_INPUTS
+from keepwarm.store import Database, KeyStore
 
 QUERY = "what is the capital of france"
 DOCUMENTS = [
@@ -361,6 +362,64 @@ def test_key_may_rerank_only_with_its_models(server, secrets) -> None:  # noqa: 
         server, "/v1/rerank", {"model": "qwen", "query": QUERY, "documents": ["a"]}, secrets["ce-only"]
     )
     assert response.status_code == 403 and "qwen" in response.json()["message"]
+
+
+# Every route that answers through Serving.answer (a key seen before is read again with the usage).
+METERED_ROUTES = {
+    "/v1/embeddings": {"model": "embedder", "input": "hello"},
+    "/v2/embed": {"model": "embedder", "texts": ["hello"], "input_type": "search_document"},
+    "/v1/embed": {"model": "embedder", "texts": ["hello"]},
+    "/embed": {"model": "embedder", "inputs": "hello"},
+    "/v1/rerank": {"model": "ce", "query": QUERY, "documents": DOCUMENTS[:2]},
+    "/v2/rerank": {"model": "ce", "query": QUERY, "documents": DOCUMENTS[:2]},
+    "/rerank": {"model": "ce", "query": QUERY, "texts": DOCUMENTS[:2]},
+    "/v1/classify": {"model": "clf", "input": ["hello"]},
+    "/predict": {"model": "clf", "inputs": "hello"},
+}
+
+
+def _requests_metered(server: RunningServer, name: str, admin: str) -> int:
+    report = httpx.get(
+        f"{server.url}/admin/usage", params={"key": name}, headers={"Authorization": f"Bearer {admin}"}
+    ).json()
+    return report["total"]["requests"]
+
+
+@pytest.mark.parametrize("path", list(METERED_ROUTES))
+def test_a_seen_key_revoked_or_changed_takes_effect_on_its_next_request(server, secrets, path) -> None:  # noqa: ANN001
+    """A key is read again before any answer: revoked, 401 (even for a bad body); narrowed, 403; unmetered."""
+    keys = KeyStore(Database.in_data_dir(server.data_dir))
+    body = METERED_ROUTES[path]
+    names = {kind: f"recheck-{kind}-{path}" for kind in ("revoked", "bad-body", "narrowed")}
+    secret = {kind: create_key(server.data_dir, name) for kind, name in names.items()}
+    for kind in names:
+        assert _post(server, path, body, secret[kind]).status_code == 200  # the key is now seen
+    for kind in ("revoked", "bad-body"):
+        keys.revoke(names[kind])
+    keys.update(names["narrowed"], models=("qwen",), rpm=None, tpm=None)
+
+    revoked = _post(server, path, body, secret["revoked"])
+    assert revoked.status_code == 401 and "Incorrect API key" in revoked.text
+    bad_body = _post(server, path, {"model": body["model"]}, secret["bad-body"])
+    assert bad_body.status_code == 401 and "Incorrect API key" in bad_body.text
+    narrowed = _post(server, path, body, secret["narrowed"])
+    assert narrowed.status_code == 403 and body["model"] in narrowed.text
+    assert _post(server, path, body, secret["revoked"]).status_code == 401  # and stays refused
+    for name in names.values():
+        assert _requests_metered(server, name, secrets["admin"]) == 1  # only the first, answered request
+
+
+def test_a_seen_keys_new_limits_apply_to_its_next_request(server, secrets) -> None:  # noqa: ANN001
+    """A changed rate limit is applied to the request that finds it, not one request later."""
+    keys = KeyStore(Database.in_data_dir(server.data_dir))
+    secret = create_key(server.data_dir, "recheck-limits")
+    body = METERED_ROUTES["/v1/embeddings"]
+    assert _post(server, "/v1/embeddings", body, secret).headers.get("x-ratelimit-limit-requests") is None
+    keys.update("recheck-limits", models=None, rpm=7, tpm=None)
+    answer = _post(server, "/v1/embeddings", body, secret)
+    assert answer.status_code == 200 and answer.headers["x-ratelimit-limit-requests"] == "7"
+    assert answer.headers["x-ratelimit-remaining-requests"] == "6"
+    assert _requests_metered(server, "recheck-limits", secrets["admin"]) == 2
 
 
 def test_alias_and_expected_version_work_as_for_embeddings(server, secrets) -> None:  # noqa: ANN001

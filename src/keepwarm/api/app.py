@@ -47,12 +47,24 @@ log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499
 
 
-def _install_error_handlers(app: FastAPI, engine: Engine) -> None:
-    """Every failure in its route's dialect (api/envelopes.py). Unexpected exceptions are the middleware's."""
+def _install_error_handlers(app: FastAPI, engine: Engine, auth: Auth) -> None:
+    """Every failure in its route's dialect (api/envelopes.py). Unexpected exceptions are the middleware's.
+
+    A key a metered route has not read yet is read first (`Auth.confirm`): a revoked key
+    is answered 401, whatever else was wrong with its request.
+    """
+
+    async def confirmed(request: Request, error: KeepwarmError) -> KeepwarmError:
+        try:
+            await auth.confirm(request)
+        except KeepwarmError as refusal:  # revoked (401), or the database is away (503)
+            return refusal
+        return error
 
     @app.exception_handler(KeepwarmError)
     async def keepwarm_error(request: Request, exc: KeepwarmError) -> Response:
         record = record_of(request)
+        exc = await confirmed(request, exc)
         if isinstance(exc, ModelNotFound):  # other keys' models are not this caller's business
             exc = as_seen_by(exc, engine, record.key)
         record.error = exc.code or exc.type
@@ -70,7 +82,8 @@ def _install_error_handlers(app: FastAPI, engine: Engine) -> None:
         record_of(request).error = "invalid_request_error"
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "path", "query")) or None
-        error = InvalidRequest(f"Invalid request: {first['msg']}", param=param)
+        error = await confirmed(request, InvalidRequest(f"Invalid request: {first['msg']}", param=param))
+        record_of(request).error = error.code or error.type
         return envelope_of(request.scope).response(error, record_of(request).id)
 
     @app.exception_handler(HTTPException)
@@ -105,7 +118,7 @@ def create_app(
         title="keepwarm", summary="OpenAI-compatible embeddings", default_response_class=JSONResponse
     )
     app.add_middleware(RequestMiddleware, lifecycle=lifecycle, metrics=engine.metrics)
-    _install_error_handlers(app, engine)
+    _install_error_handlers(app, engine, auth)
     served_names = list(dict.fromkeys(name for spec in engine.specs for name in spec.names))
     call = Serving(engine, store, limiter, settings)
 
@@ -120,7 +133,7 @@ def create_app(
             }
         },
     )
-    async def create_embeddings(request: Request, key: ApiKey = Depends(auth.caller)) -> Response:
+    async def create_embeddings(request: Request, key: ApiKey = Depends(auth.metered_caller)) -> Response:
         """Embed text or token ids (OpenAI's `POST /v1/embeddings`)."""
         body = parse_embedding_request(await call.body(request, key))
         options = body.options(call.expected_version(request))
@@ -132,7 +145,7 @@ def create_app(
                 encoding_format=body.encoding_format or "float",
                 output_dtype=body.output_dtype or "float",
             ),
-            headers=call.headers(key, result),
+            headers=call.headers(request, result),
         )
 
     @app.get("/v1/models")

@@ -131,7 +131,7 @@ def classify_routers(serving: Serving, auth: Auth) -> list[APIRouter]:
     tei = APIRouter(dependencies=[speaks(TEI)], tags=["classify"])
 
     @openai.post("/v1/classify")
-    async def classify(request: Request, key: ApiKey = Depends(auth.caller)) -> JSONResponse:
+    async def classify(request: Request, key: ApiKey = Depends(auth.metered_caller)) -> JSONResponse:
         """Every label's probability for each input."""
         body = parse_json_body(ClassifyRequest, await serving.body(request, key))
         texts = _check_count(_as_list(body.input), "input")
@@ -142,10 +142,10 @@ def classify_routers(serving: Serving, auth: Auth) -> list[APIRouter]:
             return serving.engine.classify(body.model, texts, options, authorize=authorize, admit=admit)
 
         result = await serving.answer(request, key, body.model, call)
-        return JSONResponse(_classify_body(result, body.model), headers=serving.headers(key, result))
+        return JSONResponse(_classify_body(result, body.model), headers=serving.headers(request, result))
 
     @tei.post("/predict")
-    async def predict(request: Request, key: ApiKey = Depends(auth.caller)) -> JSONResponse:
+    async def predict(request: Request, key: ApiKey = Depends(auth.metered_caller)) -> JSONResponse:
         """Labels and scores for one input or several (text-embeddings-inference's `POST /predict`)."""
         body = parse_json_body(PredictRequest, await serving.body(request, key))
         inputs, batch = body.sequences()
@@ -160,6 +160,6 @@ def classify_routers(serving: Serving, auth: Auth) -> list[APIRouter]:
         result = await serving.answer(request, key, model, call)
         predictions = _predictions(result, body.raw_scores)
         content = predictions if batch else predictions[0]
-        return JSONResponse(content, headers=serving.headers(key, result))
+        return JSONResponse(content, headers=serving.headers(request, result))
 
     return [openai, tei]

@@ -159,15 +159,15 @@ def cohere_router(call: Serving, auth: Auth) -> APIRouter:
             embeddings = _embeddings_by_type(result, body.embedding_types or ["float"])
             answer |= {"response_type": "embeddings_by_type", "embeddings": embeddings}
         answer["meta"] = _meta(result, api_version)
-        return JSONResponse(answer, headers=call.headers(key, result))
+        return JSONResponse(answer, headers=call.headers(request, result))
 
     @router.post("/v2/embed")
-    async def embed_v2(request: Request, key: ApiKey = Depends(auth.caller)) -> Response:
+    async def embed_v2(request: Request, key: ApiKey = Depends(auth.metered_caller)) -> Response:
         """Embed texts (Cohere's `POST /v2/embed`)."""
         return await embed(request, key, "2")
 
     @router.post("/v1/embed")
-    async def embed_v1(request: Request, key: ApiKey = Depends(auth.caller)) -> Response:
+    async def embed_v1(request: Request, key: ApiKey = Depends(auth.metered_caller)) -> Response:
         """Embed texts (Cohere's `POST /v1/embed`)."""
         return await embed(request, key, "1")
 

@@ -16,6 +16,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -27,6 +28,7 @@ from keepwarm.engine import Answer
 from keepwarm.errors import KeepwarmError, NotReady
 from keepwarm.metrics import Metrics
 from keepwarm.store import ApiKey
+from keepwarm.store.direct import DirectTransaction
 
 access_log = logging.getLogger("keepwarm.access")
 log = logging.getLogger(__name__)
@@ -44,6 +46,9 @@ class RequestRecord:
     id: str
     started: float = field(default_factory=time.perf_counter)
     key: ApiKey | None = None
+    # set while `key` is the one last seen for its secret, not yet read for this request (api/auth.py);
+    # it holds the request's secret until then, as the request's own headers do
+    key_check: Callable[[DirectTransaction], None] | None = None
     model: str = ""  # the served model's canonical name, once resolved
     error: str | None = None  # the error code (or type) of an error answer
     result: Answer | None = None  # the engine's answer: embeddings, scores or classifications

@@ -157,7 +157,7 @@ def rerank_routers(serving: Serving, auth: Auth) -> list[APIRouter]:
     cohere = APIRouter(dependencies=[speaks(COHERE)], tags=["rerank"])
     tei = APIRouter(dependencies=[speaks(TEI)], tags=["rerank"])
 
-    async def rerank_cohere(request: Request, key: ApiKey = Depends(auth.caller)) -> JSONResponse:
+    async def rerank_cohere(request: Request, key: ApiKey = Depends(auth.metered_caller)) -> JSONResponse:
         """Rerank documents against a query (Cohere's `POST /v1/rerank` and `/v2/rerank`, Jina's)."""
         body = parse_json_body(CohereRerankRequest, await serving.body(request, key))
         options = body.options(request.headers.get("x-expect-model-version"))
@@ -171,13 +171,13 @@ def rerank_routers(serving: Serving, auth: Auth) -> list[APIRouter]:
 
         result = await serving.answer(request, key, body.model, call)
         content = cohere_rerank_body(result, body, record_of(request).id)
-        return JSONResponse(content, headers=serving.headers(key, result))
+        return JSONResponse(content, headers=serving.headers(request, result))
 
     cohere.add_api_route("/v1/rerank", rerank_cohere, methods=["POST"])
     cohere.add_api_route("/v2/rerank", rerank_cohere, methods=["POST"])
 
     @tei.post("/rerank")
-    async def rerank_tei(request: Request, key: ApiKey = Depends(auth.caller)) -> JSONResponse:
+    async def rerank_tei(request: Request, key: ApiKey = Depends(auth.metered_caller)) -> JSONResponse:
         """Rerank texts against a query (text-embeddings-inference's `POST /rerank`)."""
         body = parse_json_body(TeiRerankRequest, await serving.body(request, key))
         model = body.model or serving.default_model(key, "rerank")
@@ -189,6 +189,6 @@ def rerank_routers(serving: Serving, auth: Auth) -> list[APIRouter]:
             )
 
         result = await serving.answer(request, key, model, call)
-        return JSONResponse(_tei_body(result, body), headers=serving.headers(key, result))
+        return JSONResponse(_tei_body(result, body), headers=serving.headers(request, result))
 
     return [cohere, tei]

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from starlette.requests import Request
 
-from keepwarm.api.auth import check_model_allowed
+from keepwarm.api.auth import KeyChanged, check_model_allowed
 from keepwarm.api.http import read_body, unless_disconnected
 from keepwarm.api.limits import RateLimiter
 from keepwarm.api.middleware import record_of
@@ -51,11 +51,22 @@ class Serving:
         return await read_body(request, self.settings.max_body_bytes)
 
     async def answer(self, request: Request, key: ApiKey, model: str, call: Call[A]) -> A:
-        """Run `call` for `model` under the key's permission and token limit, and meter its answer."""
+        """Run `call` for `model` under the key's permission and token limit, and meter its answer.
+
+        A key not yet read for this request (`Auth.metered_caller`) is read in the usage
+        transaction: a revoked key's answer is dropped (401), a changed key's call is run again.
+        """
         admit = partial(self.limiter.check_tokens, key) if key.tpm is not None else None
         result = await unless_disconnected(request, call(self.authorizer(request, key, model), admit))
-        await self.store.call(self.store.usage.record, usage_event(key.id, result))  # committed first
-        record_of(request).result = result
+        record = record_of(request)
+        check, record.key_check = record.key_check, None
+        try:  # committed before the answer leaves
+            await self.store.call(self.store.usage.record, usage_event(key.id, result), check)
+        except KeyChanged as changed:  # its models or limits changed since it was last read
+            record.key = changed.key
+            self.limiter.check_request(changed.key)
+            return await self.answer(request, changed.key, model, call)
+        record.result = result
         return result
 
     async def embed(
@@ -78,8 +89,10 @@ class Serving:
 
         return authorize
 
-    def headers(self, key: ApiKey, result: Answer) -> dict[str, str]:
-        """The model version that answered, and the key's rate-limit state."""
+    def headers(self, request: Request, result: Answer) -> dict[str, str]:
+        """The model version that answered, and the rate-limit state of the key it was answered under."""
+        key = record_of(request).key
+        assert key is not None, "answered requests have a key"
         return embeddings_headers(result) | self.limiter.headers(key)
 
     def expected_version(self, request: Request) -> str | None:

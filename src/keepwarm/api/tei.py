@@ -101,26 +101,26 @@ def tei_router(call: Serving, auth: Auth) -> APIRouter:
         return await call.embed(request, key, model, _texts(body.inputs), options), body
 
     @router.post("/embed_sparse")
-    async def embed_sparse(request: Request, key: ApiKey = Depends(auth.caller)) -> Response:
+    async def embed_sparse(request: Request, key: ApiKey = Depends(auth.metered_caller)) -> Response:
         """Sparse vectors (TEI's `POST /embed_sparse`): each input's non-zero `{index, value}` entries."""
         result, _ = await embed_output(request, key, "sparse")
         rows = [
             [{"index": int(i), "value": float(v)} for i, v in zip(vector.indices, vector.values, strict=True)]
             for vector in result.sparse or ()
         ]
-        return JSONResponse(rows, headers=call.headers(key, result))
+        return JSONResponse(rows, headers=call.headers(request, result))
 
     @router.post("/embed_all")
-    async def embed_all(request: Request, key: ApiKey = Depends(auth.caller)) -> Response:
+    async def embed_all(request: Request, key: ApiKey = Depends(auth.metered_caller)) -> Response:
         """Token vectors (TEI's `POST /embed_all`): the model's multi-vector output, one matrix per input."""
         result, _ = await embed_output(request, key, "multivector")
-        return JSONResponse(list(result.multivectors or ()), headers=call.headers(key, result))
+        return JSONResponse(list(result.multivectors or ()), headers=call.headers(request, result))
 
-    async def embed(request: Request, key: ApiKey = Depends(auth.caller)) -> Response:
+    async def embed(request: Request, key: ApiKey = Depends(auth.metered_caller)) -> Response:
         """Embed texts (TEI's `POST /embed`): one vector per input, as a bare array."""
         result, body = await embed_output(request, key, "dense")
         vectors = l2_normalize(result.vectors) if body.normalize else result.vectors
-        return JSONResponse(list(vectors), headers=call.headers(key, result))
+        return JSONResponse(list(vectors), headers=call.headers(request, result))
 
     router.add_api_route("/embed", embed, methods=["POST"])
     router.add_api_route("/", embed, methods=["POST"], include_in_schema=False)  # where TEI clients post

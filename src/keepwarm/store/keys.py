@@ -18,9 +18,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, exc, insert, or_, select, update
+from sqlalchemy import Connection, Executable, bindparam, exc, insert, or_, select, update
 
 from keepwarm.store.database import Database, StoreError
+from keepwarm.store.direct import DirectTransaction
 from keepwarm.store.schema import api_keys
 
 SECRET_PREFIX = "kw-"
@@ -165,20 +166,25 @@ class KeyStore:
         rows = self.db.query(select(api_keys).where(api_keys.c.id == key_id))
         return _from_row(rows[0]) if rows else None
 
-    def find(self, secret: str) -> ApiKey | None:
-        """The active key whose secret this is, or None."""
+    def find(self, secret: str, conn: DirectTransaction | None = None) -> ApiKey | None:
+        """The active key whose secret this is, or None (read in `conn` if given)."""
         if not secret.startswith(SECRET_PREFIX) or len(secret) <= _ID_LENGTH:
             return None
-        with self.db.direct() as conn:
-            rows = conn.execute(_BY_PREFIX, {"prefix": secret[:_ID_LENGTH]})
+        rows = self._direct(conn, _BY_PREFIX, {"prefix": secret[:_ID_LENGTH]})
         if not rows or not hmac.compare_digest(rows[0]["secret_hash"], hash_secret(secret)):
             return None
         return _from_row(rows[0])
 
-    def has_active(self) -> bool:
-        """True if at least one key is not revoked (the server then requires keys)."""
-        with self.db.direct() as conn:
-            return bool(conn.execute(_ANY_ACTIVE))
+    def has_active(self, conn: DirectTransaction | None = None) -> bool:
+        """True if at least one key is not revoked (the server then requires keys); read in `conn` if any."""
+        return bool(self._direct(conn, _ANY_ACTIVE))
+
+    def _direct(self, conn: DirectTransaction | None, statement: Executable, parameters: Any = None) -> list:
+        """`statement`'s rows, in `conn` (a request's usage transaction) or in a read of its own."""
+        if conn is not None:
+            return conn.execute(statement, parameters)
+        with self.db.direct() as own:
+            return own.execute(statement, parameters)
 
     def _active_named(self, name: str) -> bool:
         return self.db.scalar(select(api_keys.c.id).where(api_keys.c.name == name, _ACTIVE)) is not None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -23,6 +23,7 @@ from sqlalchemy import Connection, func, literal, or_, select
 
 from keepwarm.cost import Pricing
 from keepwarm.store.database import Database
+from keepwarm.store.direct import DirectTransaction
 from keepwarm.store.schema import api_keys, metered_lines, usage
 from keepwarm.store.sql import upsert
 
@@ -70,13 +71,17 @@ class UsageStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def record(self, event: UsageEvent) -> None:
+    def record(self, event: UsageEvent, check: Callable[[DirectTransaction], None] | None = None) -> None:
         """Add one answered request; committed (durable against a process kill) on return.
 
-        On the driver (`Database.direct`): every answered request runs this before its answer.
+        On the driver (`Database.direct`): every answered request runs this before its
+        answer. `check` runs first in the same transaction; if it raises, nothing is recorded
+        (the HTTP layer checks there that the caller's key is still what it was).
         """
         statement = upsert(self.db.engine.dialect.name, usage, _COLUMNS, _ROW_KEY, add=_COUNTS)
         with self.db.direct(write=True) as conn:
+            if check is not None:
+                check(conn)
             conn.execute(statement, _row_values([event])[0])
 
     def record_lines(self, source: str, events: Sequence[tuple[int, UsageEvent]]) -> None:
