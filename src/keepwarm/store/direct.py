@@ -59,22 +59,22 @@ class DirectStatements:
     @contextlib.contextmanager
     def transaction(self, *, write: bool) -> Iterator[DirectTransaction]:
         """Committed when the block ends, rolled back if it raises; SQLite's write lock taken up front."""
-        connection = self._engine.raw_connection()
-        cursor = connection.cursor()
-        try:
-            if self._sqlite:  # the pool's SQLite connections are in autocommit mode (database.py)
-                cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            yield DirectTransaction(cursor, self)
-            if self._sqlite:
-                cursor.execute("COMMIT")
-            else:
-                connection.commit()
-        except BaseException as error:
-            self._abandon(connection, cursor, error)
-            raise
-        finally:
-            cursor.close()
-            connection.close()  # back to the pool
+        # closing the connection hands it back to the pool
+        with (
+            contextlib.closing(self._engine.raw_connection()) as connection,
+            contextlib.closing(connection.cursor()) as cursor,
+        ):
+            try:
+                if self._sqlite:  # the pool's SQLite connections are in autocommit mode (database.py)
+                    cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield DirectTransaction(cursor, self)
+                if self._sqlite:
+                    cursor.execute("COMMIT")
+                else:
+                    connection.commit()
+            except BaseException as error:
+                self._abandon(connection, cursor, error)
+                raise
 
     def _abandon(self, connection: Any, cursor: Any, error: BaseException) -> None:
         """Roll back; a connection the error shows is dead is dropped from the pool, not reused."""
