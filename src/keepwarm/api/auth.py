@@ -11,7 +11,7 @@ seen before starts its work at once under the key it had then, and the key is re
 again inside the transaction that commits the request's usage, before anything is
 answered. If it was revoked the request is refused (401) and nothing is metered; if its
 models or limits changed, the work is done again under the new settings. That saves a
-store round trip per request (docs/benchmarks.md, "Idle latency"). An error answer
+store round trip per request (docs/benchmarks.md, "The per-request store work"). An error answer
 reads the key first too, so a revoked key never learns more than a 401. A secret not
 seen before (or not since it failed) is read before any work.
 """

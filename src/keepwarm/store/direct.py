@@ -3,7 +3,7 @@
 Every answered request reads its key and commits its usage row. Through SQLAlchemy's
 `Connection` each of those costs its execution machinery (connection wrapper, begin
 event, execution context, result wrapping) on top of the driver's own work, several
-times the statement itself on an idle server (docs/benchmarks.md, "Idle latency").
+times the statement itself on an idle server (docs/benchmarks.md, "The per-request store work").
 Here the same Core statements are compiled once per dialect by SQLAlchemy and executed
 on the driver's cursor of a connection from the same pool, so pooling, PostgreSQL's
 pre-ping and timeouts, SQLite's pragmas and the 503 on an unreachable database stay as
