@@ -17,7 +17,7 @@ from helpers import MODEL
 from keepwarm.catalog import DEFAULT_ENTRY
 from keepwarm.engine import CallLimitSettings, Engine, EngineSettings
 from keepwarm.engine.scheduler import CallLimits, Scheduler
-from keepwarm.engine.tuning import CANDIDATE_BUDGETS, TOKEN_MULTIPLE, measure_call_limits
+from keepwarm.engine.tuning import CANDIDATE_BUDGETS, ROUNDING_WIDEST, TOKEN_MULTIPLE, measure_call_limits
 from keepwarm.engine.work import Job, WorkItem
 from keepwarm.engine.worker import ModelWorker, call_width, model_inputs
 from keepwarm.runtimes.base import Runtime
@@ -89,6 +89,15 @@ def test_widths_are_rounded_where_new_widths_cost_more_than_the_padding() -> Non
     record = _measure(0.005, 2e-5, max_tokens=256)
     assert record["token_multiple"] == 1
     assert record["rounding_seconds"]["rounded"] > record["rounding_seconds"]["exact"]
+
+
+def test_a_long_context_model_is_measured_on_calls_of_served_widths() -> None:
+    # an 8K-token model: calls as wide as its limit would be most of the time spent loading it
+    clock = _Clock()
+    model = _TimedModel(0.001, 2e-4, clock, per_new_width=0.02)
+    record = measure_call_limits(model, pad_id=0, max_tokens=8192, max_rows=64, clock=clock)
+    assert record["max_call_tokens"] == 1024
+    assert TOKEN_MULTIPLE < max(model.seen) <= min(ROUNDING_WIDEST, record["max_call_tokens"])
 
 
 def test_rounded_widths_stay_within_the_model_limit() -> None:

@@ -66,6 +66,7 @@ _MEASURED = ("max_call_tokens", "max_padding_tokens")
 TOKEN_MULTIPLE = 32  # the rounding that was measured (docs/benchmarks.md, "int8 shape policies")
 ROUNDING_GAIN = 0.9  # beyond a shared machine's noise between the two timings
 _ROUNDING_CALLS = 16  # server-like calls per sequence
+ROUNDING_WIDEST = 512  # tokens: the widest of those calls (4 × TYPICAL_TOKENS)
 
 Clock = Callable[[], float]  # seconds, monotonic
 
@@ -172,11 +173,18 @@ def _token_multiple(
 
 
 def _rounding_calls(seed: int, max_tokens: int, budget: int, max_rows: int) -> list[tuple[int, int]]:
-    """(rows, width) of server-like calls: widths never already multiples, rows up to the budget."""
+    """(rows, width) of server-like calls: widths never already multiples, rows up to the budget.
+
+    Widths stop at `ROUNDING_WIDEST`: past it a call's compute, growing with the width
+    squared through attention, dwarfs preparing its shape, so rounding has little to
+    gain there; and for a long-context model (8K tokens) calls up to its limit made this
+    measurement take longer than everything else at load put together.
+    """
     rng = np.random.default_rng(seed)
     calls = []
+    widest = min(max_tokens, ROUNDING_WIDEST, max(budget, TOKEN_MULTIPLE + 1))
     for _ in range(_ROUNDING_CALLS):
-        width = int(rng.integers(TOKEN_MULTIPLE + 1, max_tokens + 1))
+        width = int(rng.integers(TOKEN_MULTIPLE + 1, widest + 1))
         width -= 1 if width % TOKEN_MULTIPLE == 0 else 0
         calls.append((int(rng.integers(1, min(max_rows, max(1, budget // width)) + 1)), width))
     return calls
