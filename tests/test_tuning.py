@@ -37,6 +37,7 @@ class _TimedModel(Runtime):
     """Stands in for a model of a known cost: a fixed cost per call plus a cost per token."""
 
     name = "timed"
+    prepares_each_shape = True  # OpenVINO-like, so the rounding is measured
 
     def __init__(self, per_call: float, per_token: float, clock: _Clock, per_new_width: float = 0.0) -> None:
         super().__init__(DEFAULT_ENTRY.to_spec())
@@ -98,6 +99,14 @@ def test_a_long_context_model_is_measured_on_calls_of_served_widths() -> None:
     record = measure_call_limits(model, pad_id=0, max_tokens=8192, max_rows=64, clock=clock)
     assert record["max_call_tokens"] == 1024
     assert TOKEN_MULTIPLE < max(model.seen) <= min(ROUNDING_WIDEST, record["max_call_tokens"])
+
+
+def test_a_runtime_with_no_cost_per_shape_keeps_exact_widths_without_timing_them() -> None:
+    clock = _Clock()
+    model = _TimedModel(0.005, 2e-6, clock, per_new_width=0.02)
+    model.prepares_each_shape = False  # as ONNX Runtime and PyTorch
+    record = measure_call_limits(model, pad_id=0, max_tokens=256, max_rows=64, clock=clock)
+    assert (record["token_multiple"], record["rounding_seconds"]) == (1, {})
 
 
 def test_rounded_widths_stay_within_the_model_limit() -> None:

@@ -27,7 +27,9 @@ and the hardware, so neither is a constant tuned for MiniLM:
   (measured: OpenVINO int8 gains, OpenVINO f32/bf16 does not; docs/benchmarks.md, "int8
   shape policies"), so the same seeded sequence of server-like calls of varied rows and
   widths is timed both ways, twice in alternating order, and rounding is kept only when
-  it takes at most `ROUNDING_GAIN` of the exact widths' time.
+  it takes at most `ROUNDING_GAIN` of the exact widths' time. Runtimes with no cost for
+  a new shape (ONNX Runtime, PyTorch: `Runtime.prepares_each_shape`) are not timed: they
+  can only lose by padding, and the timing was half of their measurement at load.
 
 The result is recorded in the artifact store under the model files, runtime, dtype and
 core count it was measured with, so later starts reuse it. `--max-batch-tokens` and
@@ -156,8 +158,8 @@ def _token_multiple(
     shapes are not warmed beforehand, so what they gain is the repetition rounding
     brings, as in a server.
     """
-    if max_tokens <= TOKEN_MULTIPLE:
-        return 1, {}
+    if max_tokens <= TOKEN_MULTIPLE or not runtime.prepares_each_shape:
+        return 1, {}  # nothing to gain: no width to round, or no cost for a new shape to save
     seconds = {"exact": 0.0, "rounded": 0.0}
     for sequence, order in enumerate((("exact", "rounded"), ("rounded", "exact"))):
         calls = _rounding_calls(sequence, max_tokens, budget, max_rows)

@@ -43,6 +43,9 @@ class Runtime(ABC):
 
     # True where `single_threaded_copy` works: then background work runs on low-priority copies
     single_threaded_copies: bool = False
+    # True where the first call of each input shape prepares kernels for it (OpenVINO): only
+    # then can rounding call widths, so that shapes repeat, pay (engine/tuning.py measures it)
+    prepares_each_shape: bool = False
 
     def single_threaded_copy(self) -> Runtime:
         """Another instance of this model that computes on its caller's thread only."""

@@ -55,6 +55,7 @@ class OpenVinoRuntime(Runtime):
     """Runs an ONNX graph or OpenVINO IR on the CPU with a given inference precision."""
 
     name = "openvino"
+    prepares_each_shape = True
 
     def __init__(
         self, spec: ModelSpec, model_path: Path, *, precision: str = "f32", threads: int | None = None
