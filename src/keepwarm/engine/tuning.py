@@ -177,14 +177,15 @@ def _token_multiple(
 def _rounding_calls(seed: int, max_tokens: int, budget: int, max_rows: int) -> list[tuple[int, int]]:
     """(rows, width) of server-like calls: widths never already multiples, rows up to the budget.
 
-    Widths stop at `ROUNDING_WIDEST`: past it a call's compute, growing with the width
+    Widths stop at `ROUNDING_WIDEST` and at the budget (one of CANDIDATE_BUDGETS, all
+    wider than TOKEN_MULTIPLE): past the first a call's compute, growing with the width
     squared through attention, dwarfs preparing its shape, so rounding has little to
     gain there; and for a long-context model (8K tokens) calls up to its limit made this
     measurement take longer than everything else at load put together.
     """
     rng = np.random.default_rng(seed)
     calls = []
-    widest = min(max_tokens, ROUNDING_WIDEST, max(budget, TOKEN_MULTIPLE + 1))
+    widest = min(max_tokens, ROUNDING_WIDEST, budget)
     for _ in range(_ROUNDING_CALLS):
         width = int(rng.integers(TOKEN_MULTIPLE + 1, widest + 1))
         width -= 1 if width % TOKEN_MULTIPLE == 0 else 0
