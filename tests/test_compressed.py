@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.server import wait_for
 from sentence_transformers.quantization import quantize_embeddings
 
 from keepwarm.catalog import ArtifactStore
@@ -62,14 +64,33 @@ def test_a_calibration_from_before_the_search_record_keeps_its_vectors_and_gains
             built.append(len(texts))
         return CALIBRATION[: len(texts)]
 
-    before = Calibrations(ArtifactStore(tmp_path)).ranges("m", "d" * 64, embed, None)
+    first = Calibrations(ArtifactStore(tmp_path))
+    before = first.ranges("m", "d" * 64, embed, None)
+    assert wait_for(lambda: first.retrieval("m", "d" * 64))  # measured on a thread of its own
     for record in (tmp_path / "artifacts").glob("m-*-compressed-retrieval-*"):
         shutil.rmtree(record)  # as a data directory calibrated by the release before the record
     upgraded = Calibrations(ArtifactStore(tmp_path))
     assert upgraded.retrieval("m", "d" * 64) is None
     assert np.array_equal(upgraded.ranges("m", "d" * 64, embed, None), before)
     assert built == [len(calibration_texts())]  # the vectors were read back, not embedded again
+    assert wait_for(lambda: upgraded.retrieval("m", "d" * 64))
     assert set(upgraded.retrieval("m", "d" * 64)) == {"int8", "uint8", "binary", "ubinary"}
+
+
+def test_the_search_record_is_measured_without_holding_up_the_ranges(tmp_path: Path) -> None:
+    """The first int8 request needs only the ranges; the search sample is hundreds of texts more."""
+    sample_released = threading.Event()
+
+    def embed(texts: list[str], prompt: str | None) -> np.ndarray:
+        if texts != calibration_texts():
+            sample_released.wait(timeout=10)  # the measurement's own embedding, held up
+        return CALIBRATION[: len(texts)]
+
+    calibrations = Calibrations(ArtifactStore(tmp_path))
+    calibrations.ranges("m", "e" * 64, embed, None)
+    assert calibrations.retrieval("m", "e" * 64) is None  # answered while the measurement waits
+    sample_released.set()
+    assert wait_for(lambda: calibrations.retrieval("m", "e" * 64))
 
 
 def test_ranges_for_fewer_dimensions_come_from_the_cut_renormalised_calibration(tmp_path: Path) -> None:

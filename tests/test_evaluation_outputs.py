@@ -20,7 +20,7 @@ import pytrec_eval
 from helpers import MODEL, keepwarm
 from helpers.beir import tiny_beir
 from helpers.outputs import calibration_ranges, tiny_bge_m3, tiny_splade
-from helpers.server import start_server, state_dir
+from helpers.server import start_server, state_dir, wait_for
 
 from keepwarm.catalog import DEFAULT_ENTRY
 from keepwarm.cost import Pricing
@@ -340,6 +340,8 @@ def test_compressed_dtypes_record_their_search_loss_when_their_calibration_is_bu
     with Engine([DEFAULT_ENTRY.to_spec()], own, EngineSettings(cache_bytes=0)) as engine:
         assert engine.describe(MODEL)[0].compressed_retrieval is None
         engine.embed_sync(MODEL, ["first int8 request"], EmbedOptions(output_dtypes=("int8",)))
+        # measured off the request's path: the answer does not wait for it
+        assert wait_for(lambda: engine.describe(MODEL)[0].compressed_retrieval, timeout=300)
         recorded = engine.describe(MODEL)[0].compressed_retrieval
         assert set(recorded) == set(COMPRESSED_DTYPES)
         sample = builtin_set(BUILD_SET, BUILD_QUERIES, BUILD_DOCUMENTS)
@@ -360,7 +362,12 @@ def test_compressed_dtypes_record_their_search_loss_when_their_calibration_is_bu
 def test_models_endpoint_shows_the_compressed_search_loss(server, data_dir: Path) -> None:  # noqa: ANN001
     body = {"model": MODEL, "input": ["a query"], "output_dtype": "uint8"}
     assert httpx.post(f"{server.v1}/embeddings", json=body, timeout=60).status_code == 200
-    described = httpx.get(f"{server.v1}/models/{MODEL}", timeout=60).json()
+
+    def model() -> dict:
+        return httpx.get(f"{server.v1}/models/{MODEL}", timeout=60).json()
+
+    assert wait_for(lambda: model()["compressed_retrieval"], timeout=300, interval=0.5)  # measured later
+    described = model()
     (meta,) = (data_dir / "artifacts").glob(f"{MODEL}-*-compressed-retrieval-*/artifact.json")
     assert described["compressed_retrieval"] == json.loads(meta.read_text())["retrieval"]
     assert set(described["compressed_retrieval"]) == set(COMPRESSED_DTYPES)

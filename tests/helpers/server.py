@@ -111,11 +111,11 @@ def metric(server: RunningServer, name: str, model: str | None = None) -> float:
     return sum(float(v) for v in re.findall(rf"^{name}{labels} (\S+)$", text, re.M))
 
 
-def wait_for(predicate, timeout: float = 60) -> bool:  # noqa: ANN001
-    """Poll `predicate` until it is true or `timeout` seconds pass; return its last value."""
+def wait_for(predicate, timeout: float = 60, interval: float = 0.01) -> bool:  # noqa: ANN001
+    """Poll `predicate` every `interval` seconds until true or `timeout` passes; return its last value."""
     deadline = time.monotonic() + timeout
     while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.01)
+        time.sleep(interval)
     return predicate()
 
 

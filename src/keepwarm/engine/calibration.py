@@ -11,11 +11,14 @@ Once a version's vectors exist, what each compressed dtype loses in search again
 float vectors is measured (evaluation/builds.py, on the fixed build sample) and kept as
 an artifact of its own beside them, so restarts and replicas read it instead of
 measuring again, and the vectors of a version calibrated before that record existed
-stay exactly as its indexes were built with.
+stay exactly as its indexes were built with. That measurement embeds a few hundred
+texts, so it runs on a thread of its own: the request that built the ranges is answered
+without waiting for it.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +32,8 @@ from keepwarm.catalog.versions import short_version
 from keepwarm.outputs.compress import ranges_of
 from keepwarm.runtimes.pooling import l2_normalize
 from keepwarm.runtimes.probe import calibration_texts
+
+log = logging.getLogger(__name__)
 
 CALIBRATION_FORMAT = "calibration-v1"
 RETRIEVAL_FORMAT = "compressed-retrieval-v1"
@@ -85,17 +90,26 @@ class Calibrations:
 
                 key = _key(name, version, CALIBRATION_FORMAT)
                 folder, _ = self._store.get(key) or self._store.build(key, build)
-                vectors = np.load(folder / _FILE)
-                self._record_retrieval(name, version, embed, ranges_of(vectors))
-                self._vectors[version] = vectors
+                self._vectors[version] = np.load(folder / _FILE)
+                threading.Thread(
+                    target=self._record_retrieval,
+                    args=(name, version, embed, ranges_of(self._vectors[version])),
+                    name=f"keepwarm-retrieval-{short_version(version)}",
+                    daemon=True,
+                ).start()
             return self._vectors[version]
 
     def _record_retrieval(self, name: str, version: str, embed: EmbedTexts, ranges: np.ndarray) -> None:
+        """Measure (or read) the record; after a failure it is measured again at the next start."""
         key = _key(name, version, RETRIEVAL_FORMAT)
-        if self._store.get(key) is None:
-            self._store.build(
+        try:
+            _, meta = self._store.get(key) or self._store.build(
                 key, lambda _: {"format": RETRIEVAL_FORMAT, "retrieval": _retrieval_loss(name, embed, ranges)}
             )
+        except Exception as exc:  # noqa: BLE001 - e.g. the engine closed mid-measurement; requests are unaffected
+            log.warning("the compressed search loss of %s was not measured: %s", key, exc)
+            return
+        self._retrieval[version] = meta["retrieval"]
         self._missing.pop(version, None)
 
 
