@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -148,6 +149,16 @@ def test_int8_model_reports_its_measured_accuracy(catalog_server, reference) -> 
     assert details["version"] != _model(catalog_server, MODEL)["version"]  # int8 vectors are another version
     vectors = _vectors(_post(catalog_server, model="minilm-int8", input=TEXTS))
     assert_same_vectors(vectors, reference.encode(TEXTS), minimum=0.95)
+
+
+@pytest.mark.parametrize("name", [MODEL, "minilm-int8"])
+def test_models_report_the_width_multiple_their_first_load_measured(catalog_server, data_dir, name) -> None:  # noqa: ANN001
+    details = _model(catalog_server, name)
+    served_on = f"{details['runtime']}-{details['dtype']}"
+    [record] = (data_dir / "artifacts").glob(f"{name}-*-call-limits-v2-{served_on}-*")
+    assert details["token_multiple"] == json.loads((record / "artifact.json").read_text())["token_multiple"]
+    if details["runtime"] != "openvino":  # rounding is timed only where kernels are prepared per shape
+        assert details["token_multiple"] == 1
 
 
 def test_matryoshka_dims_are_the_allowed_sizes(catalog_server) -> None:  # noqa: ANN001

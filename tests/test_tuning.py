@@ -149,6 +149,7 @@ def test_call_limits_are_measured_once_per_model_and_recorded(data_dir: Path) ->
         model = engine.resolve(MODEL)
         limits = model.scheduler.limits
     assert limits.max_call_tokens in CANDIDATE_BUDGETS
+    assert model.info.token_multiple == limits.token_multiple  # what /v1/models reports
     assert 0 <= limits.max_padding_tokens <= limits.max_call_tokens
     served_on = f"{model.runtime.name}-{model.spec.dtype}"  # other tests serve it on other runtimes
     recorded = list((data_dir / "artifacts").glob(f"{MODEL}-*-call-limits-v2-{served_on}-*"))

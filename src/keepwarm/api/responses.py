@@ -108,6 +108,7 @@ def _version_body(view: ModelView) -> dict[str, Any]:
             accuracy=dict(loaded.accuracy),
             max_batch_tokens=loaded.max_call_tokens,  # named like the --max-batch-tokens flag
             max_padding_tokens=loaded.max_padding_tokens,
+            token_multiple=loaded.token_multiple,  # widths padded to a multiple of this, measured
         )
     return body
 

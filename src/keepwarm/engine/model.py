@@ -206,6 +206,7 @@ def start_model(
         created=int((spec.directory / "config.json").stat().st_mtime),
         accuracy=dict(opened.accuracy),
         task=spec.task,
+        token_multiple=limits.token_multiple,
     )
     return ServedModel(
         spec=spec,

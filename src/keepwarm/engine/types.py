@@ -93,6 +93,7 @@ class ModelInfo:
     created: int  # the model files' time (OpenAI's `created`)
     accuracy: Mapping[str, Any] = field(default_factory=dict)  # measured against the reference at export
     task: str = "embed"  # embed | rerank | classify (catalog/spec.py)
+    token_multiple: int = 1  # call widths are padded up to a multiple of this (engine/tuning.py)
 
     @property
     def short_version(self) -> str:
