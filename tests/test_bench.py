@@ -103,6 +103,33 @@ def test_server_computes_every_text_rather_than_answering_from_its_cache(run) ->
     assert [phases[name]["cached_texts"] for name in ("closed", "bursts", "idle")] == [0, 0, 0]
 
 
+def test_server_latencies_split_into_the_model_call_the_server_and_the_http_exchange(run) -> None:  # noqa: ANN001
+    phases, ratios = run[0]["phases"], run[0]["ratios"]
+    for name in ("closed", "bursts", "idle"):  # from the server's own timing headers, per request
+        phase = phases[name]
+        assert 0 < phase["server_inference_p50_ms"] <= phase["server_p50_ms"] < phase["p50_ms"], name
+        assert 0 < phase["outside_server_p50_ms"] < phase["p50_ms"], name
+    assert "server_p50_ms" not in phases["single_call"]  # in-process: no server to split off
+    assert ratios["idle_server_p50_minus_single_call_ms"] == pytest.approx(
+        phases["idle"]["server_p50_ms"] - phases["single_call"]["p50_ms"], abs=0.01
+    )
+    assert ratios["idle_server_p50_minus_single_call_ms"] < ratios["idle_p50_minus_single_call_ms"]
+
+
+def test_answers_without_keepwarms_timing_headers_report_no_server_split() -> None:
+    other_server = Measurement()  # e.g. a peer benchmarked with --url
+    other_server.add(1, 5, 0.010)
+    assert "server_p50_ms" not in other_server.summary()
+    ours = Measurement()
+    ours.add(1, 5, 0.010, (0.007, 0.004))
+    split = ours.summary()
+    assert (split["server_p50_ms"], split["server_inference_p50_ms"], split["outside_server_p50_ms"]) == (
+        pytest.approx(7.0),
+        pytest.approx(4.0),
+        pytest.approx(3.0),
+    )
+
+
 def test_latency_percentiles_are_ordered_and_plausible(run) -> None:  # noqa: ANN001
     for name, phase in run[0]["phases"].items():
         assert 0 < phase["p50_ms"] <= phase["p95_ms"] <= phase["p99_ms"] < 60_000, name

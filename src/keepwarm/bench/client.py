@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -87,6 +87,14 @@ def _decode(payload: bytes, expected: int) -> tuple[np.ndarray, int, int]:
     return vectors, int(answer["usage"]["prompt_tokens"]), int(cached)
 
 
+def _server_times(headers: Mapping[str, str]) -> tuple[float, float] | None:
+    """A keepwarm server's own total and model-call seconds for a request (None from other servers)."""
+    try:
+        return float(headers["x-total-time"]) / 1000, float(headers["x-inference-time"]) / 1000
+    except (KeyError, ValueError):
+        return None
+
+
 class LoadClient:
     """A pool of keep-alive connections to one server, and the vectors it got back."""
 
@@ -120,7 +128,7 @@ class LoadClient:
             return
         vectors, tokens, cached = _decode(payload, request.count)
         self.vectors[request.first] = vectors
-        result.add(request.count, tokens, latency)
+        result.add(request.count, tokens, latency, _server_times(response.headers))
         result.cached += cached
 
     async def warm_up(self, requests: list[Request]) -> None:

@@ -24,6 +24,12 @@ class Measurement:
     failures: Counter[str] = field(default_factory=Counter)  # requests that failed, by reason
     cpu_seconds: float | None = None  # the measuring process's own CPU time, all threads...
     wall_seconds: float | None = None  # ...over this span (bursts and idle phases include their pauses)
+    # the server's own account of each answered request, from its timing headers, so that a
+    # latency splits into the model call, the rest of the server, and what lies outside it
+    # (the HTTP exchange and the client): seconds, one entry per request that sent them
+    server: list[float] = field(default_factory=list)
+    inference: list[float] = field(default_factory=list)
+    outside: list[float] = field(default_factory=list)
 
     @contextlib.contextmanager
     def timed(self) -> Iterator[None]:
@@ -33,10 +39,15 @@ class Measurement:
         self.seconds = self.wall_seconds = time.perf_counter() - began
         self.cpu_seconds = time.process_time() - cpu
 
-    def add(self, texts: int, tokens: int, latency: float) -> None:
+    def add(self, texts: int, tokens: int, latency: float, server: tuple[float, float] | None = None) -> None:
+        """One answered request; `server`: its (total, inference) seconds as the server reported them."""
         self.texts += texts
         self.tokens += tokens
         self.latencies.append(latency)
+        if server is not None:
+            self.server.append(server[0])
+            self.inference.append(server[1])
+            self.outside.append(latency - server[0])
 
     def fail(self, reason: str) -> None:
         """Count one failed request: no texts, and no latency among the answered ones."""
@@ -69,6 +80,16 @@ class Measurement:
             "cached_texts": self.cached,
             "failed": sum(self.failures.values()),
             "failures": dict(self.failures),
+        } | self._server_split()
+
+    def _server_split(self) -> dict[str, float | None]:
+        """Median server, model-call and outside-the-server time, where the server reported them."""
+        if not self.server:
+            return {}
+        return {
+            "server_p50_ms": _round(percentile_ms(self.server, 50)),
+            "server_inference_p50_ms": _round(percentile_ms(self.inference, 50)),
+            "outside_server_p50_ms": _round(percentile_ms(self.outside, 50)),
         }
 
     def cpu_share(self, cpu_seconds: float | None, cores: int) -> float | None:
