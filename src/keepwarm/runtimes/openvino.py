@@ -9,10 +9,13 @@ reference and for speed, and keeps the fastest that agrees.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
+import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +44,47 @@ KERNEL_CACHE_ENTRIES = 50
 RELEASE_AFTER_IDLE_SECONDS = 2.0
 LARGE_CALL_TOKENS = 512
 _LIBC = ctypes.CDLL(None)  # this process's C library; malloc_trim is glibc's
+# Beneath OpenVINO's cache, its copy of oneDNN keeps up to 1,024 primitives it has built;
+# with shapes that rarely repeat they are memory never used again: about 150 MB after a
+# benchmark of the default model on an AMX CPU, for no throughput measured. int8 graphs,
+# whose widths are rounded so that shapes repeat, lost 5-15 % without them, so they keep
+# them (docs/benchmarks.md, "oneDNN's primitive cache"). oneDNN reads the capacity from
+# the environment once, when it builds its first graph: the process's first OpenVINO
+# graph decides. PyTorch's own copy reads the same variable and runs bf16 at half speed
+# without its cache, so the variable is set only while that graph is built, and an
+# operator's own value stands.
+PRIMITIVE_CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 INT8_FORMAT = "openvino-int8-nncf-v2"  # v2: longer calibration texts, SmoothQuant 0.6
 INT8_FILE = "model.int8.xml"
+
+
+class _FirstGraph:
+    """Whether OpenVINO's oneDNN has read its primitive-cache capacity in this process yet."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._built = False
+
+    @contextlib.contextmanager
+    def building(self, int8: bool) -> Iterator[None]:
+        """Around anything that may build OpenVINO's first graph: unless it is int8, it reads 0."""
+        if self._built or PRIMITIVE_CACHE_VARIABLE in os.environ:
+            yield
+            return
+        with self._lock:  # a second thread's first graph waits, then finds the capacity read
+            if self._built:
+                yield
+                return
+            if not int8:
+                os.environ[PRIMITIVE_CACHE_VARIABLE] = "0"
+            try:
+                yield
+                self._built = True
+            finally:
+                os.environ.pop(PRIMITIVE_CACHE_VARIABLE, None)
+
+
+_first_graph = _FirstGraph()
 
 
 def cpu_precisions() -> list[str]:
@@ -71,7 +113,8 @@ class OpenVinoRuntime(Runtime):
             "INFERENCE_PRECISION_HINT": precision,
             "CPU_RUNTIME_CACHE_CAPACITY": KERNEL_CACHE_ENTRIES,
         }
-        self._compiled = core.compile_model(core.read_model(str(model_path)), "CPU", config)
+        with _first_graph.building(int8=spec.dtype == "int8"):
+            self._compiled = core.compile_model(core.read_model(str(model_path)), "CPU", config)
         self._calling = threading.Lock()  # a release must not run during a call
         self._release: threading.Timer | None = None
         self._last_large_call = 0.0
@@ -172,15 +215,16 @@ def quantize_int8(
         for batch in calibration
         for row in range(len(batch[0]))
     ]
-    quantized = nncf.quantize(
-        model,
-        nncf.Dataset(samples),
-        model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(samples),
-        advanced_parameters=AdvancedQuantizationParameters(
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=0.6)
-        ),
-    )
+    with _first_graph.building(int8=True):  # NNCF's statistics run OpenVINO graphs too
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(samples),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(samples),
+            advanced_parameters=AdvancedQuantizationParameters(
+                smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=0.6)
+            ),
+        )
     ov.save_model(quantized, str(folder / INT8_FILE))
     precision = cpu_precisions()[0]
     int8 = OpenVinoRuntime(spec, folder / INT8_FILE, precision=precision)
