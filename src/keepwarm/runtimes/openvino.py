@@ -44,15 +44,15 @@ KERNEL_CACHE_ENTRIES = 50
 RELEASE_AFTER_IDLE_SECONDS = 2.0
 LARGE_CALL_TOKENS = 512
 _LIBC = ctypes.CDLL(None)  # this process's C library; malloc_trim is glibc's
-# Beneath OpenVINO's cache, its copy of oneDNN keeps up to 1,024 primitives it has built;
-# with shapes that rarely repeat they are memory never used again: about 150 MB after a
-# benchmark of the default model on an AMX CPU, for no throughput measured. int8 graphs,
-# whose widths are rounded so that shapes repeat, lost 5-15 % without them, so they keep
-# them (docs/benchmarks.md, "oneDNN's primitive cache"). oneDNN reads the capacity from
-# the environment once, when it builds its first graph: the process's first OpenVINO
-# graph decides. PyTorch's own copy reads the same variable and runs bf16 at half speed
-# without its cache, so the variable is set only while that graph is built, and an
-# operator's own value stands.
+# Beneath OpenVINO's cache, its copy of oneDNN keeps every primitive it has built (up to
+# its default capacity); with shapes that rarely repeat they are memory never used again,
+# and turning them off cost the default model no throughput. int8 graphs, whose widths
+# are rounded so that shapes repeat, do use them again and keep them (docs/benchmarks.md,
+# "oneDNN's primitive cache", has the figures). oneDNN reads the capacity from the
+# environment once, when it builds its first graph: the process's first OpenVINO graph
+# decides. PyTorch's own copy reads the same variable and runs bf16 much slower without
+# its cache, so the variable is set only while that graph is built, and an operator's
+# own value stands.
 PRIMITIVE_CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 INT8_FORMAT = "openvino-int8-nncf-v2"  # v2: longer calibration texts, SmoothQuant 0.6
 INT8_FILE = "model.int8.xml"
