@@ -12,10 +12,14 @@ from keepwarm.engine.work import BACKGROUND, ONLINE, Job, WorkItem
 from keepwarm.errors import NotReady, Overloaded
 
 
-def _limits(tokens: int, rows: int, queue: int = 10_000, padding: int = 100) -> CallLimits:
+def _limits(tokens: int, rows: int, queue: int = 10_000, padding: int = 100, multiple: int = 1) -> CallLimits:
     """Limits as a loaded model's scheduler gets them (budget and padding allowance filled in)."""
     return CallLimits(
-        max_call_tokens=tokens, max_call_rows=rows, max_queue_tokens=queue, max_padding_tokens=padding
+        max_call_tokens=tokens,
+        max_call_rows=rows,
+        max_queue_tokens=queue,
+        max_padding_tokens=padding,
+        token_multiple=multiple,
     )
 
 
@@ -56,6 +60,22 @@ def test_a_call_stops_growing_before_padding_passes_its_allowance() -> None:
     assert _lengths(scheduler.next_call()) == [92, 96, 100]  # adding 60 would pad 52 tokens
     assert _lengths(scheduler.next_call()) == [60]
     assert _lengths(scheduler.next_call()) == [20]
+
+
+def test_rows_of_one_rounded_width_share_a_call_whatever_their_exact_lengths() -> None:
+    # calls padded to a multiple of 32: lengths 33-64 all run at width 64, so padding
+    # among them costs nothing a call of their own would not; a row of 20 would pay
+    # 32 tokens more here than at its own width of 32, past the allowance
+    scheduler = Scheduler(_limits(10_000, 64, padding=10, multiple=32))
+    scheduler.submit(_items([33, 40, 50, 64, 20, 60]))
+    assert _lengths(scheduler.next_call()) == [33, 40, 50, 60, 64]
+    assert _lengths(scheduler.next_call()) == [20]
+
+
+def test_the_budget_counts_a_call_at_its_rounded_width() -> None:
+    scheduler = Scheduler(_limits(128, 64, multiple=32))
+    scheduler.submit(_items([33] * 3))
+    assert len(scheduler.next_call()) == 2  # 2 rows at width 64 fill the budget; by exact lengths 3 would fit
 
 
 def test_short_inputs_of_different_lengths_share_a_call() -> None:

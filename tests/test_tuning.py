@@ -134,7 +134,12 @@ def test_rounded_widths_give_the_vectors_of_exact_widths(data_dir: Path) -> None
 def test_the_worker_pads_calls_to_the_measured_multiple() -> None:
     model = _TimedModel(0.0, 0.0, _Clock())
     scheduler = Scheduler(CallLimits(2048, 64, 10**6, 100, token_multiple=TOKEN_MULTIPLE))
-    worker = ModelWorker("timed", model, scheduler, pad_id=0)
+    observed: list[tuple[int, int, int]] = []
+
+    def observe(rows: int, real: int, padded: int, *_: object) -> None:
+        observed.append((rows, real, padded))
+
+    worker = ModelWorker("timed", model, scheduler, pad_id=0, observe=observe)
     worker.start()
     job = Job(2, 4)
     scheduler.submit([WorkItem(np.ones(n, dtype=np.int64), job, i) for i, n in enumerate((5, 40))])
@@ -142,6 +147,7 @@ def test_the_worker_pads_calls_to_the_measured_multiple() -> None:
     scheduler.close()
     worker.join(timeout=30)
     assert model.seen == {64}  # one call, its 40-token width padded up to 64
+    assert observed == [(2, 45, 128)]  # the metrics count the padding the call really holds
 
 
 def test_call_limits_are_measured_once_per_model_and_recorded(data_dir: Path) -> None:

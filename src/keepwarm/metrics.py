@@ -125,7 +125,7 @@ class Metrics:
         )
         self.batch_padded_tokens = Histogram(
             "keepwarm_batch_padded_tokens",
-            "Tokens per model call, padding included (rows × longest row)",
+            "Tokens per model call, padding included (rows × the width the call is padded to)",
             ["model"],
             buckets=(16, 64, 256, 1024, 4096, 16384, 65536),
             registry=registry,

@@ -4,14 +4,17 @@ Policy, in order of importance:
 1. Priority: online requests before background work.
 2. Fairness: every model call contains the oldest waiting input of that priority.
 3. Efficiency: the rest of the call is filled with inputs of the closest lengths, up to
-   a budget of padded tokens (rows × longest row), a cap on rows, and an allowance of
+   a budget of padded tokens (rows × the call's width), a cap on rows, and an allowance of
    padding tokens. A fixed row count would waste time on long texts and leave throughput
    unused on short ones. Padding costs as much compute as real tokens: filling the
    budget with whatever is queued pads a large share of every call under load, and
    grouping only equal lengths makes many more calls; both were measured to cost
    throughput (docs/benchmarks.md). So a call may hold as much padding as costs what
    another model call would. The budget and the allowance are measured for each model
-   at its first load (engine/tuning.py).
+   at its first load (engine/tuning.py). Where the model's calls are padded to a
+   multiple of some width (`token_multiple`), the call is counted at that width, and
+   the allowance is charged only the padding a row pays beyond its own rounded width:
+   that much it pays in any call, so rows of one rounded width share a call freely.
 
 Deadlines: an online job that waited longer than its queue timeout before any of its
 inputs reached the model is failed (DeadlineExceeded) when it comes up, not computed
@@ -90,12 +93,15 @@ class _Lane:
 def _window(keys: list[tuple[int, int]], anchor: int, limits: CallLimits) -> tuple[int, int]:
     """Grow [start, stop) around `anchor` towards the closest lengths while the call still fits."""
     start, stop = anchor, anchor + 1
-    anchor_length = longest = real = keys[anchor][0]
+    anchor_length = longest = keys[anchor][0]
+    own = rounded(longest, limits.token_multiple)  # the rows' own widths, summed
     while stop - start < limits.max_call_rows:
         rows = stop - start + 1
-        left_fits = start > 0 and _fits(real + keys[start - 1][0], longest, rows, limits)
+        left_own = own + rounded(keys[start - 1][0], limits.token_multiple) if start > 0 else own
+        left_fits = start > 0 and _fits(left_own, longest, rows, limits)
         right_longest = max(longest, keys[stop][0]) if stop < len(keys) else longest
-        right_fits = stop < len(keys) and _fits(real + keys[stop][0], right_longest, rows, limits)
+        right_own = own + rounded(keys[stop][0], limits.token_multiple) if stop < len(keys) else own
+        right_fits = stop < len(keys) and _fits(right_own, right_longest, rows, limits)
         if left_fits and right_fits:
             go_left = anchor_length - keys[start - 1][0] <= keys[stop][0] - anchor_length
         elif left_fits or right_fits:
@@ -104,18 +110,26 @@ def _window(keys: list[tuple[int, int]], anchor: int, limits: CallLimits) -> tup
             break
         if go_left:
             start -= 1
-            real += keys[start][0]
+            own = left_own
         else:
             longest = right_longest
-            real += keys[stop][0]
+            own = right_own
             stop += 1
     return start, stop
 
 
-def _fits(real: int, longest: int, rows: int, limits: CallLimits) -> bool:
-    """Within the padded-token budget, with padding (compute spent on nothing) within its allowance."""
-    padded = longest * rows
-    return padded <= limits.max_call_tokens and padded - real <= limits.max_padding_tokens
+def _fits(own: int, longest: int, rows: int, limits: CallLimits) -> bool:
+    """Within the padded-token budget, with padding (compute spent on nothing) within its allowance.
+
+    `own` is the sum of the rows' own widths: padding up to those is not a cost of grouping.
+    """
+    padded = rounded(longest, limits.token_multiple) * rows
+    return padded <= limits.max_call_tokens and padded - own <= limits.max_padding_tokens
+
+
+def rounded(length: int, multiple: int) -> int:
+    """`length` rounded up to `multiple`: the width a call padded to that multiple gets."""
+    return -(-length // multiple) * multiple
 
 
 class Scheduler:

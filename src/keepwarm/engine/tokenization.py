@@ -2,7 +2,7 @@
 
 Texts go through the model's own fast tokenizer (Hugging Face `tokenizers`), with the
 padding and truncation baked into some `tokenizer.json` files switched off: the engine
-pads each model call to its longest row, and the length limit is the model's, applied here.
+pads each model call itself (engine/worker.py), and the length limit is the model's, applied here.
 
 Token-id inputs are what LangChain's OpenAI client sends by default: ids in OpenAI's
 cl100k_base vocabulary. They are decoded back to text with tiktoken and re-tokenized

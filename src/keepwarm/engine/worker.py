@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keepwarm.engine.scheduler import Scheduler
+from keepwarm.engine.scheduler import Scheduler, rounded
 from keepwarm.engine.work import DENSE_ONLY, WorkItem
 from keepwarm.errors import NotReady
 from keepwarm.runtimes.base import Runtime
@@ -68,7 +68,7 @@ def pad_rows(
 
 def call_width(longest: int, multiple: int, max_tokens: int) -> int:
     """A call's padded width: `longest` rounded up to `multiple`, never past the model's limit."""
-    return max(longest, min(max_tokens, -(-longest // multiple) * multiple))
+    return max(longest, min(max_tokens, rounded(longest, multiple)))
 
 
 def model_inputs(
@@ -137,8 +137,12 @@ class ModelWorker:
             tokens = sum(item.length for item in call)
             self.scheduler.record_throughput(tokens, elapsed)
             if self._observe:
-                padded = len(call) * max(item.length for item in call)
-                self._observe(len(call), tokens, padded, elapsed, failures)
+                self._observe(len(call), tokens, len(call) * self._width(call), elapsed, failures)
+
+    def _width(self, items: list[WorkItem]) -> int:
+        """The width this call's rows are padded to: the longest, rounded as measured for the model."""
+        longest = max(item.length for item in items)
+        return call_width(longest, self.scheduler.limits.token_multiple, self.runtime.spec.max_tokens)
 
     def _run(self, items: list[WorkItem]) -> int:
         """Embed and deliver; on a runtime error, retry in halves to isolate the culprit.
@@ -153,10 +157,8 @@ class ModelWorker:
         try:
             types = None if items[0].type_ids is None else [item.type_ids for item in items]
             masks = [item.attention for item in items]
-            longest = max(item.length for item in items)
-            multiple = self.scheduler.limits.token_multiple  # measured per model: shapes that repeat
-            width = call_width(longest, multiple, self.runtime.spec.max_tokens)
-            inputs = model_inputs([item.ids for item in items], types, self.pad_id, masks, width=width)
+            ids = [item.ids for item in items]
+            inputs = model_inputs(ids, types, self.pad_id, masks, width=self._width(items))
             if wanted == DENSE_ONLY:
                 vectors = (
                     self.runtime.embed(*inputs, normalize=False)
