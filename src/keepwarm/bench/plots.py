@@ -16,6 +16,8 @@ matplotlib.use("Agg")  # files only: no display, no GUI toolkit
 
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 
+from keepwarm.bench.report import cpu_description  # noqa: E402
+
 Series = dict[str, list[dict[str, Any]]]  # legend label -> points
 
 
@@ -55,8 +57,7 @@ def write_plots(sweeps: dict[str, Any], directory: Path) -> list[Path]:
 def _caption(sweeps: dict[str, Any]) -> str:
     machine = sweeps["machine"]
     load = (sweeps.get("conditions") or {}).get("load_average_at_start")
-    flags = ", ".join(machine["cpu_features"]) or "no AVX2"
-    where = f"{machine['cpu']} ({flags}), {machine['cores']} cores"
+    where = f"{cpu_description(machine, 'no AVX2')}, {machine['cores']} cores"
     return f"{sweeps['model']} on {where}; load average at start {load[0] if load else 'unknown'}"
 
 

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from keepwarm.bench.report import cpu_description
+
 
 class ProgressTracker:
     """A `Tracker` for the runner: one rich progress bar per phase, on stderr."""
@@ -48,8 +50,7 @@ def render(report: dict[str, Any], console: Console) -> None:
     console.print(
         f"\n[bold]{report['model']}[/bold] served by [bold]{report['server_runtime']}[/bold] · "
         f"{report['corpus']['texts']} texts ({report['corpus']['source']}) · "
-        f"{machine['cores']} cores · {machine['cpu']} "
-        f"({', '.join(machine['cpu_features']) or 'no vector extensions found'}) · no GPU used"
+        f"{machine['cores']} cores · {cpu_description(machine, 'no vector extensions found')} · no GPU used"
     )
     console.print(_phases_table(report["phases"]))
     cached = {
