@@ -155,7 +155,7 @@ def test_int8_model_reports_its_measured_accuracy(catalog_server, reference) -> 
 def test_models_report_the_width_multiple_their_first_load_measured(catalog_server, data_dir, name) -> None:  # noqa: ANN001
     details = _model(catalog_server, name)
     served_on = f"{details['runtime']}-{details['dtype']}"
-    [record] = (data_dir / "artifacts").glob(f"{name}-*-call-limits-v2-{served_on}-*")
+    [record] = (data_dir / "artifacts").glob(f"{name}-*-call-limits-v3-{served_on}-*")
     assert details["token_multiple"] == json.loads((record / "artifact.json").read_text())["token_multiple"]
     if details["runtime"] != "openvino":  # rounding is timed only where kernels are prepared per shape
         assert details["token_multiple"] == 1

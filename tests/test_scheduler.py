@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -76,6 +77,15 @@ def test_the_budget_counts_a_call_at_its_rounded_width() -> None:
     scheduler = Scheduler(_limits(128, 64, multiple=32))
     scheduler.submit(_items([33] * 3))
     assert len(scheduler.next_call()) == 2  # 2 rows at width 64 fill the budget; by exact lengths 3 would fit
+
+
+def test_the_budget_counts_a_rounded_call_no_wider_than_the_model_allows() -> None:
+    # a 510-token model: rows of 500 are padded to 510, not 512, so two fit a budget of 1,020
+    limits = dataclasses.replace(_limits(1020, 64, multiple=32), max_width=510)
+    scheduler = Scheduler(limits)
+    scheduler.submit(_items([500, 500]))
+    assert len(scheduler.next_call()) == 2
+    assert dataclasses.replace(limits, max_width=None).width(500) == 512
 
 
 def test_short_inputs_of_different_lengths_share_a_call() -> None:

@@ -12,14 +12,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from helpers import MODEL
 
 from keepwarm.catalog import DEFAULT_ENTRY
 from keepwarm.engine import CallLimitSettings, Engine, EngineSettings
-from keepwarm.engine.scheduler import CallLimits, Scheduler
+from keepwarm.engine.scheduler import CallLimits, Scheduler, call_width
 from keepwarm.engine.tuning import CANDIDATE_BUDGETS, ROUNDING_WIDEST, TOKEN_MULTIPLE, measure_call_limits
 from keepwarm.engine.work import Job, WorkItem
-from keepwarm.engine.worker import ModelWorker, call_width, model_inputs
+from keepwarm.engine.worker import ModelWorker, model_inputs
 from keepwarm.runtimes.base import Runtime
 
 
@@ -92,6 +93,27 @@ def test_widths_are_rounded_where_new_widths_cost_more_than_the_padding() -> Non
     assert record["rounding_seconds"]["rounded"] > record["rounding_seconds"]["exact"]
 
 
+def test_rounding_is_judged_on_the_prepared_shapes_a_server_meets() -> None:
+    # a server's rounded shapes repeat, its exact ones rarely: rounded calls are timed once
+    # prepared, exact ones new, so only the exact timing carries the cost of preparation
+    cheap, costly = (_measure(0.002, 1e-5, max_tokens=256, per_new_width=cost) for cost in (0.0, 0.05))
+    assert costly["rounding_seconds"]["rounded"] == pytest.approx(cheap["rounding_seconds"]["rounded"])
+    assert costly["rounding_seconds"]["exact"] > cheap["rounding_seconds"]["exact"] + 0.05
+    assert (cheap["token_multiple"], costly["token_multiple"]) == (1, TOKEN_MULTIPLE)
+
+
+def test_the_padding_allowance_counts_preparation_only_where_widths_stay_exact() -> None:
+    # rounded widths repeat, so one more call costs its 2 ms and no preparation: 200 tokens
+    # of padding at 10 us a token, not the 5,200 that 50 ms of preparation would allow
+    rounded = _measure(0.002, 1e-5, max_tokens=256, per_new_width=0.05)
+    assert rounded["token_multiple"] == TOKEN_MULTIPLE
+    assert rounded["max_padding_tokens"] in (199, 200)
+    # exact widths: every call of a server is a new shape, so another call costs its preparation too
+    exact = _measure(0.001, 2e-4, max_tokens=512, per_new_width=0.001)
+    assert exact["token_multiple"] == 1
+    assert exact["max_padding_tokens"] in (9, 10)
+
+
 def test_a_long_context_model_is_measured_on_calls_of_served_widths() -> None:
     # an 8K-token model: calls as wide as its limit would be most of the time spent loading it
     clock = _Clock()
@@ -131,7 +153,8 @@ def test_rounded_widths_give_the_vectors_of_exact_widths(data_dir: Path) -> None
     np.testing.assert_allclose(rounded, exact, atol=1e-5)
 
 
-def test_the_worker_pads_calls_to_the_measured_multiple() -> None:
+def _one_call(lengths: tuple[int, ...]) -> tuple[set[int], list[tuple[int, int, int]]]:
+    """The widths one call of rows of these lengths ran at, and its (rows, real, padded) as observed."""
     model = _TimedModel(0.0, 0.0, _Clock())
     scheduler = Scheduler(CallLimits(2048, 64, 10**6, 100, token_multiple=TOKEN_MULTIPLE))
     observed: list[tuple[int, int, int]] = []
@@ -141,13 +164,23 @@ def test_the_worker_pads_calls_to_the_measured_multiple() -> None:
 
     worker = ModelWorker("timed", model, scheduler, pad_id=0, observe=observe)
     worker.start()
-    job = Job(2, 4)
-    scheduler.submit([WorkItem(np.ones(n, dtype=np.int64), job, i) for i, n in enumerate((5, 40))])
-    assert job.future.result(timeout=30).shape == (2, 4)
+    job = Job(len(lengths), 4)
+    scheduler.submit([WorkItem(np.ones(n, dtype=np.int64), job, i) for i, n in enumerate(lengths)])
+    assert job.future.result(timeout=30).shape == (len(lengths), 4)
     scheduler.close()
     worker.join(timeout=30)
-    assert model.seen == {64}  # one call, its 40-token width padded up to 64
+    return model.seen, observed
+
+
+def test_the_worker_pads_calls_to_the_measured_multiple() -> None:
+    seen, observed = _one_call((5, 40))
+    assert seen == {64}  # one call, its 40-token width padded up to 64
     assert observed == [(2, 45, 128)]  # the metrics count the padding the call really holds
+
+
+def test_a_lone_row_keeps_its_own_width() -> None:
+    # one row's shapes are few and stay prepared: rounding would only pad it (an idle server's calls)
+    assert _one_call((40,)) == ({40}, [(1, 40, 40)])
 
 
 def test_call_limits_are_measured_once_per_model_and_recorded(data_dir: Path) -> None:
@@ -156,9 +189,10 @@ def test_call_limits_are_measured_once_per_model_and_recorded(data_dir: Path) ->
         limits = model.scheduler.limits
     assert limits.max_call_tokens in CANDIDATE_BUDGETS
     assert model.info.token_multiple == limits.token_multiple  # what /v1/models reports
+    assert limits.max_width == model.spec.max_tokens  # no call is padded past the model's limit
     assert 0 <= limits.max_padding_tokens <= limits.max_call_tokens
     served_on = f"{model.runtime.name}-{model.spec.dtype}"  # other tests serve it on other runtimes
-    recorded = list((data_dir / "artifacts").glob(f"{MODEL}-*-call-limits-v2-{served_on}-*"))
+    recorded = list((data_dir / "artifacts").glob(f"{MODEL}-*-call-limits-v3-{served_on}-*"))
     assert len(recorded) == 1
     record = json.loads((recorded[0] / "artifact.json").read_text())
     assert (record["max_call_tokens"], record["max_padding_tokens"], record["token_multiple"]) == (

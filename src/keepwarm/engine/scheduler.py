@@ -61,6 +61,11 @@ class CallLimits:
     max_queue_tokens: int
     max_padding_tokens: int
     token_multiple: int = 1  # a call's width is padded up to a multiple of this (engine/tuning.py)
+    max_width: int | None = None  # the model's longest input: no call is padded past it
+
+    def width(self, longest: int) -> int:
+        """The width a call whose longest row has `longest` tokens is padded to."""
+        return call_width(longest, self.token_multiple, self.max_width)
 
 
 class _Lane:
@@ -94,13 +99,13 @@ def _window(keys: list[tuple[int, int]], anchor: int, limits: CallLimits) -> tup
     """Grow [start, stop) around `anchor` towards the closest lengths while the call still fits."""
     start, stop = anchor, anchor + 1
     anchor_length = longest = keys[anchor][0]
-    own = rounded(longest, limits.token_multiple)  # the rows' own widths, summed
+    own = limits.width(longest)  # the rows' own widths, summed
     while stop - start < limits.max_call_rows:
         rows = stop - start + 1
-        left_own = own + rounded(keys[start - 1][0], limits.token_multiple) if start > 0 else own
+        left_own = own + limits.width(keys[start - 1][0]) if start > 0 else own
         left_fits = start > 0 and _fits(left_own, longest, rows, limits)
         right_longest = max(longest, keys[stop][0]) if stop < len(keys) else longest
-        right_own = own + rounded(keys[stop][0], limits.token_multiple) if stop < len(keys) else own
+        right_own = own + limits.width(keys[stop][0]) if stop < len(keys) else own
         right_fits = stop < len(keys) and _fits(right_own, right_longest, rows, limits)
         if left_fits and right_fits:
             go_left = anchor_length - keys[start - 1][0] <= keys[stop][0] - anchor_length
@@ -123,13 +128,14 @@ def _fits(own: int, longest: int, rows: int, limits: CallLimits) -> bool:
 
     `own` is the sum of the rows' own widths: padding up to those is not a cost of grouping.
     """
-    padded = rounded(longest, limits.token_multiple) * rows
+    padded = limits.width(longest) * rows
     return padded <= limits.max_call_tokens and padded - own <= limits.max_padding_tokens
 
 
-def rounded(length: int, multiple: int) -> int:
-    """`length` rounded up to `multiple`: the width a call padded to that multiple gets."""
-    return -(-length // multiple) * multiple
+def call_width(longest: int, multiple: int, max_width: int | None = None) -> int:
+    """`longest` rounded up to `multiple`, never past `max_width` (the model has no position beyond it)."""
+    width = -(-longest // multiple) * multiple
+    return width if max_width is None else max(longest, min(max_width, width))
 
 
 class Scheduler:

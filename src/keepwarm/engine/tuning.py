@@ -13,23 +13,28 @@ and the hardware, so neither is a constant tuned for MiniLM:
   below, so one slow timing cannot flip the choice), among those within 10 % of the
   best throughput seen: a runtime can slow down on large calls, but differences under
   10 % are timing noise on a shared machine, and served calls favour the bigger call.
+- The width rounding. OpenVINO prepares kernels for every new (rows, tokens) shape, and a
+  server's calls rarely repeat one; widths rounded up to a multiple of 32 tokens repeat,
+  so after a while a server's rounded calls find their shapes prepared, at the price of
+  more padding. Which wins depends on the CPU, runtime and dtype (docs/benchmarks.md,
+  "int8 shape policies" and "Where the engine's calls lose"), so one seeded sequence of
+  server-like calls of varied rows and widths is timed both ways as a server meets
+  them: at exact widths on shapes not seen before, and rounded on shapes already
+  prepared once; then a second sequence in the other order. Rounding is kept only when
+  it takes at most `ROUNDING_GAIN` of the exact widths' time. It applies to calls of
+  several rows; a lone row keeps its own width (engine/worker.py). Runtimes with no cost for
+  a new shape (ONNX Runtime, PyTorch: `Runtime.prepares_each_shape`) are not timed: they
+  can only lose by padding, and the timing was half of their measurement at load.
 - The padding allowance. Grouping texts of different lengths pads the shorter ones,
   and padding costs as much compute as real tokens; not grouping them costs another
   call. From the call times above (the faster of two sweeps) and those of a call of
   one row of 16 tokens, `seconds = per_call + per_token × padded tokens`, and a call
   may hold as many padding tokens as cost what one more call would:
-  `per_call / per_token`. A model whose calls cost little beyond their tokens (a large
-  one) pads little; one with a large fixed cost (a small one) groups more freely.
-
-- The width rounding. OpenVINO prepares kernels for every new (rows, tokens) shape, and a
-  server's calls rarely repeat one; widths rounded up to a multiple of 32 tokens repeat
-  more often, at the price of more padding. Which wins depends on the runtime and dtype
-  (measured: OpenVINO int8 gains, OpenVINO f32/bf16 does not; docs/benchmarks.md, "int8
-  shape policies"), so the same seeded sequence of server-like calls of varied rows and
-  widths is timed both ways, twice in alternating order, and rounding is kept only when
-  it takes at most `ROUNDING_GAIN` of the exact widths' time. Runtimes with no cost for
-  a new shape (ONNX Runtime, PyTorch: `Runtime.prepares_each_shape`) are not timed: they
-  can only lose by padding, and the timing was half of their measurement at load.
+  `per_call / per_token`. What one more call costs is measured as a server pays it: on a
+  new shape where widths stay exact, on a prepared one where they are rounded (counting
+  preparation there made the allowance several times too large, docs/benchmarks.md). A
+  model whose calls cost little beyond their tokens (a large one) pads little; one with
+  a large fixed cost (a small one) groups more freely.
 
 The result is recorded in the artifact store under the model files, runtime, dtype and
 core count it was measured with, so later starts reuse it. `--max-batch-tokens` and
@@ -49,8 +54,7 @@ from typing import Any
 import numpy as np
 
 from keepwarm.catalog import ArtifactStore, ModelSpec
-from keepwarm.engine.scheduler import CallLimits, CallLimitSettings
-from keepwarm.engine.worker import call_width
+from keepwarm.engine.scheduler import CallLimits, CallLimitSettings, call_width
 from keepwarm.machine import available_cores
 from keepwarm.runtimes.base import Runtime
 from keepwarm.runtimes.export import export_key
@@ -67,7 +71,7 @@ _SWEEPS = 2
 _MEASURED = ("max_call_tokens", "max_padding_tokens")
 TOKEN_MULTIPLE = 32  # the rounding that was measured (docs/benchmarks.md, "int8 shape policies")
 ROUNDING_GAIN = 0.9  # beyond a shared machine's noise between the two timings
-_ROUNDING_CALLS = 16  # server-like calls per sequence
+_ROUNDING_CALLS = 8  # server-like calls per sequence
 ROUNDING_WIDEST = 512  # tokens: the widest of those calls (4 × TYPICAL_TOKENS)
 
 Clock = Callable[[], float]  # seconds, monotonic
@@ -85,16 +89,17 @@ def measured_limits(
     """The operator's `settings` with their open (None) fields filled in from this model's measurement."""
     given = asdict(settings)
     if all(given[field] is not None for field in _MEASURED):
-        return CallLimits(**given)
-    # v2: with the width rounding; records without it are measured again
-    key = f"{export_key(spec, fingerprint)}-call-limits-v2-{runtime.name}-{dtype}-{available_cores()}cores"
+        return CallLimits(**given, max_width=spec.max_tokens)
+    # v3: rounding judged on prepared shapes, and the allowance with it; older records are measured again
+    key = f"{export_key(spec, fingerprint)}-call-limits-v3-{runtime.name}-{dtype}-{available_cores()}cores"
 
     def measure(_: Path) -> dict[str, Any]:
         return measure_call_limits(runtime, pad_id, spec.max_tokens, settings.max_call_rows)
 
     _, record = store.get(key) or store.build(key, measure)
     measured = {field: int(record[field]) for field in _MEASURED if given[field] is None}
-    return CallLimits(**(given | measured), token_multiple=int(record["token_multiple"]))
+    multiple = int(record["token_multiple"])
+    return CallLimits(**(given | measured), token_multiple=multiple, max_width=spec.max_tokens)
 
 
 def measure_call_limits(
@@ -122,8 +127,10 @@ def measure_call_limits(
     short = {b: speed for b, speed in speeds.items() if per_call + per_token * b <= LONGEST_CALL_SECONDS}
     short = short or {min(speeds): speeds[min(speeds)]}
     budget = max(b for b, speed in short.items() if speed >= NEAR_BEST * max(short.values()))
-    padding = int(min(budget, per_call / per_token))
     multiple, rounding = _token_multiple(runtime, pad_id, max_tokens, budget, max_rows, clock)
+    if multiple > 1:  # a server's rounded calls repeat their shapes: one more call prepares none
+        per_call = _prepared_call_cost(runtime, *shapes[0], per_token, pad_id, clock)
+    padding = int(min(budget, per_call / per_token))
     log.info(
         "model calls for %s: %d padded tokens per call, up to %d of them padding, widths rounded to %d "
         "(%.1f ms per call + %.3f ms per token; tokens/s by budget: %s; measured in %.1fs)",
@@ -153,43 +160,55 @@ def _token_multiple(
 ) -> tuple[int, dict[str, float]]:
     """TOKEN_MULTIPLE when calls rounded up to it beat the same calls at their exact widths, else 1.
 
-    Both time the same seeded calls, exact first and then rounded, then a second sequence
-    the other way round, so a slow moment of a shared machine falls on both; rounded
-    shapes are not warmed beforehand, so what they gain is the repetition rounding
-    brings, as in a server.
+    Both time the same seeded calls as a server running a while meets them: rounded on
+    shapes prepared by one untimed pass (a server's rounded shapes repeat), exact on
+    shapes not seen before (its exact ones rarely do). Exact is timed first, then
+    rounded; a second sequence the other way round, so a slow moment of a shared machine
+    falls on both.
     """
     if max_tokens <= TOKEN_MULTIPLE or not runtime.prepares_each_shape:
         return 1, {}  # nothing to gain: no width to round, or no cost for a new shape to save
     seconds = {"exact": 0.0, "rounded": 0.0}
     for sequence, order in enumerate((("exact", "rounded"), ("rounded", "exact"))):
         calls = _rounding_calls(sequence, max_tokens, budget, max_rows)
+        rounded = [(rows, call_width(width, TOKEN_MULTIPLE, max_tokens)) for rows, width in calls]
+        _time_calls(runtime, rounded, pad_id, clock)  # prepares the rounded shapes
         for how in order:
-            for rows, width in calls:
-                padded = call_width(width, TOKEN_MULTIPLE, max_tokens) if how == "rounded" else width
-                ids = np.full((rows, padded), pad_id, dtype=np.int64)
-                began = clock()
-                runtime.embed(ids, np.ones_like(ids))
-                seconds[how] += clock() - began
+            seconds[how] += _time_calls(runtime, rounded if how == "rounded" else calls, pad_id, clock)
     multiple = TOKEN_MULTIPLE if seconds["rounded"] <= ROUNDING_GAIN * seconds["exact"] else 1
     return multiple, seconds
 
 
-def _rounding_calls(seed: int, max_tokens: int, budget: int, max_rows: int) -> list[tuple[int, int]]:
-    """(rows, width) of server-like calls: widths never already multiples, rows up to the budget.
+def _time_calls(runtime: Runtime, calls: list[tuple[int, int]], pad_id: int, clock: Clock) -> float:
+    """Seconds the runtime spends on calls of these (rows, width) shapes, one after another."""
+    began = clock()
+    for rows, width in calls:
+        ids = np.full((rows, width), pad_id, dtype=np.int64)
+        runtime.embed(ids, np.ones_like(ids))
+    return clock() - began
 
-    Widths stop at `ROUNDING_WIDEST` and at the budget (one of CANDIDATE_BUDGETS, all
-    wider than TOKEN_MULTIPLE): past the first a call's compute, growing with the width
-    squared through attention, dwarfs preparing its shape, so rounding has little to
-    gain there; and for a long-context model (8K tokens) calls up to its limit made this
-    measurement take longer than everything else at load put together.
+
+def _rounding_calls(seed: int, max_tokens: int, budget: int, max_rows: int) -> list[tuple[int, int]]:
+    """(rows, width) of server-like calls: as wide as the longest of their rows, within the budget.
+
+    A scheduled call is padded to its longest row, so the more rows it holds, the nearer
+    its width is to the longest texts, and the less rounding adds to it (padding a width
+    drawn alone overstated that cost several-fold, docs/benchmarks.md). Widths are never
+    already multiples (rounding would not change them) and stop at `ROUNDING_WIDEST` and
+    at the budget (one of CANDIDATE_BUDGETS, all wider than TOKEN_MULTIPLE): past the
+    first a call's compute, growing with the width squared through attention, dwarfs
+    preparing its shape, so rounding has little to gain there; and for a long-context
+    model (8K tokens) calls up to its limit made this measurement take longer than
+    everything else at load put together.
     """
     rng = np.random.default_rng(seed)
     calls = []
     widest = min(max_tokens, ROUNDING_WIDEST, budget)
     for _ in range(_ROUNDING_CALLS):
-        width = int(rng.integers(TOKEN_MULTIPLE + 1, widest + 1))
+        rows = int(rng.integers(1, min(max_rows, max(1, budget // (TOKEN_MULTIPLE + 1))) + 1))
+        width = int(rng.integers(TOKEN_MULTIPLE + 1, widest + 1, size=rows).max())
         width -= 1 if width % TOKEN_MULTIPLE == 0 else 0
-        calls.append((int(rng.integers(1, min(max_rows, max(1, budget // width)) + 1)), width))
+        calls.append((min(rows, max(1, budget // width)), width))
     return calls
 
 
@@ -210,6 +229,15 @@ def _call_cost(calls: list[tuple[int, float]]) -> tuple[float, float]:
     return max(0.0, smallest_seconds - per_token * smallest_tokens), per_token
 
 
+def _prepared_call_cost(
+    runtime: Runtime, rows: int, width: int, per_token: float, pad_id: int, clock: Clock
+) -> float:
+    """Seconds a call of this shape costs beyond its tokens once prepared: the fastest of a few, after one."""
+    _time_calls(runtime, [(rows, width)], pad_id, clock)
+    seconds = min(_time_calls(runtime, [(rows, width)], pad_id, clock) for _ in range(_TIMED_CALLS))
+    return max(0.0, seconds - per_token * rows * width)
+
+
 def _new_shape_calls(
     runtime: Runtime, rows: int, length: int, pad_id: int, *, sweep: int, clock: Clock
 ) -> tuple[int, float]:
@@ -221,10 +249,8 @@ def _new_shape_calls(
     """
     fastest = (0, float("inf"))
     for trim in range(sweep * _TIMED_CALLS, (sweep + 1) * _TIMED_CALLS):
-        ids = np.full((rows, max(1, length - trim)), pad_id, dtype=np.int64)
-        began = clock()
-        runtime.embed(ids, np.ones_like(ids))
-        seconds = clock() - began
-        if ids.size / seconds > fastest[0] / fastest[1]:
-            fastest = (ids.size, seconds)
+        width = max(1, length - trim)
+        seconds = _time_calls(runtime, [(rows, width)], pad_id, clock)
+        if rows * width / seconds > fastest[0] / fastest[1]:
+            fastest = (rows * width, seconds)
     return fastest

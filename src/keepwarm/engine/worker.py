@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keepwarm.engine.scheduler import Scheduler, rounded
+from keepwarm.engine.scheduler import Scheduler
 from keepwarm.engine.work import DENSE_ONLY, WorkItem
 from keepwarm.errors import NotReady
 from keepwarm.runtimes.base import Runtime
@@ -64,11 +64,6 @@ def pad_rows(
         mask = None if masks is None else masks[row]
         attention_mask[row, : len(ids)] = 1 if mask is None else mask
     return input_ids, attention_mask
-
-
-def call_width(longest: int, multiple: int, max_tokens: int) -> int:
-    """A call's padded width: `longest` rounded up to `multiple`, never past the model's limit."""
-    return max(longest, min(max_tokens, rounded(longest, multiple)))
 
 
 def model_inputs(
@@ -140,9 +135,14 @@ class ModelWorker:
                 self._observe(len(call), tokens, len(call) * self._width(call), elapsed, failures)
 
     def _width(self, items: list[WorkItem]) -> int:
-        """The width this call's rows are padded to: the longest, rounded as measured for the model."""
+        """The width this call's rows are padded to: the longest, rounded as measured for the model.
+
+        A lone row keeps its own width: one row has only as many shapes as the model has
+        positions, few enough to stay prepared, so rounding it would only add padding, and
+        lone rows are what an idle server runs (docs/benchmarks.md, "Where the engine's calls lose").
+        """
         longest = max(item.length for item in items)
-        return call_width(longest, self.scheduler.limits.token_multiple, self.runtime.spec.max_tokens)
+        return longest if len(items) == 1 else self.scheduler.limits.width(longest)
 
     def _run(self, items: list[WorkItem]) -> int:
         """Embed and deliver; on a runtime error, retry in halves to isolate the culprit.
