@@ -85,10 +85,10 @@ def run(tiny_corpus: Path, data_dir: Path) -> tuple[dict[str, Any], subprocess.C
 
 def test_every_phase_embeds_the_whole_tiny_corpus(run) -> None:  # noqa: ANN001
     phases = run[0]["phases"]
-    required = {"inprocess", "closed", "bursts", "single_call", "idle", "sentence_transformers"}
+    required = {"inprocess", "engine", "closed", "bursts", "single_call", "idle", "sentence_transformers"}
     # onnx_fp32: the ONNX Runtime fp32 reference, measured apart when the server runs another runtime
     assert required <= set(phases) <= required | {"onnx_fp32"}
-    for name in ("inprocess", "closed", "bursts", "sentence_transformers"):
+    for name in ("inprocess", "engine", "closed", "bursts", "sentence_transformers"):
         assert phases[name]["texts"] == len(TEXTS), name
         assert phases[name]["texts_per_s"] > 0 and phases[name]["tokens_per_s"] > phases[name]["texts_per_s"]
 
@@ -96,6 +96,9 @@ def test_every_phase_embeds_the_whole_tiny_corpus(run) -> None:  # noqa: ANN001
 def test_server_and_in_process_count_the_same_tokens(run) -> None:  # noqa: ANN001
     phases = run[0]["phases"]
     assert phases["closed"]["tokens"] == phases["bursts"]["tokens"] == phases["inprocess"]["tokens"]
+    assert phases["engine"]["tokens"] == phases["inprocess"]["tokens"]
+    assert phases["engine"]["calls"] == phases["closed"]["calls"]  # one answer per request, as the server's
+    assert run[0]["server"]["call_limits"]["max_batch_size"] == 16  # the engine batches as the server
     assert phases["idle"]["tokens"] == phases["single_call"]["tokens"]
 
 
@@ -148,6 +151,8 @@ def test_ratios_come_from_the_same_run(run) -> None:  # noqa: ANN001
     phases, ratios = report["phases"], report["ratios"]
     expected = phases["closed"]["texts_per_s"] / phases["inprocess"]["texts_per_s"]
     assert ratios["closed_vs_inprocess"] == pytest.approx(expected, rel=0.01)
+    # the server's loss splits into the engine's (forming calls from a queue) and HTTP's
+    assert ratios["engine_vs_inprocess"] * ratios["closed_vs_engine"] == pytest.approx(expected, rel=0.02)
     assert ratios["idle_p50_minus_single_call_ms"] == pytest.approx(
         phases["idle"]["p50_ms"] - phases["single_call"]["p50_ms"], abs=0.01
     )

@@ -65,6 +65,7 @@ def _embed(server: RunningServer, inputs: list[str]) -> httpx.Response:
 def test_max_batch_flags_reach_every_model(configured) -> None:  # noqa: ANN001
     [model] = httpx.get(f"{configured.v1}/models").json()["data"]
     assert (model["max_batch_tokens"], model["max_padding_tokens"]) == (BATCH_TOKENS, PADDING_TOKENS)
+    assert model["max_batch_size"] == BATCH_ROWS
     assert model["token_multiple"] == 1  # both flags given: nothing measured, widths stay exact
     calls, rows = (
         metric(configured, "keepwarm_batch_rows_count"),

@@ -107,6 +107,7 @@ def _version_body(view: ModelView) -> dict[str, Any]:
             runtime=loaded.runtime,
             accuracy=dict(loaded.accuracy),
             max_batch_tokens=loaded.max_call_tokens,  # named like the --max-batch-tokens flag
+            max_batch_size=loaded.max_call_rows,  # ... and --max-batch-size
             max_padding_tokens=loaded.max_padding_tokens,
             token_multiple=loaded.token_multiple,  # widths padded to a multiple of this, measured
         )

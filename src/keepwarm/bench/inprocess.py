@@ -6,20 +6,28 @@ sort keeps padding, wasted compute, to a minimum), straight on `runtime.embed`.
 Tokenization is inside the clock, as it is for the server. The baselines run in the
 benchmark's process, which has the same CPU affinity as the server it started, and
 never while the server is under load.
+
+Between the two sits the engine itself (`engine_closed_loop`): the server's scheduler,
+batching and model worker, driven in-process by as many concurrent callers as the
+closed loop has clients. What it loses against the sorted calls is the engine's (calls
+formed from whatever is queued, their padding); what the server loses against it is HTTP's.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from keepwarm.bench.stats import Measurement
 from keepwarm.catalog import ArtifactStore, ModelSpec
-from keepwarm.engine import Engine
+from keepwarm.engine import EmbedOptions, Engine, EngineSettings
 from keepwarm.engine.model import ServedModel
 from keepwarm.engine.tokenization import ModelTokenizer
 from keepwarm.engine.work import DENSE_ONLY
@@ -50,10 +58,35 @@ class Baseline:
 
 
 def load_served(spec: ModelSpec, data_dir: Path) -> tuple[Engine, ServedModel]:
-    """Load the model exactly as `keepwarm serve` does (same artifact, runtime and settings)."""
-    engine = Engine([spec], data_dir)
+    """Load the model exactly as `keepwarm serve` does (same artifact, runtime and settings).
+
+    With no embedding cache, as the benchmark's server runs: every phase measures compute.
+    """
+    engine = Engine([spec], data_dir, EngineSettings(cache_bytes=0))
     engine.load()
     return engine, engine.resolve(spec.name)
+
+
+def use_served_limits(served: ServedModel, reported: dict[str, Any]) -> dict[str, int]:
+    """Form the in-process engine's calls as the server reports it forms its own; returns those limits.
+
+    The server may run under `--max-batch-*` flags (`--server-arg`) that this process did
+    not get; the engine phase must batch as the server does for the two to compare.
+    """
+    limits = served.scheduler.limits
+    served.scheduler.limits = limits = dataclasses.replace(
+        limits,
+        max_call_tokens=reported.get("max_batch_tokens", limits.max_call_tokens),
+        max_call_rows=reported.get("max_batch_size", limits.max_call_rows),
+        max_padding_tokens=reported.get("max_padding_tokens", limits.max_padding_tokens),
+        token_multiple=reported.get("token_multiple", limits.token_multiple),
+    )
+    return {
+        "max_batch_tokens": limits.max_call_tokens,
+        "max_batch_size": limits.max_call_rows,
+        "max_padding_tokens": limits.max_padding_tokens,
+        "token_multiple": limits.token_multiple,
+    }
 
 
 def onnx_reference(served: ServedModel, data_dir: Path) -> Runtime:
@@ -73,6 +106,42 @@ def throughput(
     with result.timed():
         vectors = _embed_sorted(baseline, texts, per_call, progress, result)
     return result, vectors
+
+
+def engine_closed_loop(
+    engine: Engine,
+    model: str,
+    requests: list[list[str]],
+    callers: int,
+    outputs: tuple[str, ...],
+    progress: Progress,
+) -> Measurement:
+    """`callers` concurrent callers each embed the next request as soon as their last is answered.
+
+    The closed loop of the load generator (bench/client.py) without HTTP: the same
+    requests, truncated as the server's are, asking for the same outputs, after the same
+    warm-up of one request per caller.
+    """
+    options = EmbedOptions(truncate=True, outputs=outputs)
+    result = Measurement()
+
+    async def caller(pending: Iterator[list[str]], measure: bool) -> None:
+        for texts in pending:
+            began = time.perf_counter()
+            answer = await engine.embed(model, texts, options)
+            if measure:
+                result.add(len(texts), answer.tokens, time.perf_counter() - began)
+                progress(len(texts))
+
+    async def run() -> None:
+        warm_up = iter(requests[:callers])
+        await asyncio.gather(*(caller(warm_up, False) for _ in range(callers)))
+        pending = iter(requests)
+        with result.timed():
+            await asyncio.gather(*(caller(pending, True) for _ in range(callers)))
+
+    asyncio.run(run())
+    return result
 
 
 def single_calls(baseline: Baseline, text: str, count: int, gap: float, progress: Progress) -> Measurement:

@@ -150,11 +150,13 @@ def _phase_figure(phases: dict[str, dict[str, Any]], name: str, key: str) -> flo
 
 def _ratios(measured: Measured, phases: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     closed, bursts = _throughput(measured, "closed"), _throughput(measured, "bursts")
-    served = _throughput(measured, "inprocess")
+    served, engine = _throughput(measured, "inprocess"), _throughput(measured, "engine")
     onnx = _throughput(measured, "onnx_fp32") or served  # the served runtime is ORT fp32 when absent
     ratios = {
         "closed_vs_inprocess": _ratio(closed, served),
         "closed_vs_onnx_fp32": _ratio(closed, onnx),
+        "closed_vs_engine": _ratio(closed, engine),  # what HTTP costs
+        "engine_vs_inprocess": _ratio(engine, served),  # what forming calls from a queue costs
         "closed_vs_inprocess_per_cpu_second": _ratio(
             _phase_figure(phases, "closed", "texts_per_cpu_s"),
             _phase_figure(phases, "inprocess", "texts_per_cpu_s"),

@@ -27,6 +27,7 @@ from keepwarm.bench.inprocess import Baseline
 from keepwarm.bench.process import ServerProcess
 from keepwarm.bench.stats import Measurement
 from keepwarm.catalog import ModelSpec
+from keepwarm.engine import Engine
 from keepwarm.machine import available_cores
 from keepwarm.runtimes.openvino import RELEASE_AFTER_IDLE_SECONDS
 
@@ -89,7 +90,10 @@ def run_benchmark(options: BenchOptions, track: Tracker) -> Measured:
     with _server(options, measured) as (url, process):
         engine, served = inprocess.load_served(options.spec, options.data_dir)
         try:
-            measured.server["runtime"] = _served_runtime(url, options.spec.name, options.api_key)
+            reported = _served_model(url, options.spec.name, options.api_key)
+            runtime = (str(reported[key]) for key in ("runtime", "dtype") if reported.get(key))
+            measured.server["runtime"] = " ".join(runtime)
+            measured.server["call_limits"] = inprocess.use_served_limits(served, reported)
             measured.labels["inprocess"] = f"in-process {served.runtime.name} {served.opened.dtype}"
             baselines = {
                 "inprocess": Baseline(
@@ -104,7 +108,7 @@ def run_benchmark(options: BenchOptions, track: Tracker) -> Measured:
                 )
             if {"closed", "bursts"} & set(options.modes):
                 for _ in range(options.repeat):
-                    _throughput_round(options, baselines, url, process, measured, track)
+                    _throughput_round(options, baselines, engine, url, process, measured, track)
             if "idle" in options.modes:
                 for _ in range(options.repeat):
                     _idle_round(options, baselines["inprocess"], url, process, measured, track)
@@ -161,18 +165,18 @@ def _server(options: BenchOptions, measured: Measured) -> Iterator[tuple[str, Se
         process.stop()
 
 
-def _served_runtime(url: str, model: str, api_key: str | None) -> str | None:
-    """The runtime and dtype the server reports for the model, e.g. "openvino fp32"."""
+def _served_model(url: str, model: str, api_key: str | None) -> dict[str, Any]:
+    """What the server reports for the model: its runtime and dtype, its call limits."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     request = urllib.request.Request(f"{url}/v1/models/{model}", headers=headers)
     with urllib.request.urlopen(request, timeout=10) as response:
-        body = orjson.loads(response.read())
-    return " ".join(str(body[key]) for key in ("runtime", "dtype") if body.get(key))
+        return orjson.loads(response.read())
 
 
 def _throughput_round(
     options: BenchOptions,
     baselines: dict[str, Baseline],
+    engine: Engine,
     url: str,
     process: ServerProcess | None,
     measured: Measured,
@@ -186,6 +190,7 @@ def _throughput_round(
         measured.record(name, result)
     requests = client.prepare(options.spec.name, options.texts, options.texts_per_request, options.outputs)
     if "closed" in options.modes:
+        _engine_phase(options, engine, measured, track)
         label = f"server, {options.clients} clients × {options.texts_per_request} texts"
         _server_phase(
             measured,
@@ -213,6 +218,18 @@ def _throughput_round(
                 requests, options.burst, options.burst_gap, advance, deadline
             ),
         )
+
+
+def _engine_phase(options: BenchOptions, engine: Engine, measured: Measured, track: Tracker) -> None:
+    """The closed loop's load on the engine in this process: what the server does, less HTTP."""
+    per_request = options.texts_per_request
+    measured.labels["engine"] = f"engine in-process, {options.clients} callers × {per_request} texts, no HTTP"
+    requests = [options.texts[i : i + per_request] for i in range(0, len(options.texts), per_request)]
+    with track(measured.labels["engine"], len(options.texts)) as advance:
+        result = inprocess.engine_closed_loop(
+            engine, options.spec.name, requests, options.clients, options.outputs, advance
+        )
+    measured.record("engine", result)
 
 
 def _idle_round(

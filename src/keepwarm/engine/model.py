@@ -202,6 +202,7 @@ def start_model(
         runtime=opened.runtime.name,
         dtype=opened.dtype,
         max_call_tokens=limits.max_call_tokens,
+        max_call_rows=limits.max_call_rows,
         max_padding_tokens=limits.max_padding_tokens,
         created=int((spec.directory / "config.json").stat().st_mtime),
         accuracy=dict(opened.accuracy),

@@ -89,6 +89,7 @@ class ModelInfo:
     runtime: str
     dtype: str
     max_call_tokens: int
+    max_call_rows: int
     max_padding_tokens: int
     created: int  # the model files' time (OpenAI's `created`)
     accuracy: Mapping[str, Any] = field(default_factory=dict)  # measured against the reference at export
