@@ -20,11 +20,11 @@ and the hardware, so neither is a constant tuned for MiniLM:
   "int8 shape policies" and "Where the engine's calls lose"), so one seeded sequence of
   server-like calls of varied rows and widths is timed both ways as a server meets
   them: at exact widths on shapes not seen before, and rounded on shapes already
-  prepared once; then a second sequence in the other order. Rounding is kept only when
-  it takes at most `ROUNDING_GAIN` of the exact widths' time. It applies to calls of
-  several rows; a lone row keeps its own width (engine/worker.py). Runtimes with no cost for
-  a new shape (ONNX Runtime, PyTorch: `Runtime.prepares_each_shape`) are not timed: they
-  can only lose by padding, and the timing was half of their measurement at load.
+  prepared once, each call both ways in turn. Rounding is kept only when it takes at
+  most `ROUNDING_GAIN` of the exact widths' time. It applies to calls of several rows;
+  a lone row keeps its own width (engine/worker.py). Runtimes with no cost for a new
+  shape (ONNX Runtime, PyTorch: `Runtime.prepares_each_shape`) are not timed: they can
+  only lose by padding, and the timing was half of their measurement at load.
 - The padding allowance. Grouping texts of different lengths pads the shorter ones,
   and padding costs as much compute as real tokens; not grouping them costs another
   call. From the call times above (the faster of two sweeps) and those of a call of
@@ -70,8 +70,8 @@ _TIMED_CALLS = 3  # new shapes timed per size and sweep
 _SWEEPS = 2
 _MEASURED = ("max_call_tokens", "max_padding_tokens")
 TOKEN_MULTIPLE = 32  # the rounding that was measured (docs/benchmarks.md, "int8 shape policies")
-ROUNDING_GAIN = 0.9  # beyond a shared machine's noise between the two timings
-_ROUNDING_CALLS = 8  # server-like calls per sequence
+ROUNDING_GAIN = 0.95  # beyond the spread of this ratio between runs, each call timed both ways in turn
+_ROUNDING_CALLS = 24  # server-like calls, each timed both ways
 ROUNDING_WIDEST = 512  # tokens: the widest of those calls (4 × TYPICAL_TOKENS)
 
 Clock = Callable[[], float]  # seconds, monotonic
@@ -162,19 +162,18 @@ def _token_multiple(
 
     Both time the same seeded calls as a server running a while meets them: rounded on
     shapes prepared by one untimed pass (a server's rounded shapes repeat), exact on
-    shapes not seen before (its exact ones rarely do). Exact is timed first, then
-    rounded; a second sequence the other way round, so a slow moment of a shared machine
-    falls on both.
+    shapes not seen before (its exact ones rarely do). Each call is timed exact and then
+    rounded, one after the other, so a slow moment of a shared machine falls on both.
     """
     if max_tokens <= TOKEN_MULTIPLE or not runtime.prepares_each_shape:
         return 1, {}  # nothing to gain: no width to round, or no cost for a new shape to save
+    calls = _rounding_calls(max_tokens, budget, max_rows)
+    rounded = [(rows, call_width(width, TOKEN_MULTIPLE, max_tokens)) for rows, width in calls]
+    _time_calls(runtime, rounded, pad_id, clock)  # prepares the rounded shapes
     seconds = {"exact": 0.0, "rounded": 0.0}
-    for sequence, order in enumerate((("exact", "rounded"), ("rounded", "exact"))):
-        calls = _rounding_calls(sequence, max_tokens, budget, max_rows)
-        rounded = [(rows, call_width(width, TOKEN_MULTIPLE, max_tokens)) for rows, width in calls]
-        _time_calls(runtime, rounded, pad_id, clock)  # prepares the rounded shapes
-        for how in order:
-            seconds[how] += _time_calls(runtime, rounded if how == "rounded" else calls, pad_id, clock)
+    for exact_call, rounded_call in zip(calls, rounded, strict=True):
+        seconds["exact"] += _time_calls(runtime, [exact_call], pad_id, clock)
+        seconds["rounded"] += _time_calls(runtime, [rounded_call], pad_id, clock)
     multiple = TOKEN_MULTIPLE if seconds["rounded"] <= ROUNDING_GAIN * seconds["exact"] else 1
     return multiple, seconds
 
@@ -188,12 +187,13 @@ def _time_calls(runtime: Runtime, calls: list[tuple[int, int]], pad_id: int, clo
     return clock() - began
 
 
-def _rounding_calls(seed: int, max_tokens: int, budget: int, max_rows: int) -> list[tuple[int, int]]:
+def _rounding_calls(max_tokens: int, budget: int, max_rows: int) -> list[tuple[int, int]]:
     """(rows, width) of server-like calls: as wide as the longest of their rows, within the budget.
 
-    A scheduled call is padded to its longest row, so the more rows it holds, the nearer
-    its width is to the longest texts, and the less rounding adds to it (padding a width
-    drawn alone overstated that cost several-fold, docs/benchmarks.md). Widths are never
+    A call holds from two rows (a light load) to as many as the budget holds at the widest
+    (a heavy one), and is padded to its longest row: the more rows, the nearer its width
+    is to the longest texts, and the less rounding adds to it (padding a width drawn
+    alone overstated that cost several-fold, docs/benchmarks.md). Widths are never
     already multiples (rounding would not change them) and stop at `ROUNDING_WIDEST` and
     at the budget (one of CANDIDATE_BUDGETS, all wider than TOKEN_MULTIPLE): past the
     first a call's compute, growing with the width squared through attention, dwarfs
@@ -201,14 +201,15 @@ def _rounding_calls(seed: int, max_tokens: int, budget: int, max_rows: int) -> l
     model (8K tokens) calls up to its limit made this measurement take longer than
     everything else at load put together.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)
     calls = []
     widest = min(max_tokens, ROUNDING_WIDEST, budget)
+    most = min(max_rows, max(1, budget // widest))
     for _ in range(_ROUNDING_CALLS):
-        rows = int(rng.integers(1, min(max_rows, max(1, budget // (TOKEN_MULTIPLE + 1))) + 1))
+        rows = int(rng.integers(min(2, most), most + 1))  # a lone row is never rounded (engine/worker.py)
         width = int(rng.integers(TOKEN_MULTIPLE + 1, widest + 1, size=rows).max())
         width -= 1 if width % TOKEN_MULTIPLE == 0 else 0
-        calls.append((min(rows, max(1, budget // width)), width))
+        calls.append((rows, width))
     return calls
 
 

@@ -137,9 +137,10 @@ class ModelWorker:
     def _width(self, items: list[WorkItem]) -> int:
         """The width this call's rows are padded to: the longest, rounded as measured for the model.
 
-        A lone row keeps its own width: one row has only as many shapes as the model has
-        positions, few enough to stay prepared, so rounding it would only add padding, and
-        lone rows are what an idle server runs (docs/benchmarks.md, "Where the engine's calls lose").
+        A lone row keeps its own width: lone rows are what an idle server runs, their shapes
+        are one per length, and the few lengths of recent requests stay in the runtime's
+        kernel cache, so rounding them would mostly add padding (docs/benchmarks.md,
+        "Where the engine's calls lose").
         """
         longest = max(item.length for item in items)
         return longest if len(items) == 1 else self.scheduler.limits.width(longest)
