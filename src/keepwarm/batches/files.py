@@ -99,11 +99,11 @@ class FileStore:
         owner: ApiKey,
         filename: str,
         purpose: str,
-        expires_at: int | None,
+        expires_after: int | None,
         limit: int,
         quota: int,
     ) -> FileRecord:
-        """Copy `source` into a new file of `owner`'s and record it.
+        """Copy `source` into a new file of `owner`'s and record it, to expire `expires_after` s after.
 
         413 past `limit` bytes; 429 if the owner's live files would total more than `quota`
         bytes (checked while copying, so a refused upload stops early, and again in the
@@ -125,7 +125,7 @@ class FileStore:
                 stored = self.stored_bytes(sql, owner.id)
                 if stored + size > quota:
                     raise storage_quota_exceeded(owner, stored, quota)
-                self.record(sql, file_id, filename, purpose, owner.id, expires_at)
+                self.record(sql, file_id, filename, purpose, owner.id, expires_after)
         except BaseException:
             self.path(file_id).unlink(missing_ok=True)
             raise
@@ -146,16 +146,20 @@ class FileStore:
         filename: str,
         purpose: str,
         key_id: int,
-        expires_at: int | None = None,
+        expires_after: int | None = None,
     ) -> None:
-        """Add a placed file's record inside the caller's transaction (idempotent)."""
+        """Add a placed file's record inside the caller's transaction (idempotent).
+
+        Its expiry is anchored on the `created_at` recorded here, to the second, as OpenAI's is.
+        """
+        created_at = int(time.time())
         values = {
             "id": file_id,
             "filename": filename,
             "purpose": purpose,
             "bytes": self.path(file_id).stat().st_size,
-            "created_at": int(time.time()),
-            "expires_at": expires_at,
+            "created_at": created_at,
+            "expires_at": None if expires_after is None else created_at + expires_after,
             "key_id": key_id,
         }
         sql.execute(insert_new(sql, files, values))

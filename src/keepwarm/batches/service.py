@@ -9,7 +9,6 @@ one transaction, so a file cannot be deleted while a batch is being created from
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -127,19 +126,16 @@ class BatchService:
     ) -> FileRecord:
         if purpose != "batch":
             raise InvalidRequest(f"purpose must be 'batch' on this server, got {purpose!r}.", param="purpose")
-        expires_at = None
-        if expires_after is not None:
-            if not 3600 <= expires_after <= _MAX_WINDOW_SECONDS:
-                raise InvalidRequest(
-                    "expires_after[seconds] must be between 3600 and 2592000.", param="expires_after.seconds"
-                )
-            expires_at = int(time.time()) + expires_after
+        if expires_after is not None and not 3600 <= expires_after <= _MAX_WINDOW_SECONDS:
+            raise InvalidRequest(
+                "expires_after[seconds] must be between 3600 and 2592000.", param="expires_after.seconds"
+            )
         return self.files.save(
             source,
             owner=key,
             filename=filename,
             purpose=purpose,
-            expires_at=expires_at,
+            expires_after=expires_after,
             limit=self.settings.max_file_bytes,
             quota=self.settings.tenants.max_stored_bytes,
         )
