@@ -67,6 +67,15 @@ def load_served(spec: ModelSpec, data_dir: Path) -> tuple[Engine, ServedModel]:
     return engine, engine.resolve(spec.name)
 
 
+# CallLimits' fields by the names /v1/models reports them under (api/responses.py)
+_REPORTED_AS = {
+    "max_call_tokens": "max_batch_tokens",
+    "max_call_rows": "max_batch_size",
+    "max_padding_tokens": "max_padding_tokens",
+    "token_multiple": "token_multiple",
+}
+
+
 def use_served_limits(served: ServedModel, reported: dict[str, Any]) -> dict[str, int]:
     """Form the in-process engine's calls as the server reports it forms its own; returns those limits.
 
@@ -75,18 +84,9 @@ def use_served_limits(served: ServedModel, reported: dict[str, Any]) -> dict[str
     """
     limits = served.scheduler.limits
     served.scheduler.limits = limits = dataclasses.replace(
-        limits,
-        max_call_tokens=reported.get("max_batch_tokens", limits.max_call_tokens),
-        max_call_rows=reported.get("max_batch_size", limits.max_call_rows),
-        max_padding_tokens=reported.get("max_padding_tokens", limits.max_padding_tokens),
-        token_multiple=reported.get("token_multiple", limits.token_multiple),
+        limits, **{field: reported.get(name, getattr(limits, field)) for field, name in _REPORTED_AS.items()}
     )
-    return {
-        "max_batch_tokens": limits.max_call_tokens,
-        "max_batch_size": limits.max_call_rows,
-        "max_padding_tokens": limits.max_padding_tokens,
-        "token_multiple": limits.token_multiple,
-    }
+    return {name: getattr(limits, field) for field, name in _REPORTED_AS.items()}
 
 
 def onnx_reference(served: ServedModel, data_dir: Path) -> Runtime:

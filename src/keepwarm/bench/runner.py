@@ -190,7 +190,7 @@ def _throughput_round(
         measured.record(name, result)
     requests = client.prepare(options.spec.name, options.texts, options.texts_per_request, options.outputs)
     if "closed" in options.modes:
-        _engine_phase(options, engine, measured, track)
+        _engine_phase(options, engine, requests, measured, track)
         label = f"server, {options.clients} clients × {options.texts_per_request} texts"
         _server_phase(
             measured,
@@ -220,14 +220,20 @@ def _throughput_round(
         )
 
 
-def _engine_phase(options: BenchOptions, engine: Engine, measured: Measured, track: Tracker) -> None:
-    """The closed loop's load on the engine in this process: what the server does, less HTTP."""
+def _engine_phase(
+    options: BenchOptions,
+    engine: Engine,
+    requests: list[client.Request],
+    measured: Measured,
+    track: Tracker,
+) -> None:
+    """The closed loop's requests on the engine in this process: what the server does, less HTTP."""
     per_request = options.texts_per_request
     measured.labels["engine"] = f"engine in-process, {options.clients} callers × {per_request} texts, no HTTP"
-    requests = [options.texts[i : i + per_request] for i in range(0, len(options.texts), per_request)]
+    texts = [options.texts[r.first : r.first + r.count] for r in requests]
     with track(measured.labels["engine"], len(options.texts)) as advance:
         result = inprocess.engine_closed_loop(
-            engine, options.spec.name, requests, options.clients, options.outputs, advance
+            engine, options.spec.name, texts, options.clients, options.outputs, advance
         )
     measured.record("engine", result)
 
