@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -318,3 +320,19 @@ def test_reload_switches_versions_without_failing_a_request(
     series = partial(_replica_series, ray_server, "keepwarm_model_load_seconds")
     assert wait_for(lambda: series(f"{MODEL}@{new[:12]}"), timeout=30)
     assert wait_for(lambda: not series(f"{MODEL}@{old[:12]}"), timeout=20)  # not the 30 s of a silent one
+
+
+def test_an_ingress_without_the_token_is_told_how_to_join(cluster: RayCluster, tmp_path: Path) -> None:
+    # the test cluster uses token authentication (helpers/ray.py); this process is given no token
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("RAY_AUTH")}
+    result = subprocess.run(
+        [sys.executable, "-m", "keepwarm", "serve", "--data-dir", str(tmp_path), "--ray", cluster.address],
+        env={**environment, "RAY_AUTH_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert f"Error: --ray: cannot join the Ray cluster at {cluster.address}: " in result.stderr
+    assert "set RAY_AUTH_MODE=token" in result.stderr
+    assert "Traceback" not in result.stderr

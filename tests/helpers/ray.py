@@ -5,6 +5,12 @@ cluster down is stopping those process groups (every Ray daemon and worker of a 
 lives in its node's group), even when the test failed. Logical CPUs, a small object
 store and no dashboard keep it light on a shared machine; every port is chosen free, so
 two nodes (and other clusters) can share the machine.
+
+The cluster uses token authentication with a token of its own, as Ray recommends for any
+cluster: the nodes and every process started while it runs (keepwarm, the helpers' scripts)
+get it through the environment. An explicit mode also keeps the cluster independent of
+`~/.ray/auth_token`, which a local `ray.init()` leaves behind and which `ray start` would
+otherwise turn into token authentication for every later cluster.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -38,6 +45,7 @@ print(json.dumps(dataclasses.asdict(serve.status())["applications"], default=str
 """
 NODE_START_TIMEOUT = 120.0
 OBJECT_STORE_BYTES = 80 * 1024 * 1024
+AUTH_ENVIRONMENT = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
 
 
 @dataclass
@@ -134,6 +142,14 @@ def _stop(nodes: list[subprocess.Popen]) -> None:
             return
 
 
+def _restore(environment: dict[str, str | None]) -> None:
+    for name, value in environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @contextlib.contextmanager
 def ray_cluster(nodes: int = 2, cpus: int = 1) -> Iterator[RayCluster]:
     """A head and `nodes - 1` more nodes of `cpus` logical CPUs; stopped on the way out, whatever happens."""
@@ -145,6 +161,11 @@ def ray_cluster(nodes: int = 2, cpus: int = 1) -> Iterator[RayCluster]:
         f"--object-store-memory={OBJECT_STORE_BYTES}",
         "--node-ip-address=127.0.0.1",
     ]
+    token = temp_dir / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    saved = {name: os.environ.get(name) for name in AUTH_ENVIRONMENT}
+    os.environ.pop("RAY_AUTH_TOKEN", None)  # it would win over the file
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)})
     try:
         head_log = temp_dir / "head.log"
         head = [
@@ -164,4 +185,5 @@ def ray_cluster(nodes: int = 2, cpus: int = 1) -> Iterator[RayCluster]:
         yield cluster
     finally:
         _stop(cluster.nodes)
+        _restore(saved)
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -352,7 +352,10 @@ def _cluster_engine(
     from keepwarm.cluster.deployment import start_serve
     from keepwarm.cluster.engine import ClusterEngine
 
-    join(address)
+    try:
+        join(address)
+    except ConfigError as exc:
+        raise click.ClickException(f"--ray: {exc}") from None
     start_serve()
     return ClusterEngine(specs, data_dir, settings, log_level)  # type: ignore[return-value]  # Engine's API
 
