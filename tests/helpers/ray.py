@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from helpers.server import free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -45,7 +47,6 @@ print(json.dumps(dataclasses.asdict(serve.status())["applications"], default=str
 """
 NODE_START_TIMEOUT = 120.0
 OBJECT_STORE_BYTES = 80 * 1024 * 1024
-AUTH_ENVIRONMENT = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
 
 
 @dataclass
@@ -142,14 +143,6 @@ def _stop(nodes: list[subprocess.Popen]) -> None:
             return
 
 
-def _restore(environment: dict[str, str | None]) -> None:
-    for name, value in environment.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-
-
 @contextlib.contextmanager
 def ray_cluster(nodes: int = 2, cpus: int = 1) -> Iterator[RayCluster]:
     """A head and `nodes - 1` more nodes of `cpus` logical CPUs; stopped on the way out, whatever happens."""
@@ -163,27 +156,27 @@ def ray_cluster(nodes: int = 2, cpus: int = 1) -> Iterator[RayCluster]:
     ]
     token = temp_dir / "auth_token"
     token.write_text(secrets.token_hex(32))
-    saved = {name: os.environ.get(name) for name in AUTH_ENVIRONMENT}
-    os.environ.pop("RAY_AUTH_TOKEN", None)  # it would win over the file
-    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)})
-    try:
-        head_log = temp_dir / "head.log"
-        head = [
-            "--head",
-            f"--port={port}",
-            "--include-dashboard=false",
-            f"--ray-client-server-port={free_port()}",
-            f"--temp-dir={temp_dir}",
-        ]
-        cluster.nodes.append(_start_node([*head, *common], head_log))
-        _wait_for_port(port, cluster.nodes[0], head_log)
-        # every node of this machine shares one log folder: one log monitor forwards it to drivers
-        # (each node's own would send every line once per node)
-        joining = [f"--address={cluster.address}", "--include-log-monitor=false", *common]
-        for n in range(1, nodes):
-            cluster.nodes.append(_start_node(joining, temp_dir / f"node{n}.log"))
-        yield cluster
-    finally:
-        _stop(cluster.nodes)
-        _restore(saved)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with pytest.MonkeyPatch.context() as environment:  # put back as it was on the way out
+        environment.delenv("RAY_AUTH_TOKEN", raising=False)  # it would win over the file
+        environment.setenv("RAY_AUTH_MODE", "token")
+        environment.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+        try:
+            head_log = temp_dir / "head.log"
+            head = [
+                "--head",
+                f"--port={port}",
+                "--include-dashboard=false",
+                f"--ray-client-server-port={free_port()}",
+                f"--temp-dir={temp_dir}",
+            ]
+            cluster.nodes.append(_start_node([*head, *common], head_log))
+            _wait_for_port(port, cluster.nodes[0], head_log)
+            # every node of this machine shares one log folder: one log monitor forwards it to drivers
+            # (each node's own would send every line once per node)
+            joining = [f"--address={cluster.address}", "--include-log-monitor=false", *common]
+            for n in range(1, nodes):
+                cluster.nodes.append(_start_node(joining, temp_dir / f"node{n}.log"))
+            yield cluster
+        finally:
+            _stop(cluster.nodes)
+            shutil.rmtree(temp_dir, ignore_errors=True)
