@@ -42,7 +42,15 @@ INFINITY = "infinity-emb[server,optimum,torch]==0.0.78"
 ST_BACKENDS = ("torch", "onnx", "openvino")
 VENVS = {
     "infinity": [INFINITY, "optimum[onnxruntime]==2.1.0", "optimum-onnx==0.1.0"],
-    "st": ["sentence-transformers[onnx,openvino]==5.7.0"],
+    # the extras' packages pinned (what pip resolved for them on 2026-12-02; optimum-onnx is the
+    # release optimum-intel 1.27 asks for): left open, pip's search ran for over 16 minutes
+    "st": [
+        "sentence-transformers[onnx,openvino]==5.7.0",
+        "optimum-intel[openvino]==1.27.0",
+        "optimum-onnx[onnxruntime]==0.1.0",
+        "openvino==2026.4.1",
+        "transformers==4.57.6",
+    ],
 }
 MODEL = "all-minilm-l6-v2"
 ONNX_COPY = PEERS / "minilm-onnx"  # the same model with an ONNX export beside it
