@@ -19,6 +19,7 @@ from keepwarm.evaluation.embedders import RuntimeEmbedder
 from keepwarm.runtimes.accuracy import FP32_EQUIVALENT
 from keepwarm.runtimes.export import MIN_COSINE, export_onnx, verify
 from keepwarm.runtimes.ort import OnnxRuntime
+from keepwarm.runtimes.probe import PROBE_TEXTS, calibration_texts
 from keepwarm.runtimes.pytorch import TorchRuntime
 
 NAME = "runtimes-minilm"  # its own name: the artifact folder is shared with other tests' models
@@ -43,6 +44,7 @@ def test_openvino_fp32_is_fp32_equivalent(data_dir, reference, texts) -> None:  
         assert model.runtime.name == "openvino"
         assert model.opened.accuracy["precision"] in ("bf16", "f32")
         assert model.opened.accuracy["min_cosine"] >= 0.9999
+        _assert_timed_on_served_lengths(model.opened.artifact["measured_on"])  # bf16 against f32
         vectors = engine.embed_sync(NAME, texts, _truncate()).vectors
         assert_same_vectors(vectors, reference.encode(texts))
     finally:
@@ -63,11 +65,18 @@ def test_auto_serves_the_fastest_runtime_that_meets_the_accuracy_bar(data_dir, r
         assert accurate, candidates  # fp32 on either runtime agrees with PyTorch
         fastest = max(accurate, key=lambda name: accurate[name]["texts_per_second"])
         assert selection["choice"] == fastest and model.runtime.name == fastest
+        _assert_timed_on_served_lengths(selection["measured_on"])
         recorded = [p for p in (data_dir / "artifacts").glob(f"{NAME}-*-fastest-runtime-fp32")]
         assert json.loads((recorded[0] / "artifact.json").read_text())["choice"] == selection["choice"]
         assert_same_vectors(engine.embed_sync(NAME, texts, _truncate()).vectors, reference.encode(texts))
     finally:
         engine.close()
+
+
+def _assert_timed_on_served_lengths(measured_on: dict) -> None:
+    """Speeds come from the calibration texts (up to the model's limit), not the short probe texts."""
+    assert measured_on["texts"] == len(calibration_texts()) > len(PROBE_TEXTS)
+    assert measured_on["tokens_per_text"] > 60  # the probe texts average about 23 tokens
 
 
 # The text (an ASCII table in a docstring, 256+ tokens: json.JSONDecoder's) that int8

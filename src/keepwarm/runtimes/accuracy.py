@@ -77,12 +77,24 @@ def fp32_equivalent(accuracy: dict[str, float]) -> bool:
 
 
 def texts_per_second(runtime: Runtime, batches: list[Batch]) -> float:
-    """Best of three passes over the batches, after one warm-up pass (first calls compile kernels)."""
+    """Best of two passes over the batches, after one warm-up pass (first calls compile kernels).
+
+    Given the calibration texts (`workload`), a pass lasts about a second: long enough
+    that a moment of the machine's noise does not decide between two runtimes, as it did
+    on the short probe texts (docs/benchmarks.md).
+    """
     embed_all(runtime, batches)
     rows = sum(len(batch[0]) for batch in batches)
     best = float("inf")
-    for _ in range(3):
+    for _ in range(2):
         started = time.perf_counter()
         embed_all(runtime, batches)
         best = min(best, time.perf_counter() - started)
     return rows / best
+
+
+def workload(batches: list[Batch]) -> dict[str, float]:
+    """What a speed was measured on: texts, and their real tokens on average (recorded beside it)."""
+    rows = sum(len(batch[0]) for batch in batches)
+    tokens = sum(int(batch[1].sum()) for batch in batches)
+    return {"texts": rows, "tokens_per_text": round(tokens / rows, 1)}

@@ -28,7 +28,14 @@ import numpy as np
 
 from keepwarm.catalog import ArtifactStore, ModelSpec
 from keepwarm.errors import ConfigError
-from keepwarm.runtimes.accuracy import Batch, agreement, embed_all, fp32_equivalent, texts_per_second
+from keepwarm.runtimes.accuracy import (
+    Batch,
+    agreement,
+    embed_all,
+    fp32_equivalent,
+    texts_per_second,
+    workload,
+)
 from keepwarm.runtimes.base import Runtime
 from keepwarm.runtimes.export import export_key, export_onnx
 
@@ -83,8 +90,17 @@ class _Base:
     folder: Path
     artifact: dict[str, Any]
     probe: list[Batch]
-    calibration: Callable[[], list[Batch]]  # tokenized only when an int8 artifact is built
+    calibration: Callable[[], list[Batch]]  # tokenized only when something is built or measured
     retrieval_loss: RetrievalCheck | None = None
+
+    @cached_property
+    def typical(self) -> list[Batch]:
+        """The calibration texts' calls: int8 calibrates on them, and speed is measured on them.
+
+        Their lengths run to the model's limit as served texts do; the short probe texts
+        ranked two runtimes differently from served traffic (docs/benchmarks.md).
+        """
+        return self.calibration()
 
     @property
     def model_path(self) -> Path:
@@ -123,8 +139,9 @@ def open_runtime(
 ) -> OpenedRuntime:
     """Open the runtime for `spec`.
 
-    `probe` batches measure every variant that is not exact; `calibration` returns the
-    batches static int8 quantization calibrates on (called only when it builds);
+    `probe` batches measure every variant that is not exact for accuracy; `calibration`
+    returns the batches static int8 quantization calibrates on and speeds are measured on
+    (called only when something is built or measured);
     `retrieval_loss` measures what an int8 build loses in search, once, when it is built.
     """
     family = resolve_runtime(spec)
@@ -190,7 +207,7 @@ def _openvino_fp32(base: _Base) -> OpenedRuntime:
     from keepwarm.runtimes import openvino
 
     def measure(_: Path) -> dict[str, Any]:
-        return openvino.choose_precision(base.spec, base.model_path, base.reference, base.probe)
+        return openvino.choose_precision(base.spec, base.model_path, base.reference, base.probe, base.typical)
 
     _, chosen = base.derived("openvino-fastest-precision", measure)
     runtime = openvino.OpenVinoRuntime(base.spec, base.model_path, precision=chosen["precision"])
@@ -218,7 +235,7 @@ def _openvino_int8(base: _Base) -> OpenedRuntime:
     from keepwarm.runtimes import openvino
 
     def quantize(*args: Any) -> dict[str, Any]:
-        return openvino.quantize_int8(*args, calibration=base.calibration())
+        return openvino.quantize_int8(*args, calibration=base.typical)
 
     def open_built(folder: Path, artifact: dict[str, Any]) -> Runtime:
         return openvino.OpenVinoRuntime(base.spec, folder / artifact["file"], precision=artifact["precision"])
@@ -259,13 +276,13 @@ def _open_fastest(base: _Base) -> OpenedRuntime:
         for family in candidates:
             opened = _open(family, dtype, base)
             results[family] = {
-                "texts_per_second": texts_per_second(opened.runtime, base.probe),
+                "texts_per_second": texts_per_second(opened.runtime, base.typical),
                 "accuracy": opened.accuracy,
             }
         good = [f for f in candidates if _qualifies(dtype, results[f]["accuracy"])] or list(candidates)
         choice = max(good, key=lambda f: results[f]["texts_per_second"])
         log.info("model '%s' runtime auto (%s): chose %s from %s", base.spec.name, dtype, choice, results)
-        return {"choice": choice, "candidates": results}
+        return {"choice": choice, "candidates": results, "measured_on": workload(base.typical)}
 
     _, selection = base.derived(f"fastest-runtime-{dtype}", measure)
     opened = _open(selection["choice"], dtype, base)
