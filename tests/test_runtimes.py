@@ -66,6 +66,10 @@ def test_auto_serves_the_fastest_runtime_that_meets_the_accuracy_bar(data_dir, r
         fastest = max(accurate, key=lambda name: accurate[name]["texts_per_second"])
         assert selection["choice"] == fastest and model.runtime.name == fastest
         _assert_timed_on_served_lengths(selection["measured_on"])
+        [precision] = (data_dir / "artifacts").glob(f"{NAME}-*-openvino-fastest-precision")
+        chosen = json.loads((precision / "artifact.json").read_text())  # OpenVINO timed once, not again
+        timed = chosen["tried"][chosen["precision"]]["texts_per_second"]
+        assert candidates["openvino"]["texts_per_second"] == timed
         recorded = [p for p in (data_dir / "artifacts").glob(f"{NAME}-*-fastest-runtime-fp32")]
         assert json.loads((recorded[0] / "artifact.json").read_text())["choice"] == selection["choice"]
         assert_same_vectors(engine.embed_sync(NAME, texts, _truncate()).vectors, reference.encode(texts))
