@@ -79,9 +79,9 @@ def fp32_equivalent(accuracy: dict[str, float]) -> bool:
 def texts_per_second(runtime: Runtime, batches: list[Batch]) -> float:
     """Best of two passes over the batches, after one warm-up pass (first calls compile kernels).
 
-    Given the calibration texts (`workload`), a pass lasts about a second: long enough
-    that a moment of the machine's noise does not decide between two runtimes, as it did
-    on the short probe texts (docs/benchmarks.md).
+    Over the calibration texts' calls (factory.py's `_Base.typical`), a pass lasts about a
+    second: long enough that a moment of the machine's noise does not decide between two
+    runtimes, as it did on the short probe texts (docs/benchmarks.md).
     """
     embed_all(runtime, batches)
     rows = sum(len(batch[0]) for batch in batches)

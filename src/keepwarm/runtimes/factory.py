@@ -213,7 +213,7 @@ def _openvino_fp32(base: _Base) -> OpenedRuntime:
     _, chosen = base.derived("openvino-fastest-precision", measure)
     runtime = openvino.OpenVinoRuntime(base.spec, base.model_path, precision=chosen["precision"])
     accuracy = {"reference": "onnx fp32", "precision": chosen["precision"], **chosen["accuracy"]}
-    timed = chosen.get("measured_on") == workload(base.typical)  # records before bba222f timed the probe
+    timed = "measured_on" in chosen  # on the typical calls; records before bba222f timed the probe texts
     speed = chosen["tried"][chosen["precision"]]["texts_per_second"] if timed else None
     return OpenedRuntime(runtime, "fp32", accuracy, chosen, speed)
 
